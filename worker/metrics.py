@@ -1,0 +1,35 @@
+"""smsq's own Prometheus metrics (seconds, ``_total``, bounded labels only).
+
+Labels never hold a phone number, a message id or a job id.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Histogram
+
+PROVIDER_REQUESTS = Counter(
+    "smsq_provider_requests_total",
+    "HTTP requests made to providers, by outcome.",
+    ["provider", "endpoint", "outcome"],
+)
+PROVIDER_REQUEST_SECONDS = Histogram(
+    "smsq_provider_request_duration_seconds",
+    "Duration of HTTP requests to providers.",
+    ["provider", "endpoint"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+)
+RECIPIENTS = Counter(
+    "smsq_recipients_total",
+    "Recipients by the outcome recorded at dispatch.",
+    ["provider", "status"],
+)
+JOBS = Counter(
+    "smsq_jobs_total",
+    "Jobs taken by the intake, by kind and result.",
+    ["kind", "result"],
+)
+DEAD_LETTERS = Counter(
+    "smsq_dead_letters_total",
+    "Items dead-lettered, by source.",
+    ["source"],
+)

@@ -1,0 +1,257 @@
+"""The port every provider adapter implements, and the types it speaks.
+
+The core (splitting, limiting, retrying, state, metrics) talks only to
+:class:`ProviderAdapter`; everything provider specific (request building,
+signing, response parsing, error classification) stays in one adapter module
+per provider. :class:`HttpClient` is the base those adapters build on: it
+owns the aiohttp call, records its timing and outcome, and turns transport
+failures into classified :class:`ProviderError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, ClassVar, Protocol
+
+import aiohttp
+
+from producers.status import Status
+from worker import metrics
+
+
+class ErrorClass(StrEnum):
+    """How the core reacts to a failure (see docs/design.md)."""
+
+    RECIPIENT = "recipient"  # this recipient is refused; the rest of the chunk goes on
+    REQUEST = "request"  # the whole request is refused; do not retry
+    ACCOUNT = "account"  # credentials / funds / blocked IP: pause the account
+    THROTTLED = "throttled"  # slow down; does not count against the retry budget
+    TRANSIENT = "transient"  # retry with backoff
+    AMBIGUOUS = "ambiguous"  # the request may have been acted on: reconcile, never resend blindly
+
+
+class ProviderError(Exception):
+    """A whole request failed. Per-recipient refusals are outcomes, not errors."""
+
+    def __init__(
+        self,
+        error_class: ErrorClass,
+        reason: str,
+        *,
+        raw_code: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(f"{error_class.value}: {reason}" + (f" (code {raw_code})" if raw_code else ""))
+        self.error_class = error_class
+        self.reason = reason
+        self.raw_code = raw_code
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True)
+class AccountConfig:
+    """One provider account, as the adapter needs it. Secrets are already resolved."""
+
+    name: str
+    kind: str
+    base_url: str
+    login: str = ""
+    password: str = ""  # SMSC psw, IntelliSoftware password
+    api_key: str = ""  # Intis API key, SMSC apikey
+    batch_size: int = 0  # 0: the adapter's documented maximum
+    timeout: float = 30.0
+    backup_urls: tuple[str, ...] = ()
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SendRequest:
+    """One chunk: one HTTP request to the provider."""
+
+    chunk_id: str  # stable across retries and redeliveries
+    sender: str
+    text: str
+    recipients: Sequence[str]  # normalised international digits, no '+'
+    scheduled_at: datetime | None = None  # aware UTC
+    validity: int | None = None  # seconds
+    priority: str = "bulk"
+    client_id: int | None = None  # numeric id for providers that take one (stable per chunk)
+
+
+@dataclass(frozen=True)
+class RecipientOutcome:
+    """What the provider said about one recipient of a send."""
+
+    phone: str
+    status: Status  # SUBMITTED, REJECTED, FAILED or UNKNOWN at send time
+    provider_message_id: str | None = None
+    parts: int | None = None
+    cost: str | None = None  # decimal as text, the provider's currency
+    raw_code: str | None = None
+    reason: str | None = None
+    error_class: ErrorClass | None = None
+
+
+@dataclass(frozen=True)
+class StatusReport:
+    """A status answer for one provider message id."""
+
+    provider_message_id: str
+    status: Status
+    raw_status: str
+    raw_error: str | None = None
+    at: datetime | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class HlrResult:
+    """One number's HLR lookup (or the acceptance of an asynchronous lookup)."""
+
+    phone: str
+    ok: bool
+    provider_message_id: str | None = None  # asynchronous lookups: the id to poll
+    pending: bool = False  # the result arrives later (status / callback)
+    imsi: str | None = None
+    mcc: str | None = None
+    mnc: str | None = None
+    network: str | None = None
+    ported: bool | None = None
+    roaming: bool | None = None
+    error: str | None = None
+    raw: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Balance:
+    amount: str  # decimal as text
+    currency: str | None = None
+
+
+class ProviderAdapter(Protocol):
+    """The port. One implementation per provider kind."""
+
+    kind: ClassVar[str]
+
+    @property
+    def account(self) -> AccountConfig: ...
+
+    @property
+    def max_batch(self) -> int:
+        """Recipients per send request (the account's batch_size, capped by the provider)."""
+        ...
+
+    async def send(self, request: SendRequest) -> list[RecipientOutcome]:
+        """Send one chunk. Returns one outcome per requested recipient.
+
+        Raises ProviderError when the request as a whole failed.
+        """
+        ...
+
+    async def status(self, provider_message_ids: Sequence[str]) -> list[StatusReport]: ...
+
+    async def hlr(self, phones: Sequence[str]) -> list[HlrResult]: ...
+
+    async def balance(self) -> Balance: ...
+
+
+@dataclass(frozen=True)
+class HttpResponse:
+    status: int
+    text: str
+    headers: Mapping[str, str]
+    url: str
+
+
+class HttpClient:
+    """Base of the adapters: one place that performs, times and classifies HTTP calls.
+
+    Every call is recorded in ``smsq_provider_requests_total`` and
+    ``smsq_provider_request_duration_seconds`` labelled by provider kind,
+    endpoint class and outcome (bounded label sets: never a number or an id).
+    """
+
+    kind: ClassVar[str] = "base"
+
+    def __init__(self, account: AccountConfig, session: aiohttp.ClientSession) -> None:
+        self._account = account
+        self._session = session
+        self._timeout = aiohttp.ClientTimeout(total=account.timeout, sock_connect=min(10.0, account.timeout))
+
+    @property
+    def account(self) -> AccountConfig:
+        return self._account
+
+    async def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        endpoint: str,
+        params: Mapping[str, str] | None = None,
+        data: Mapping[str, str] | aiohttp.FormData | bytes | None = None,
+        headers: Mapping[str, str] | None = None,
+        idempotent: bool = True,
+        encoding: str | None = None,
+    ) -> HttpResponse:
+        """Perform one HTTP request.
+
+        Transport failures become ``ProviderError``: a failure to connect is
+        TRANSIENT (nothing left this process); a failure after the request may
+        have left is TRANSIENT for idempotent calls and AMBIGUOUS otherwise.
+        HTTP 429 is THROTTLED (with Retry-After); 5xx is TRANSIENT (AMBIGUOUS
+        for non-idempotent calls: the gateway may have acted before failing).
+        """
+        started = time.perf_counter()
+        outcome = "error"
+        try:
+            try:
+                async with self._session.request(
+                    method, url, params=params, data=data, headers=headers, timeout=self._timeout
+                ) as resp:
+                    body = await resp.read()
+                    text = body.decode(encoding or resp.charset or "utf-8", errors="replace")
+                    result = HttpResponse(resp.status, text, dict(resp.headers), str(resp.url))
+            except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
+                outcome = "connect_error"
+                raise ProviderError(ErrorClass.TRANSIENT, f"cannot connect: {type(exc).__name__}") from exc
+            except (TimeoutError, asyncio.TimeoutError, aiohttp.ClientError) as exc:
+                outcome = "timeout" if isinstance(exc, TimeoutError | asyncio.TimeoutError) else "transport_error"
+                cls = ErrorClass.TRANSIENT if idempotent else ErrorClass.AMBIGUOUS
+                raise ProviderError(cls, f"transport failure after sending: {type(exc).__name__}") from exc
+            if result.status == 429:
+                outcome = "throttled"
+                raise ProviderError(
+                    ErrorClass.THROTTLED,
+                    "HTTP 429",
+                    raw_code="429",
+                    retry_after=_retry_after(result.headers),
+                )
+            if result.status >= 500:
+                outcome = "server_error"
+                cls = ErrorClass.TRANSIENT if idempotent else ErrorClass.AMBIGUOUS
+                raise ProviderError(cls, f"HTTP {result.status}", raw_code=str(result.status))
+            if result.status >= 400:
+                outcome = "client_error"
+                raise ProviderError(ErrorClass.REQUEST, f"HTTP {result.status}", raw_code=str(result.status))
+            outcome = "ok"
+            return result
+        finally:
+            elapsed = time.perf_counter() - started
+            metrics.PROVIDER_REQUESTS.labels(self.kind, endpoint, outcome).inc()
+            metrics.PROVIDER_REQUEST_SECONDS.labels(self.kind, endpoint).observe(elapsed)
+
+
+def _retry_after(headers: Mapping[str, str]) -> float | None:
+    value = headers.get("Retry-After")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None
