@@ -33,3 +33,8 @@ DEAD_LETTERS = Counter(
     "Items dead-lettered, by source.",
     ["source"],
 )
+RETRIES = Counter(
+    "smsq_retries_total",
+    "Provider requests retried, by the class of the failure.",
+    ["error_class"],
+)

@@ -204,8 +204,8 @@ class HttpClient:
         Transport failures become ``ProviderError``: a failure to connect is
         TRANSIENT (nothing left this process); a failure after the request may
         have left is TRANSIENT for idempotent calls and AMBIGUOUS otherwise.
-        HTTP 429 is THROTTLED (with Retry-After); 5xx is TRANSIENT (AMBIGUOUS
-        for non-idempotent calls: the gateway may have acted before failing).
+        HTTP 429 is THROTTLED (with Retry-After); 5xx is TRANSIENT (the gateway
+        answered that it did not take the request).
         """
         started = time.perf_counter()
         outcome = "error"
@@ -233,9 +233,9 @@ class HttpClient:
                     retry_after=_retry_after(result.headers),
                 )
             if result.status >= 500:
+                # The gateway answered that it failed: it did not take the request.
                 outcome = "server_error"
-                cls = ErrorClass.TRANSIENT if idempotent else ErrorClass.AMBIGUOUS
-                raise ProviderError(cls, f"HTTP {result.status}", raw_code=str(result.status))
+                raise ProviderError(ErrorClass.TRANSIENT, f"HTTP {result.status}", raw_code=str(result.status))
             if result.status >= 400:
                 outcome = "client_error"
                 raise ProviderError(ErrorClass.REQUEST, f"HTTP {result.status}", raw_code=str(result.status))

@@ -1,0 +1,199 @@
+"""The light enqueue client: validates a job, writes it to Redis, reads its status.
+
+Depends on ``redis`` only::
+
+    from producers import SmsqClient
+    client = SmsqClient("redis://127.0.0.1:6379/0")
+    job_id = client.enqueue_send(provider="intis", sender="smstest", text="Hello",
+                                 recipients=["+7 916 123-45-67"])
+    print(client.status(job_id).counts)
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import redis
+
+from producers.contract import new_job_id, validate_job
+from producers.keys import DEFAULT_PREFIX, Keys
+from producers.phones import mask_phone
+from producers.wire import INTAKE_OTP_QUEUE, INTAKE_QUEUE, NAMESPACE, enqueue_payload
+
+
+@dataclass(frozen=True)
+class RecipientRow:
+    phone: str
+    status: str
+    provider_message_id: str | None = None
+    account: str | None = None
+    parts: int | None = None
+    cost: str | None = None
+    code: str | None = None
+    reason: str | None = None
+    at: float | None = None
+
+    def masked(self) -> RecipientRow:
+        phone = self.phone if self.phone.startswith("#") else mask_phone(self.phone)
+        return RecipientRow(**{**self.__dict__, "phone": phone})
+
+
+@dataclass(frozen=True)
+class JobStatus:
+    job_id: str
+    state: str
+    record: Mapping[str, str]
+    counts: Mapping[str, int]
+    recipients: list[RecipientRow] = field(default_factory=list)
+    hlr: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+    @property
+    def reasons(self) -> list[str]:
+        raw = self.record.get("reasons")
+        return list(json.loads(raw)) if raw else []
+
+
+def _decode(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class SmsqClient:
+    def __init__(
+        self,
+        redis_url: str | None = None,
+        *,
+        client: redis.Redis | None = None,
+        prefix: str = DEFAULT_PREFIX,
+        providers: Collection[str] | None = None,
+        namespace: str = NAMESPACE,
+    ) -> None:
+        if client is None:
+            client = redis.Redis.from_url(redis_url or "redis://127.0.0.1:6379/0")
+        self.redis = client
+        self.keys = Keys(prefix)
+        self.providers = providers
+        self.namespace = namespace
+
+    def enqueue_payload(self, payload: Mapping[str, Any]) -> str:
+        """Validate a wire payload (raises JobRejected) and enqueue it; returns the job id.
+
+        The payload goes as given (with a generated job id when it has none), so
+        the worker records impossible numbers as rejected recipients.
+        """
+        body = dict(payload)
+        if not body.get("job_id"):
+            body["job_id"] = new_job_id()
+        job = validate_job(body, providers=self.providers)
+        enqueue_payload(self.redis, body, namespace=self.namespace)
+        return job.job_id
+
+    def enqueue_send(
+        self,
+        *,
+        provider: str,
+        sender: str,
+        text: str,
+        recipients: Iterable[str | int],
+        job_id: str | None = None,
+        scheduled_at: datetime | str | None = None,
+        validity: int | None = None,
+        priority: str = "bulk",
+        metadata: Mapping[str, Any] | None = None,
+    ) -> str:
+        payload: dict[str, Any] = {
+            "kind": "send",
+            "provider": provider,
+            "sender": sender,
+            "text": text,
+            "recipients": list(recipients),
+            "priority": priority,
+        }
+        if job_id:
+            payload["job_id"] = job_id
+        if scheduled_at is not None:
+            payload["scheduled_at"] = scheduled_at.isoformat() if isinstance(scheduled_at, datetime) else scheduled_at
+        if validity is not None:
+            payload["validity"] = validity
+        if metadata:
+            payload["metadata"] = dict(metadata)
+        return self.enqueue_payload(payload)
+
+    def enqueue_hlr(
+        self,
+        *,
+        provider: str,
+        recipients: Iterable[str | int],
+        job_id: str | None = None,
+        priority: str = "bulk",
+        metadata: Mapping[str, Any] | None = None,
+    ) -> str:
+        payload: dict[str, Any] = {
+            "kind": "hlr",
+            "provider": provider,
+            "recipients": list(recipients),
+            "priority": priority,
+        }
+        if job_id:
+            payload["job_id"] = job_id
+        if metadata:
+            payload["metadata"] = dict(metadata)
+        return self.enqueue_payload(payload)
+
+    def status(self, job_id: str, *, recipients: bool = False, limit: int | None = None) -> JobStatus | None:
+        """The job's record and counts (and recipients' rows if asked); None if unknown."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hgetall(self.keys.job(job_id))
+        pipe.hgetall(self.keys.counts(job_id))
+        record_raw, counts_raw = pipe.execute()
+        if not record_raw:
+            return None
+        record = {_decode(k): _decode(v) for k, v in record_raw.items()}
+        counts = {_decode(k): int(v) for k, v in counts_raw.items() if int(v)}
+        rows: list[RecipientRow] = []
+        hlr: dict[str, Mapping[str, Any]] = {}
+        if recipients:
+            for phone, raw in self.redis.hscan_iter(self.keys.recipients(job_id), count=1000):
+                data = json.loads(raw)
+                data.pop("status", None)
+                rows.append(RecipientRow(phone=_decode(phone), status=json.loads(raw)["status"], **data))
+                if limit is not None and len(rows) >= limit:
+                    break
+            for phone, raw in self.redis.hscan_iter(self.keys.hlr(job_id), count=1000):
+                hlr[_decode(phone)] = json.loads(raw)
+        return JobStatus(job_id, record.get("state", "unknown"), record, counts, rows, hlr)
+
+    def queue_depths(self) -> dict[str, int]:
+        """Messages waiting in each smsq queue (intake and dispatch, immediate and delayed)."""
+        names = [INTAKE_QUEUE, INTAKE_OTP_QUEUE, "smsq-dispatch", "smsq-dispatch-otp"]
+        pipe = self.redis.pipeline(transaction=False)
+        for name in names:
+            pipe.llen(f"{self.namespace}:{name}")
+            pipe.hlen(f"{self.namespace}:{name}.DQ.msgs")
+        values = pipe.execute()
+        out = {}
+        for i, name in enumerate(names):
+            out[name] = int(values[2 * i])
+            out[f"{name}.delayed"] = int(values[2 * i + 1])
+        return out
+
+
+def enqueue_send(redis_url: str, **kwargs: Any) -> str:
+    """One-shot :meth:`SmsqClient.enqueue_send`."""
+    client = SmsqClient(redis_url)
+    try:
+        return client.enqueue_send(**kwargs)
+    finally:
+        client.redis.close()
+
+
+def enqueue_hlr(redis_url: str, **kwargs: Any) -> str:
+    """One-shot :meth:`SmsqClient.enqueue_hlr`."""
+    client = SmsqClient(redis_url)
+    try:
+        return client.enqueue_hlr(**kwargs)
+    finally:
+        client.redis.close()

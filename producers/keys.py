@@ -1,0 +1,59 @@
+"""The Redis key layout smsq writes and producers may read.
+
+Every key starts with a configurable prefix (``smsq`` by default). The layout
+is part of the public read model documented in docs/wire-format.md.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+DEFAULT_PREFIX = "smsq"
+
+
+@dataclass(frozen=True)
+class Keys:
+    prefix: str = DEFAULT_PREFIX
+
+    def job(self, job_id: str) -> str:
+        """Hash: the job record (state, provider, counts of recipients, reasons, ...)."""
+        return f"{self.prefix}:job:{job_id}"
+
+    def recipients(self, job_id: str) -> str:
+        """Hash: phone -> JSON record of that recipient's outcome."""
+        return f"{self.prefix}:job:{job_id}:rcpt"
+
+    def counts(self, job_id: str) -> str:
+        """Hash: status -> number of the job's recipients in it."""
+        return f"{self.prefix}:job:{job_id}:counts"
+
+    def hlr(self, job_id: str) -> str:
+        """Hash: phone -> JSON HLR result (HLR jobs)."""
+        return f"{self.prefix}:job:{job_id}:hlr"
+
+    def chunk(self, job_id: str, index: int) -> str:
+        """String: state of one chunk (inflight / done)."""
+        return f"{self.prefix}:chunk:{job_id}:{index}"
+
+    @property
+    def jobs(self) -> str:
+        """Sorted set: job ids by creation time."""
+        return f"{self.prefix}:jobs"
+
+    def message_index(self, account: str) -> str:
+        """Hash: provider message id -> "job_id|phone", per provider account."""
+        return f"{self.prefix}:msgid:{account}"
+
+    def awaiting(self, account: str) -> str:
+        """Sorted set: provider message ids awaiting a final status, by next check time."""
+        return f"{self.prefix}:awaiting:{account}"
+
+    @property
+    def dead_letters(self) -> str:
+        """Hash: dead-letter id -> JSON record (reason, source, payload)."""
+        return f"{self.prefix}:dlq"
+
+    @property
+    def dead_letter_index(self) -> str:
+        """Sorted set: dead-letter ids by time."""
+        return f"{self.prefix}:dlq:index"

@@ -1,0 +1,190 @@
+"""Phone numbers as smsq stores and sends them: international digits, no '+'.
+
+:func:`normalize_phone` turns what a producer wrote (``"+7 916 123-45-67"``,
+``"0079161234567"``, ``"(+44) 20.7946.0958"``, ``79161234567``) into the one
+form every provider adapter receives (``"79161234567"``), or raises
+:class:`InvalidPhone` with a reason a person can act on. It never guesses a
+country: a number in national format (leading ``0``) is refused.
+
+:func:`mask_phone` hides most of a number for logs and error messages.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "MAX_PHONE_DIGITS",
+    "MIN_PHONE_DIGITS",
+    "InvalidPhone",
+    "mask_phone",
+    "normalize_phone",
+]
+
+MIN_PHONE_DIGITS = 8
+MAX_PHONE_DIGITS = 15  # E.164
+
+# Characters people put between digits; removed before the digits are checked.
+_SEPARATORS = " -.()\u00a0\t"
+_DROP_SEPARATORS = str.maketrans("", "", _SEPARATORS)
+_ASCII_DIGITS = frozenset("0123456789")
+# Two-digit prefixes that begin no E.164 country code (ITU: 28x, 83x and 89x
+# are all spare). "89…" is mostly the Russian national form "8 9xx…" written
+# without the country code 7.
+_SPARE_PREFIXES = frozenset({"28", "83", "89"})
+# Any integer at or above this has more than MAX_PHONE_DIGITS digits.
+_INT_LIMIT = 10**MAX_PHONE_DIGITS
+
+
+class InvalidPhone(ValueError):
+    """A recipient that cannot be a phone number; ``reason`` says why.
+
+    The reason is a short phrase (``"too short: 7 digits, at least 8 needed"``)
+    that never contains the number itself, so it is safe to log.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def normalize_phone(raw: object) -> str:
+    """Return ``raw`` as international digits without '+', e.g. ``"79161234567"``.
+
+    Accepted: a string or a non-negative integer. A string may start with '+'
+    or with the ``00`` international prefix, and may separate digits with
+    spaces, dashes, dots or (balanced, non-nested) parentheses. The result has
+    8 to 15 digits (E.164) and does not start with ``0``.
+
+    Raises :class:`InvalidPhone` otherwise.
+    """
+    # Fast path: the canonical form itself (and integers), which is what most
+    # bulk jobs carry.
+    if type(raw) is str:
+        if raw.isdigit() and raw.isascii() and raw[0] != "0":
+            return _check_digits(raw)
+        return _normalize_text(raw)
+    if isinstance(raw, bool):
+        raise InvalidPhone("expected a string or an integer, got a boolean")
+    if isinstance(raw, int):
+        if raw < 0:
+            raise InvalidPhone("negative number")
+        if raw >= _INT_LIMIT:
+            raise InvalidPhone(f"too long: more than {MAX_PHONE_DIGITS} digits (E.164)")
+        return _check_digits(str(raw))
+    if isinstance(raw, str):  # a str subclass
+        return normalize_phone(str(raw))
+    raise InvalidPhone(f"expected a string or an integer, got {_type_name(raw)}")
+
+
+def _normalize_text(raw: str) -> str:
+    text = raw.strip()
+    if not text:
+        raise InvalidPhone("empty")
+    if text.startswith("(+"):  # "(+44) 20 7946 0958"
+        plus, body = True, "(" + text[2:]
+    else:
+        plus = text[0] == "+"
+        body = text[1:] if plus else text
+    digits = body.translate(_DROP_SEPARATORS)
+    if not (digits.isascii() and digits.isdigit()):
+        raise InvalidPhone(_junk_reason(body, digits))
+    if "(" in body or ")" in body:
+        _check_parentheses(body)
+    if plus:
+        if digits.startswith("0"):
+            raise InvalidPhone("starts with 0 after '+': a country code is expected")
+    elif digits.startswith("00"):
+        digits = digits[2:]
+        if not digits:
+            raise InvalidPhone("nothing after the 00 international prefix")
+        if digits[0] == "0":
+            raise InvalidPhone(
+                "starts with 0 after the 00 international prefix: a country code is expected"
+            )
+    elif digits.startswith("0"):
+        raise InvalidPhone("national format (leading 0): write it with the country code, e.g. +44…")
+    return _check_digits(digits)
+
+
+def _check_digits(digits: str) -> str:
+    n = len(digits)
+    if n < MIN_PHONE_DIGITS:
+        raise InvalidPhone(
+            f"too short: {n} digit{'' if n == 1 else 's'}, at least {MIN_PHONE_DIGITS} needed"
+        )
+    if n > MAX_PHONE_DIGITS:
+        raise InvalidPhone(f"too long: {n} digits, at most {MAX_PHONE_DIGITS} (E.164)")
+    if digits[0] == "0":
+        raise InvalidPhone("national format (leading 0): write it with the country code, e.g. +44…")
+    if digits[:2] in _SPARE_PREFIXES:
+        raise InvalidPhone(
+            f"starts with {digits[:2]}, which no country code begins with"
+            " (national format? write it with the country code)"
+        )
+    return digits
+
+
+def _junk_reason(body: str, digits: str) -> str:
+    if not digits:
+        return "no digits"
+    if "+" in body:
+        return "'+' is only allowed at the start"
+    for c in digits:
+        if c in _ASCII_DIGITS:
+            continue
+        if c.isdigit():
+            return "contains non-ASCII digits"
+        if c.isalpha():
+            return "contains letters"
+        if c.isspace():
+            return "contains unexpected whitespace"
+        return f"contains an invalid character {_char_name(c)}"
+    return "not a phone number"  # pragma: no cover - every branch above returns
+
+
+def _check_parentheses(body: str) -> None:
+    depth = 0
+    for c in body:
+        if c == "(":
+            depth += 1
+            if depth > 1:
+                raise InvalidPhone("nested parentheses")
+        elif c == ")":
+            depth -= 1
+            if depth < 0:
+                raise InvalidPhone("unbalanced parentheses")
+    if depth:
+        raise InvalidPhone("unbalanced parentheses")
+
+
+def _char_name(c: str) -> str:
+    if c.isprintable():
+        return repr(c)
+    return f"U+{ord(c):04X}"
+
+
+def _type_name(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, float):
+        return "a float"
+    if isinstance(value, (list, tuple)):
+        return "a list"
+    if isinstance(value, dict):
+        return "an object"
+    return f"a {type(value).__name__}"
+
+
+def mask_phone(phone: str) -> str:
+    """Hide most of ``phone`` for logs: ``"79161234567"`` → ``"7916*****67"``.
+
+    Keeps the first 4 and the last 2 characters when at least 3 are left to
+    hide; a shorter input keeps only its last 2 (and an input of 2 characters
+    or fewer is hidden entirely), so the whole number is never shown.
+    """
+    s = str(phone)
+    n = len(s)
+    if n <= 2:
+        return "*" * n
+    if n - 6 >= 3:
+        return s[:4] + "*" * (n - 6) + s[-2:]
+    return "*" * (n - 2) + s[-2:]

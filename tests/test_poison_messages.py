@@ -1,0 +1,108 @@
+"""Malformed messages pushed straight into Redis end dead-lettered; the worker goes on."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from typing import Any
+
+import redis
+
+from tests.conftest import SandboxThread, sandbox_settings
+from tests.test_raw_enqueue import raw_enqueue
+
+
+def push_raw(client: redis.Redis, body: bytes | str, queue: str = "smsq-intake") -> str:
+    redis_id = str(uuid.uuid4())
+    client.hset(f"dramatiq:{queue}.msgs", redis_id, body)
+    client.rpush(f"dramatiq:{queue}", redis_id)
+    return redis_id
+
+
+def message(args: list[Any], **overrides: Any) -> dict[str, Any]:
+    redis_id = str(uuid.uuid4())
+    body = {
+        "queue_name": "smsq-intake",
+        "actor_name": "accept_job",
+        "args": args,
+        "kwargs": {},
+        "options": {"redis_message_id": redis_id},
+        "message_id": str(uuid.uuid4()),
+        "message_timestamp": int(time.time() * 1000),
+    }
+    body.update(overrides)
+    return body
+
+
+def dead_letters(client: redis.Redis) -> list[dict[str, Any]]:
+    return [json.loads(v) for v in client.hvals("smsq:dlq")]
+
+
+def test_malformed_messages_are_dead_lettered_and_the_worker_goes_on(
+    redis_url: str, redis_client: redis.Redis, make_worker: Any
+) -> None:
+    sandboxes = SandboxThread(["intis"])
+    try:
+        worker = make_worker(sandbox_settings(redis_url, sandboxes))
+        # Broken at the Dramatiq level: never reach an actor.
+        push_raw(redis_client, b"{not json")
+        push_raw(redis_client, b"\xff\xfe binary")
+        push_raw(redis_client, json.dumps([1, 2, 3]))
+        push_raw(redis_client, json.dumps({"actor_name": "accept_job", "args": []}))
+        no_id = message([{}])
+        no_id["options"] = {}
+        push_raw(redis_client, json.dumps(no_id))
+        push_raw(redis_client, json.dumps(message([{}], actor_name="no_such_actor")))
+        push_raw(redis_client, json.dumps(message([{}], extra_field=1)))
+        push_raw(redis_client, json.dumps(message("not a list")))
+        # Well-formed messages with bad jobs: reach accept_job, fail the contract.
+        push_raw(redis_client, json.dumps(message([])))
+        push_raw(redis_client, json.dumps(message([{"kind": "send"}, 2])))
+        push_raw(redis_client, json.dumps(message(["a string"])))
+        push_raw(
+            redis_client,
+            json.dumps(
+                message([{"job_id": "bad-1", "provider": "nowhere", "sender": "x", "text": "", "recipients": 5}])
+            ),
+        )
+        # And a good job after all of that.
+        raw_enqueue(
+            redis_client,
+            {
+                "job_id": "good-1",
+                "provider": "intis-sandbox",
+                "sender": "smstest",
+                "text": "still serving",
+                "recipients": ["+447700900123"],
+            },
+        )
+        worker.join()
+
+        assert redis_client.hget("smsq:job:good-1", "state") == b"done"
+        letters = dead_letters(redis_client)
+        assert len(letters) == 12
+        reasons = [" ".join(dl["reasons"]) for dl in letters]
+        assert all(r for r in reasons)
+        joined = "\n".join(reasons)
+        for expected in (
+            "not valid JSON",
+            "not UTF-8",
+            "not an object",
+            "missing fields",
+            "redis_message_id",
+            "no actor named 'no_such_actor'",
+            "unexpected fields extra_field",
+            "field args has the wrong type",
+            "exactly one positional argument",
+        ):
+            assert expected in joined, expected
+        bad = json.loads(redis_client.hget("smsq:job:bad-1", "reasons") or b"[]")
+        assert redis_client.hget("smsq:job:bad-1", "state") == b"dead_lettered"
+        assert len(bad) >= 3  # provider, text, recipients: every problem listed
+        # Nothing left unacknowledged or queued.
+        assert redis_client.llen("dramatiq:smsq-intake") == 0
+        assert redis_client.hlen("dramatiq:smsq-intake.msgs") == 0
+        assert not [k for k in redis_client.keys("dramatiq:__acks__*") if redis_client.scard(k)]
+    finally:
+        sandboxes.stop()

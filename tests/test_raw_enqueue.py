@@ -1,0 +1,77 @@
+"""A job enqueued with raw Redis commands only (no `producers` import), as any language would."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from typing import Any
+
+import redis
+
+from tests.conftest import SandboxThread, sandbox_settings
+
+
+def raw_enqueue(client: redis.Redis, payload: dict[str, Any], queue: str = "smsq-intake") -> None:
+    """Exactly the commands of docs/wire-format.md."""
+    redis_id = str(uuid.uuid4())
+    message = {
+        "queue_name": queue,
+        "actor_name": "accept_job",
+        "args": [payload],
+        "kwargs": {},
+        "options": {"redis_message_id": redis_id},
+        "message_id": str(uuid.uuid4()),
+        "message_timestamp": int(time.time() * 1000),
+    }
+    with client.pipeline(transaction=True) as pipe:
+        pipe.hset(f"dramatiq:{queue}.msgs", redis_id, json.dumps(message))
+        pipe.rpush(f"dramatiq:{queue}", redis_id)
+        pipe.execute()
+
+
+def test_raw_redis_job_is_dispatched(redis_url: str, redis_client: redis.Redis, make_worker: Any) -> None:
+    sandboxes = SandboxThread(["intis"])
+    try:
+        worker = make_worker(sandbox_settings(redis_url, sandboxes))
+        numbers = [f"+7900555{i:04d}" for i in range(120)]
+        raw_enqueue(
+            redis_client,
+            {
+                "kind": "send",
+                "job_id": "raw-1",
+                "provider": "intis-sandbox",
+                "sender": "smstest",
+                "text": "Hello from a raw producer",
+                "recipients": numbers,
+            },
+        )
+        raw_enqueue(
+            redis_client,
+            {
+                "kind": "send",
+                "job_id": "raw-otp",
+                "provider": "intis",
+                "sender": "smstest",
+                "text": "Code 1234",
+                "recipients": ["+447700900001"],
+                "priority": "otp",
+            },
+            queue="smsq-intake-otp",
+        )
+        worker.join()
+        job = redis_client.hgetall("smsq:job:raw-1")
+        assert job[b"state"] == b"done"
+        counts = redis_client.hgetall("smsq:job:raw-1:counts")
+        assert int(counts[b"submitted"]) == 120
+        assert int(counts.get(b"queued", 0)) == 0
+        assert redis_client.hget("smsq:job:raw-otp", "state") == b"done"
+
+        sends = [e for e in sandboxes.log("intis") if e.path.endswith("/send.php")]
+        sent = [p for e in sends for p in e.params["phone"].split(",")]
+        assert sorted(sent) == sorted([n[1:] for n in numbers] + ["447700900001"])
+        assert len(sends) == 4  # 50 + 50 + 20, and the OTP
+        record = json.loads(redis_client.hget("smsq:job:raw-1:rcpt", "79005550000") or b"{}")
+        assert record["status"] == "submitted" and record["provider_message_id"]
+    finally:
+        sandboxes.stop()

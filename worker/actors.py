@@ -1,0 +1,78 @@
+"""The Dramatiq actors, bound to one broker and one runtime.
+
+| actor | queue | what it does |
+|---|---|---|
+| ``accept_job`` | ``smsq-intake`` (+ ``smsq-intake-otp``) | validate, record, split, enqueue chunks |
+| ``dispatch_chunk`` | ``smsq-dispatch`` (+ ``smsq-dispatch-otp``) | one send request per chunk |
+| ``dispatch_hlr`` | ``smsq-dispatch`` (+ ``smsq-dispatch-otp``) | one HLR request per chunk |
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import dramatiq
+
+from producers.wire import INTAKE_ACTOR, INTAKE_OTP_QUEUE, INTAKE_QUEUE
+from worker import dispatch, intake, metrics, store
+from worker.broker import SafeRedisBroker, build_broker
+from worker.config import Settings
+from worker.runtime import Runtime, RuntimeMiddleware
+
+
+@dataclass
+class App:
+    settings: Settings
+    runtime: Runtime
+    broker: SafeRedisBroker
+    accept_job: Any
+    dispatch_chunk: Any
+    dispatch_hlr: Any
+
+
+def create_app(settings: Settings, **broker_options: Any) -> App:
+    """Build the broker, the runtime and the actors for one process."""
+    runtime = Runtime(settings)
+
+    def poison_sink(queue: str, data: bytes, reason: str) -> None:
+        pipe = runtime.redis.pipeline(transaction=True)
+        store.dead_letter(pipe, runtime.keys, source=f"queue:{queue}", reasons=[reason], payload=data, now=time.time())
+        pipe.execute()
+        metrics.DEAD_LETTERS.labels("decode").inc()
+
+    broker = build_broker(
+        settings.redis_url,
+        poison_sink=poison_sink,
+        middleware=[RuntimeMiddleware(runtime)],
+        **broker_options,
+    )
+    dramatiq.set_broker(broker)
+
+    def accept_job(*args: Any, **kwargs: Any) -> str:
+        return intake.accept_job(runtime, *args, **kwargs)
+
+    async def dispatch_chunk(*args: Any) -> str:
+        return await dispatch.dispatch_chunk(runtime, *args)
+
+    async def dispatch_hlr(*args: Any) -> str:
+        return await dispatch.dispatch_hlr(runtime, *args)
+
+    accept = dramatiq.actor(
+        accept_job, broker=broker, actor_name=INTAKE_ACTOR, queue_name=INTAKE_QUEUE, max_retries=5
+    )
+    send = dramatiq.actor(
+        dispatch_chunk,
+        broker=broker,
+        actor_name=intake.SEND_ACTOR,
+        queue_name=intake.DISPATCH_QUEUE,
+        max_retries=5,
+    )
+    hlr = dramatiq.actor(
+        dispatch_hlr, broker=broker, actor_name=intake.HLR_ACTOR, queue_name=intake.DISPATCH_QUEUE, max_retries=5
+    )
+    broker.declare_queue(INTAKE_OTP_QUEUE)
+    broker.declare_queue(intake.DISPATCH_OTP_QUEUE)
+    return App(settings, runtime, broker, accept, send, hlr)
+

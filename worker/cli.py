@@ -1,0 +1,108 @@
+"""The ``smsq`` command."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+
+from producers.cli import add_producer_commands
+from producers.client import SmsqClient
+from worker.config import ConfigError, load_settings
+from worker.providers import known_kinds
+from worker.providers.sandbox_kit import OutcomeMix
+
+
+def _client(args: argparse.Namespace) -> SmsqClient:
+    """A client on the configured Redis, validating providers against the config when there is one."""
+    if os.environ.get("SMSQ_CONFIG"):
+        settings = load_settings()
+        return SmsqClient(settings.redis_url, prefix=settings.key_prefix, providers=settings.provider_names())
+    return SmsqClient(os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
+
+
+def _worker(args: argparse.Namespace) -> int:
+    from dramatiq.cli import main as dramatiq_main
+    from dramatiq.cli import make_argument_parser
+
+    load_settings()  # fail fast, with every problem listed, before forking
+    argv = ["worker.app", "--processes", str(args.processes), "--threads", str(args.threads)]
+    if args.queues:
+        argv += ["--queues", *args.queues]
+    return int(dramatiq_main(make_argument_parser().parse_args(argv)) or 0)
+
+
+def _sandbox(args: argparse.Namespace) -> int:
+    from worker.sandboxes import run_forever
+
+    ports = {}
+    for item in args.port or []:
+        kind, _, port = item.partition("=")
+        ports[kind] = int(port)
+    mix = OutcomeMix(
+        delivered=args.delivered, undeliverable=args.undeliverable, expired=args.expired, final_after=args.final_after
+    )
+    asyncio.run(run_forever(args.kinds or known_kinds(), args.host, ports, mix))
+    return 0
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    print(f"configuration OK: {len(settings.accounts)} accounts, {len(settings.routes)} routes")
+    for name, acc in settings.accounts.items():
+        print(f"  {name}: {acc.kind} at {acc.base_url}")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from worker.demo import run_demo
+
+    return run_demo(bulk=args.bulk, otp=args.otp, workers=args.processes)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="smsq", description="Queue-driven SMS dispatch.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_producer_commands(sub, _client)
+
+    worker = sub.add_parser("worker", help="run the Dramatiq worker (intake and dispatch)")
+    worker.add_argument("--processes", type=int, default=os.cpu_count() or 1)
+    worker.add_argument("--threads", type=int, default=8)
+    worker.add_argument("--queues", nargs="*", help="only these queues (e.g. smsq-intake-otp smsq-dispatch-otp)")
+    worker.set_defaults(func=_worker)
+
+    sandbox = sub.add_parser("sandbox", help="run the providers' sandbox servers")
+    sandbox.add_argument("kinds", nargs="*", help=f"providers (default: all of {', '.join(known_kinds())})")
+    sandbox.add_argument("--host", default="127.0.0.1")
+    sandbox.add_argument("--port", action="append", help="KIND=PORT (default: a free port)")
+    sandbox.add_argument("--delivered", type=float, default=0.9)
+    sandbox.add_argument("--undeliverable", type=float, default=0.07)
+    sandbox.add_argument("--expired", type=float, default=0.03)
+    sandbox.add_argument("--final-after", type=float, default=2.0, help="seconds to a final status")
+    sandbox.set_defaults(func=_sandbox)
+
+    check = sub.add_parser("check-config", help="validate the configuration and exit")
+    check.set_defaults(func=_check_config)
+
+    demo = sub.add_parser("demo", help="run smsq end to end on embedded Redis and the sandboxes")
+    demo.add_argument("--bulk", type=int, default=1000, help="recipients of the sample bulk job")
+    demo.add_argument("--otp", type=int, default=5, help="OTP jobs")
+    demo.add_argument("--processes", type=int, default=1)
+    demo.set_defaults(func=_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

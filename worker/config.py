@@ -1,0 +1,296 @@
+"""smsq configuration: one TOML file (path in ``SMSQ_CONFIG``) plus environment overrides.
+
+```toml
+[redis]
+url = "redis://127.0.0.1:6379/0"      # REDIS_URL overrides
+key_prefix = "smsq"
+
+[dispatch]
+max_attempts = 5                      # tenacity attempts for transient failures
+max_retry_seconds = 120
+
+[accounts.intis-main]
+kind = "intis"
+base_url = "https://go.intistele.com"
+login = "my-login"
+api_key = { env = "SMSQ_INTIS_API_KEY" }     # or { file = "/run/secrets/intis_key" }
+batch_size = 50
+
+[routes]
+default = ["intis-main"]
+```
+
+Credentials are never written inline: ``password`` and ``api_key`` take
+``{ env = "NAME" }`` or ``{ file = "PATH" }``. Any scalar setting can be
+overridden by an environment variable ``SMSQ__<SECTION>__<NAME>__<KEY>``
+(upper case, ``-`` written as ``_``), e.g. ``SMSQ__ACCOUNTS__INTIS_MAIN__BASE_URL``.
+Every problem found is reported at once, each naming its key.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from producers.keys import DEFAULT_PREFIX
+from worker.providers import known_kinds
+from worker.providers.base import AccountConfig
+
+ENV_PREFIX = "SMSQ__"
+SECRET_FIELDS = ("password", "api_key")
+ACCOUNT_FIELDS = {
+    "kind",
+    "base_url",
+    "login",
+    "password",
+    "api_key",
+    "batch_size",
+    "timeout",
+    "backup_urls",
+    "options",
+}
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; ``problems`` lists every problem, each naming its key."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("invalid configuration:\n  - " + "\n  - ".join(problems))
+        self.problems = problems
+
+
+@dataclass(frozen=True)
+class DispatchSettings:
+    max_attempts: int = 5
+    max_retry_seconds: float = 120.0
+    backoff_initial: float = 0.5
+    backoff_max: float = 30.0
+
+
+@dataclass(frozen=True)
+class Settings:
+    redis_url: str
+    key_prefix: str = DEFAULT_PREFIX
+    accounts: Mapping[str, AccountConfig] = field(default_factory=dict)
+    routes: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    dispatch: DispatchSettings = field(default_factory=DispatchSettings)
+
+    def provider_names(self) -> set[str]:
+        """Every name a job's ``provider`` may take: routes, accounts, and kinds with one account."""
+        kinds: dict[str, int] = {}
+        for acc in self.accounts.values():
+            kinds[acc.kind] = kinds.get(acc.kind, 0) + 1
+        return set(self.routes) | set(self.accounts) | {k for k, n in kinds.items() if n == 1}
+
+    def resolve(self, provider: str) -> tuple[str, ...]:
+        """Account names, in order of preference, for a job's ``provider`` value."""
+        if provider in self.routes:
+            return self.routes[provider]
+        if provider in self.accounts:
+            return (provider,)
+        matching = tuple(name for name, acc in self.accounts.items() if acc.kind == provider)
+        if len(matching) == 1:
+            return matching
+        raise KeyError(provider)
+
+
+def _env_overrides(env: Mapping[str, str]) -> list[tuple[list[str], str]]:
+    out = []
+    for name, value in env.items():
+        if name.startswith(ENV_PREFIX) and len(name) > len(ENV_PREFIX):
+            out.append(([p.lower() for p in name[len(ENV_PREFIX) :].split("__")], value))
+    return out
+
+
+def _norm(name: str) -> str:
+    return name.lower().replace("-", "_")
+
+
+def _apply_overrides(data: dict[str, Any], env: Mapping[str, str], problems: list[str]) -> None:
+    for path, value in _env_overrides(env):
+        node: Any = data
+        for part in path[:-1]:
+            if not isinstance(node, dict):
+                break
+            match = next((k for k in node if _norm(k) == part), None)
+            if match is None:
+                match = part
+                node[match] = {}
+            node = node[match]
+        if not isinstance(node, dict):
+            problems.append(f"{ENV_PREFIX}{'__'.join(path).upper()}: does not name a setting")
+            continue
+        leaf = next((k for k in node if _norm(k) == path[-1]), path[-1])
+        node[leaf] = _coerce(value, node.get(leaf))
+
+
+def _coerce(value: str, current: Any) -> Any:
+    if isinstance(current, bool):
+        return value.lower() in ("1", "true", "yes", "on")
+    if isinstance(current, int):
+        try:
+            return int(value)
+        except ValueError:
+            return value
+    if isinstance(current, float):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    if isinstance(current, list):
+        return [v.strip() for v in value.split(",") if v.strip()]
+    return value
+
+
+def _secret(key: str, value: Any, env: Mapping[str, str], problems: list[str]) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        problems.append(f"{key}: credentials are not written inline; use {{ env = \"NAME\" }} or {{ file = \"PATH\" }}")
+        return ""
+    if not isinstance(value, dict) or set(value) - {"env", "file"} or len(value) != 1:
+        problems.append(f"{key}: expected {{ env = \"NAME\" }} or {{ file = \"PATH\" }}")
+        return ""
+    if "env" in value:
+        name = str(value["env"])
+        if name not in env or env[name] == "":
+            problems.append(f"{key}: environment variable {name} is not set")
+            return ""
+        return env[name]
+    path = Path(str(value["file"]))
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        problems.append(f"{key}: cannot read secret file {path}: {exc.strerror}")
+        return ""
+
+
+def _account(name: str, raw: Any, env: Mapping[str, str], problems: list[str]) -> AccountConfig | None:
+    where = f"accounts.{name}"
+    if not isinstance(raw, dict):
+        problems.append(f"{where}: expected a table")
+        return None
+    for unknown in sorted(set(raw) - ACCOUNT_FIELDS):
+        problems.append(f"{where}.{unknown}: unknown setting (known: {', '.join(sorted(ACCOUNT_FIELDS))})")
+    kind = raw.get("kind")
+    if kind not in known_kinds():
+        problems.append(f"{where}.kind: must be one of {', '.join(known_kinds())}, got {kind!r}")
+    base_url = raw.get("base_url")
+    if not isinstance(base_url, str) or urlparse(base_url).scheme not in ("http", "https"):
+        problems.append(f"{where}.base_url: must be an http(s) URL, got {base_url!r}")
+    login = raw.get("login", "")
+    if not isinstance(login, str):
+        problems.append(f"{where}.login: must be a string")
+    batch = raw.get("batch_size", 0)
+    if not isinstance(batch, int) or isinstance(batch, bool) or batch < 0:
+        problems.append(f"{where}.batch_size: must be a whole number >= 0 (0: provider maximum)")
+    timeout = raw.get("timeout", 30.0)
+    if not isinstance(timeout, int | float) or isinstance(timeout, bool) or timeout <= 0:
+        problems.append(f"{where}.timeout: must be a positive number of seconds")
+    backups = raw.get("backup_urls", [])
+    if not isinstance(backups, list) or not all(isinstance(u, str) for u in backups):
+        problems.append(f"{where}.backup_urls: must be a list of URLs")
+        backups = []
+    options = raw.get("options", {})
+    if not isinstance(options, dict):
+        problems.append(f"{where}.options: must be a table")
+        options = {}
+    secrets = {f: _secret(f"{where}.{f}", raw.get(f), env, problems) for f in SECRET_FIELDS}
+    if not isinstance(kind, str) or not isinstance(base_url, str):
+        return None
+    return AccountConfig(
+        name=name,
+        kind=kind,
+        base_url=base_url.rstrip("/"),
+        login=login if isinstance(login, str) else "",
+        password=secrets["password"],
+        api_key=secrets["api_key"],
+        batch_size=batch if isinstance(batch, int) else 0,
+        timeout=float(timeout) if isinstance(timeout, int | float) else 30.0,
+        backup_urls=tuple(u.rstrip("/") for u in backups),
+        options=options,
+    )
+
+
+def parse_settings(data: Mapping[str, Any], env: Mapping[str, str] | None = None) -> Settings:
+    """Validate a configuration mapping (already read from TOML) with overrides from ``env``."""
+    env = dict(os.environ if env is None else env)
+    problems: list[str] = []
+    data = _deep_copy(data)
+    _apply_overrides(data, env, problems)
+    for unknown in sorted(set(data) - {"redis", "accounts", "routes", "dispatch"}):
+        problems.append(f"{unknown}: unknown section (known: redis, accounts, routes, dispatch)")
+
+    redis_section = data.get("redis", {})
+    redis_url = env.get("REDIS_URL") or redis_section.get("url") or "redis://127.0.0.1:6379/0"
+    if urlparse(str(redis_url)).scheme not in ("redis", "rediss", "unix"):
+        problems.append(f"redis.url / REDIS_URL: must be a redis:// URL, got {redis_url!r}")
+    prefix = redis_section.get("key_prefix", DEFAULT_PREFIX)
+    if not isinstance(prefix, str) or not prefix or ":" in prefix:
+        problems.append("redis.key_prefix: must be a non-empty string without ':'")
+        prefix = DEFAULT_PREFIX
+
+    accounts: dict[str, AccountConfig] = {}
+    raw_accounts = data.get("accounts", {})
+    if not isinstance(raw_accounts, dict) or not raw_accounts:
+        problems.append("accounts: at least one provider account is required")
+        raw_accounts = {}
+    for name, raw in raw_accounts.items():
+        acc = _account(name, raw, env, problems)
+        if acc is not None:
+            accounts[name] = acc
+
+    routes: dict[str, tuple[str, ...]] = {}
+    for name, members in (data.get("routes") or {}).items():
+        if not isinstance(members, list) or not members or not all(isinstance(m, str) for m in members):
+            problems.append(f"routes.{name}: must be a non-empty list of account names")
+            continue
+        for m in members:
+            if m not in raw_accounts:
+                problems.append(f"routes.{name}: names account {m!r}, which is not defined")
+        routes[name] = tuple(members)
+
+    dispatch_raw = data.get("dispatch", {})
+    dispatch = DispatchSettings()
+    if isinstance(dispatch_raw, dict):
+        for unknown in sorted(set(dispatch_raw) - set(DispatchSettings.__dataclass_fields__)):
+            problems.append(f"dispatch.{unknown}: unknown setting")
+        try:
+            dispatch = DispatchSettings(
+                **{k: v for k, v in dispatch_raw.items() if k in DispatchSettings.__dataclass_fields__}
+            )
+        except TypeError as exc:
+            problems.append(f"dispatch: {exc}")
+        if not isinstance(dispatch.max_attempts, int) or dispatch.max_attempts < 1:
+            problems.append("dispatch.max_attempts: must be a whole number >= 1")
+
+    if problems:
+        raise ConfigError(problems)
+    return Settings(
+        redis_url=str(redis_url), key_prefix=prefix, accounts=accounts, routes=routes, dispatch=dispatch
+    )
+
+
+def _deep_copy(data: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: _deep_copy(v) if isinstance(v, Mapping) else v for k, v in data.items()}
+
+
+def load_settings(path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None) -> Settings:
+    """Read the TOML file at ``path`` (default: ``$SMSQ_CONFIG``) and validate it."""
+    env = dict(os.environ if env is None else env)
+    path = path or env.get("SMSQ_CONFIG")
+    if not path:
+        raise ConfigError(["SMSQ_CONFIG: not set; point it at the smsq TOML configuration file"])
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except OSError as exc:
+        raise ConfigError([f"SMSQ_CONFIG: cannot read {path}: {exc.strerror}"]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"{path}: not valid TOML: {exc}"]) from None
+    return parse_settings(data, env)

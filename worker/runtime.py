@@ -1,0 +1,84 @@
+"""Per-process runtime: settings, Redis clients, one aiohttp session and the adapters.
+
+The asynchronous parts live on Dramatiq's event-loop thread: they are created
+by :class:`RuntimeMiddleware` when the worker boots (after the AsyncIO
+middleware has started the loop) and closed when it shuts down.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import aiohttp
+import dramatiq
+import redis
+import redis.asyncio as aredis
+from dramatiq.asyncio import get_event_loop_thread
+
+from producers.keys import Keys
+from worker.config import Settings
+from worker.providers import provider_module
+from worker.providers.base import ProviderAdapter
+
+log = logging.getLogger("smsq.runtime")
+
+
+class Runtime:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.keys = Keys(settings.key_prefix)
+        self.redis = redis.Redis.from_url(settings.redis_url)
+        self.session: aiohttp.ClientSession | None = None
+        self.aredis: aredis.Redis | None = None
+        self.adapters: dict[str, ProviderAdapter] = {}
+
+    async def start(self) -> None:
+        """Create the session, the asyncio Redis client and one adapter per account."""
+        connector = aiohttp.TCPConnector(limit=200, ttl_dns_cache=300)
+        self.session = aiohttp.ClientSession(connector=connector)
+        self.aredis = aredis.Redis.from_url(self.settings.redis_url)
+        self.adapters = {
+            name: provider_module(acc.kind).Adapter(acc, self.session)
+            for name, acc in self.settings.accounts.items()
+        }
+
+    async def stop(self) -> None:
+        if self.session is not None:
+            await self.session.close()
+            self.session = None
+        if self.aredis is not None:
+            await self.aredis.aclose()
+            self.aredis = None
+
+    def adapter(self, account: str) -> ProviderAdapter:
+        try:
+            return self.adapters[account]
+        except KeyError:
+            raise RuntimeError(f"no adapter for account {account!r}: runtime not started?") from None
+
+    def async_redis(self) -> aredis.Redis:
+        if self.aredis is None:
+            raise RuntimeError("runtime not started")
+        return self.aredis
+
+    def close(self) -> None:
+        self.redis.close()
+
+
+class RuntimeMiddleware(dramatiq.Middleware):  # type: ignore[misc]
+    """Starts the runtime's async parts on the event-loop thread at worker boot."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+
+    def before_worker_boot(self, broker: Any, worker: Any) -> None:
+        thread = get_event_loop_thread()
+        if thread is None:
+            raise RuntimeError("the AsyncIO middleware must come before RuntimeMiddleware")
+        thread.run_coroutine(self.runtime.start())
+
+    def before_worker_shutdown(self, broker: Any, worker: Any) -> None:
+        thread = get_event_loop_thread()
+        if thread is not None:
+            thread.run_coroutine(self.runtime.stop())

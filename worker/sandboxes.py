@@ -1,0 +1,53 @@
+"""Run the providers' sandboxes side by side (``smsq sandbox``, the demo, tests, benchmarks).
+
+Each provider package exposes ``create_sandbox(state, **options)`` and
+``SANDBOX_ACCOUNT``: the account settings (login and secrets) its sandbox
+accepts by default, so a config pointing at the sandbox can be written
+without naming any provider here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Mapping
+from typing import Any
+
+from worker.providers import known_kinds, provider_module
+from worker.providers.sandbox_kit import OutcomeMix, RunningSandbox, SandboxState, serve
+
+
+def sandbox_account(kind: str) -> dict[str, str]:
+    """Login and secrets the kind's sandbox accepts by default."""
+    account: Mapping[str, str] = provider_module(kind).SANDBOX_ACCOUNT
+    return dict(account)
+
+
+async def start_sandboxes(
+    kinds: list[str] | None = None,
+    *,
+    host: str = "127.0.0.1",
+    ports: Mapping[str, int] | None = None,
+    mix: OutcomeMix | None = None,
+    options: Mapping[str, Mapping[str, Any]] | None = None,
+) -> dict[str, RunningSandbox]:
+    """Start one sandbox per kind (all known kinds by default) on free or given ports."""
+    running: dict[str, RunningSandbox] = {}
+    for kind in kinds or known_kinds():
+        state = SandboxState(mix=mix or OutcomeMix())
+        app = provider_module(kind).create_sandbox(state, **dict((options or {}).get(kind, {})))
+        running[kind] = await serve(app, host, (ports or {}).get(kind, 0))
+    return running
+
+
+async def run_forever(kinds: list[str], host: str, ports: Mapping[str, int], mix: OutcomeMix) -> None:
+    running = await start_sandboxes(kinds, host=host, ports=ports, mix=mix)
+    for kind, sandbox in running.items():
+        print(f"{kind:<16} {sandbox.url}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    for sandbox in running.values():
+        await sandbox.stop()

@@ -1,0 +1,199 @@
+"""Writes smsq's records to Redis: jobs, recipients' outcomes, indexes, dead letters.
+
+The functions that build commands take a pipeline (sync or asyncio: both queue
+commands the same way) so a caller writes a whole chunk's outcome in one round
+trip. The layout is in producers/keys.py.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from producers.contract import Job, RejectedRecipient, SendJob
+from producers.keys import Keys
+from producers.status import JobState, Status
+from worker.providers.base import RecipientOutcome
+
+CHUNK_STATE_TTL = 7 * 24 * 3600
+RECONCILE_FIRST_CHECK = 30.0  # seconds after submit before the first status poll
+DEAD_LETTER_PAYLOAD_LIMIT = 64 * 1024
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def recipient_record(
+    status: Status,
+    *,
+    account: str | None = None,
+    provider_message_id: str | None = None,
+    parts: int | None = None,
+    cost: str | None = None,
+    code: str | None = None,
+    reason: str | None = None,
+    at: float | None = None,
+) -> str:
+    """The JSON kept per recipient (fields with no value are left out)."""
+    record: dict[str, Any] = {"status": status.value, "at": round(at or time.time(), 3)}
+    for name, value in (
+        ("account", account),
+        ("provider_message_id", provider_message_id),
+        ("parts", parts),
+        ("cost", cost),
+        ("code", code),
+        ("reason", reason),
+    ):
+        if value is not None:
+            record[name] = value
+    return dumps(record)
+
+
+def write_job_record(
+    pipe: Any,
+    keys: Keys,
+    job: Job,
+    *,
+    accounts: Iterable[str],
+    chunks: int,
+    now: float,
+) -> None:
+    """Queue the writes of an accepted job: record, recipients (queued / rejected), counts."""
+    record: dict[str, Any] = {
+        "kind": job.kind,
+        "state": JobState.ACCEPTED.value,
+        "provider": job.provider,
+        "accounts": ",".join(accounts),
+        "priority": job.priority,
+        "recipients": len(job.recipients) + len(job.rejected),
+        "valid": len(job.recipients),
+        "rejected": len(job.rejected),
+        "duplicates": job.duplicates,
+        "chunks": chunks,
+        "chunks_done": 0,
+        "created_at": round(now, 3),
+        "metadata": dumps(job.metadata),
+    }
+    if isinstance(job, SendJob):
+        record.update(
+            {
+                "sender": job.sender,
+                "encoding": job.segments.encoding,
+                "parts": job.segments.parts,
+                "scheduled_at": job.scheduled_at.isoformat() if job.scheduled_at else "",
+                "validity": job.validity or "",
+            }
+        )
+    pipe.hset(keys.job(job.job_id), mapping=record)
+    pipe.zadd(keys.jobs, {job.job_id: now})
+    queued = recipient_record(Status.QUEUED, at=now)
+    rcpt_key = keys.recipients(job.job_id)
+    batch: dict[str, str] = {}
+    for phone in job.recipients:
+        batch[phone] = queued
+        if len(batch) >= 10_000:
+            pipe.hset(rcpt_key, mapping=batch)
+            batch = {}
+    for rej in job.rejected:
+        batch[rejected_key(rej)] = recipient_record(Status.REJECTED, reason=rej.reason, at=now)
+    if batch:
+        pipe.hset(rcpt_key, mapping=batch)
+    counts = {Status.QUEUED.value: len(job.recipients)}
+    if job.rejected:
+        counts[Status.REJECTED.value] = len(job.rejected)
+    pipe.hset(keys.counts(job.job_id), mapping=counts)
+
+
+def rejected_key(rej: RejectedRecipient) -> str:
+    """Field name of a recipient rejected at validation: its raw value (it has no normalised form)."""
+    return f"#{rej.index}:{rej.raw}"
+
+
+def write_outcomes(
+    pipe: Any,
+    keys: Keys,
+    job_id: str,
+    account: str,
+    outcomes: Iterable[RecipientOutcome],
+    *,
+    previous: Status = Status.QUEUED,
+    now: float | None = None,
+) -> Counter[Status]:
+    """Queue the writes of a chunk's outcomes; returns how many went to each status."""
+    now = now or time.time()
+    records: dict[str, str] = {}
+    index: dict[str, str] = {}
+    awaiting: dict[str, float] = {}
+    tally: Counter[Status] = Counter()
+    for o in outcomes:
+        records[o.phone] = recipient_record(
+            o.status,
+            account=account,
+            provider_message_id=o.provider_message_id,
+            parts=o.parts,
+            cost=o.cost,
+            code=o.raw_code,
+            reason=o.reason,
+            at=now,
+        )
+        tally[o.status] += 1
+        if o.provider_message_id and o.status in (Status.SUBMITTED, Status.UNKNOWN):
+            index[o.provider_message_id] = f"{job_id}|{o.phone}"
+            awaiting[o.provider_message_id] = now + RECONCILE_FIRST_CHECK
+    if records:
+        pipe.hset(keys.recipients(job_id), mapping=records)
+    if index:
+        pipe.hset(keys.message_index(account), mapping=index)
+        pipe.zadd(keys.awaiting(account), awaiting)
+    counts_key = keys.counts(job_id)
+    moved = sum(tally.values())
+    if moved:
+        pipe.hincrby(counts_key, previous.value, -moved)
+    for status, n in tally.items():
+        pipe.hincrby(counts_key, status.value, n)
+    return tally
+
+
+def dead_letter(
+    pipe: Any,
+    keys: Keys,
+    *,
+    source: str,
+    reasons: list[str],
+    payload: bytes | str | Mapping[str, Any] | None,
+    job_id: str | None = None,
+    record_job: bool = False,
+    now: float | None = None,
+) -> str:
+    """Queue the writes of one dead letter; returns its id.
+
+    With ``record_job`` (the caller found no record for ``job_id``), a job
+    record in state ``dead_lettered`` with the reasons is written too, so
+    ``smsq status`` tells the producer what happened.
+    """
+    now = now or time.time()
+    dl_id = uuid.uuid4().hex
+    if isinstance(payload, bytes):
+        raw: Any = payload[:DEAD_LETTER_PAYLOAD_LIMIT].decode("utf-8", errors="replace")
+    elif isinstance(payload, str):
+        raw = payload[:DEAD_LETTER_PAYLOAD_LIMIT]
+    else:
+        raw = payload
+    record = {"id": dl_id, "source": source, "reasons": reasons, "job_id": job_id, "at": round(now, 3), "payload": raw}
+    pipe.hset(keys.dead_letters, dl_id, dumps(record))
+    pipe.zadd(keys.dead_letter_index, {dl_id: now})
+    if job_id and record_job:
+        job_record = {
+            "state": JobState.DEAD_LETTERED.value,
+            "reasons": dumps(reasons),
+            "dead_letter_id": dl_id,
+            "created_at": round(now, 3),
+        }
+        pipe.hset(keys.job(job_id), mapping=job_record)
+        pipe.zadd(keys.jobs, {job_id: now}, nx=True)
+    return dl_id
