@@ -38,3 +38,9 @@ RETRIES = Counter(
     "Provider requests retried, by the class of the failure.",
     ["error_class"],
 )
+LIMITER_WAIT_SECONDS = Histogram(
+    "smsq_limiter_wait_seconds",
+    "Time spent waiting for a rate-limit permit in the event loop.",
+    ["endpoint"],
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0),
+)

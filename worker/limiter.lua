@@ -1,0 +1,49 @@
+-- smsq sliding-log rate limiter: one round trip per acquire, on the Redis server's clock.
+--
+-- KEYS[1]  the log: a sorted set of permits, scored by grant time (microseconds)
+-- KEYS[2]  the pause flag: while it exists nothing is granted (the provider throttled us)
+-- ARGV[1]  permit id (unique)
+-- ARGV[2]  priority reserve flag: 1 when the caller may use the reserved share (otp), else 0
+-- ARGV[3]  number of rules, then per rule: limit, window (microseconds), reserve
+--
+-- A permit is granted when, for every rule, fewer than `limit` permits were
+-- granted in the last `window` (fewer than `limit - reserve` for callers without
+-- the reserve). Returns {1, 0} on grant, or {0, wait_us}: the time after which
+-- the blocking rule could next grant (a hint; the caller asks again then).
+local t = redis.call("TIME")
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local key = KEYS[1]
+local function s(x) return string.format("%.0f", x) end
+local paused = redis.call("PTTL", KEYS[2])
+if paused > 0 then
+  return {0, s(paused * 1000)}
+end
+local may_reserve = tonumber(ARGV[2]) == 1
+local n = tonumber(ARGV[3])
+local longest = 0
+local wait = 0
+for i = 0, n - 1 do
+  local limit = tonumber(ARGV[4 + i * 3])
+  local window = tonumber(ARGV[5 + i * 3])
+  local reserve = tonumber(ARGV[6 + i * 3])
+  if window > longest then longest = window end
+  local allowed = limit
+  if not may_reserve then allowed = limit - reserve end
+  local since = now - window
+  local used = redis.call("ZCOUNT", key, "(" .. s(since), "+inf")
+  if used >= allowed then
+    -- the permit that must age out first: the (used - allowed + 1)-th oldest in the window
+    local oldest = redis.call("ZRANGEBYSCORE", key, "(" .. s(since), "+inf", "WITHSCORES", "LIMIT", used - allowed, 1)
+    local w = window
+    if oldest[2] then w = tonumber(oldest[2]) + window - now end
+    if allowed <= 0 then w = window end
+    if w > wait then wait = w end
+  end
+end
+if wait > 0 then
+  return {0, s(wait)}
+end
+redis.call("ZREMRANGEBYSCORE", key, "-inf", s(now - longest))
+redis.call("ZADD", key, s(now), ARGV[1])
+redis.call("PEXPIRE", key, s(math.ceil(longest / 1000) + 1000))
+return {1, 0}

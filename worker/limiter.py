@@ -1,0 +1,116 @@
+"""Exact distributed rate limits and concurrency leases, on Redis.
+
+``RateLimiter``: a sliding log per (provider account, endpoint class), kept
+in Redis and decided by one Lua script on the Redis server's clock, so "at
+most N requests in any window of W seconds" holds across every process and
+host, with one round trip per acquire. Several rules may guard one key (e.g.
+3 per minute and 30 per hour); a rule may keep a reserve that only ``otp``
+traffic can use, so a bulk backlog never starves OTPs. A throttled answer
+from the provider sets a pause on the key that every process honours.
+
+``ConcurrencyLimiter``: at most N requests in flight per account, by leases
+that expire, so a killed process leaks no slot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+import redis.asyncio as aredis
+
+from worker import metrics
+
+
+def _script(name: str) -> str:
+    return resources.files("worker").joinpath(name).read_text(encoding="utf-8")
+
+
+@dataclass(frozen=True)
+class Rule:
+    """At most ``limit`` requests in any ``window`` seconds; ``reserve`` of them kept for otp."""
+
+    limit: int
+    window: float
+    reserve: int = 0
+
+    def __post_init__(self) -> None:
+        if self.limit < 1 or self.window <= 0 or not 0 <= self.reserve < self.limit:
+            raise ValueError(f"invalid rate rule {self}: need limit >= 1, window > 0, 0 <= reserve < limit")
+
+
+def margin_for(window: float) -> float:
+    """Slack added to each window: requests leave the process a little after their permit."""
+    return min(0.25, window * 0.02)
+
+
+class RateLimiter:
+    def __init__(self, client: aredis.Redis, prefix: str) -> None:
+        self._client = client
+        self._prefix = prefix
+        self._acquire = client.register_script(_script("limiter.lua"))
+
+    def key(self, account: str, endpoint: str) -> str:
+        return f"{self._prefix}:rl:{account}:{endpoint}"
+
+    async def try_acquire(self, account: str, endpoint: str, rules: list[Rule], *, priority: str = "bulk") -> float:
+        """Take a permit if one is free: returns 0.0, or the seconds to wait before asking again."""
+        if not rules:
+            return 0.0
+        key = self.key(account, endpoint)
+        args: list[Any] = [uuid.uuid4().hex, 1 if priority == "otp" else 0, len(rules)]
+        for rule in rules:
+            args += [rule.limit, int((rule.window + margin_for(rule.window)) * 1_000_000), rule.reserve]
+        granted, wait_us = await self._acquire(keys=[key, key + ":pause"], args=args)
+        if int(granted):
+            return 0.0
+        return max(0.001, int(wait_us) / 1_000_000)
+
+    async def acquire(
+        self, account: str, endpoint: str, rules: list[Rule], *, priority: str = "bulk", max_wait: float = 5.0
+    ) -> float:
+        """Wait (in the event loop) for a permit for up to ``max_wait`` seconds.
+
+        Returns 0.0 once granted, or the remaining wait when it is longer than
+        ``max_wait`` (the caller reschedules instead of holding a worker).
+        """
+        waited = 0.0
+        while True:
+            wait = await self.try_acquire(account, endpoint, rules, priority=priority)
+            if wait == 0.0:
+                if waited:
+                    metrics.LIMITER_WAIT_SECONDS.labels(endpoint).observe(waited)
+                return 0.0
+            if waited + wait > max_wait:
+                return wait
+            await asyncio.sleep(wait)
+            waited += wait
+
+    async def pause(self, account: str, endpoint: str, seconds: float) -> None:
+        """Stop granting permits on the key for ``seconds`` (a provider said: too many requests)."""
+        await self._client.set(self.key(account, endpoint) + ":pause", "1", px=max(1, int(seconds * 1000)))
+
+
+class ConcurrencyLimiter:
+    def __init__(self, client: aredis.Redis, prefix: str) -> None:
+        self._prefix = prefix
+        self._script = client.register_script(_script("concurrency.lua"))
+
+    def key(self, account: str) -> str:
+        return f"{self._prefix}:cc:{account}"
+
+    async def try_acquire(self, account: str, limit: int, lease: float) -> tuple[str | None, float]:
+        """(lease id, 0.0) when a slot was free, else (None, seconds until one may be)."""
+        lease_id = uuid.uuid4().hex
+        granted, wait_us = await self._script(
+            keys=[self.key(account)], args=["acquire", lease_id, limit, int(lease * 1_000_000)]
+        )
+        if int(granted):
+            return lease_id, 0.0
+        return None, max(0.001, int(wait_us) / 1_000_000)
+
+    async def release(self, account: str, lease_id: str) -> None:
+        await self._script(keys=[self.key(account)], args=["release", lease_id])
