@@ -122,9 +122,6 @@ HLR_FIELDS = _COMMON_FIELDS
 _TEXT_COUNT_LIMIT = 20_000
 _MAX_LISTED_FIELDS = 10
 
-_MISSING: Any = object()
-
-
 # ---------------------------------------------------------------- types
 
 
@@ -228,6 +225,8 @@ def validate_job(
         now = datetime.now(UTC)
     elif now.tzinfo is None or now.utcoffset() is None:
         raise ValueError("now must be a timezone-aware datetime")
+    if isinstance(providers, str):  # one name, not a collection of its letters
+        providers = (providers,)
 
     if not isinstance(payload, Mapping):
         raise JobRejected([f"the job must be a JSON object, not {_type_name(payload)}"])
@@ -247,7 +246,7 @@ def validate_job(
         text, segments = _text(payload.get("text"), errors)
         scheduled_at = _scheduled_at(payload.get("scheduled_at"), now, errors)
         validity = _validity(payload.get("validity"), errors)
-    recipients, rejected, duplicates = _recipients(payload.get("recipients", _MISSING), errors)
+    recipients, rejected, duplicates = _recipients(payload.get("recipients"), errors)
     priority = _priority(payload.get("priority"), errors)
     metadata = _metadata(payload.get("metadata"), errors)
 
@@ -480,7 +479,7 @@ def _recipients(
     value: object, errors: list[str]
 ) -> tuple[tuple[str, ...], tuple[RejectedRecipient, ...], int]:
     nothing: tuple[tuple[str, ...], tuple[RejectedRecipient, ...], int] = ((), (), 0)
-    if value is _MISSING or value is None:
+    if value is None:
         errors.append("recipients is required: a list of phone numbers")
         return nothing
     if not isinstance(value, (list, tuple)):

@@ -52,7 +52,8 @@ def normalize_phone(raw: object) -> str:
     Accepted: a string or a non-negative integer. A string may start with '+'
     or with the ``00`` international prefix, and may separate digits with
     spaces, dashes, dots or (balanced, non-nested) parentheses. The result has
-    8 to 15 digits (E.164) and does not start with ``0``.
+    8 to 15 digits (E.164) and starts like a country code: not with ``0``, nor
+    with the spare prefixes ``28``, ``83`` or ``89``.
 
     Raises :class:`InvalidPhone` otherwise.
     """

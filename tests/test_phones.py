@@ -102,7 +102,14 @@ def test_normalize_rejects_with_reason(raw: object, reason: str) -> None:
 
 @pytest.mark.parametrize(
     "raw",
-    ["1234567", "1234567890123456", "89161234567", "+7 916 CALL 4567", "7916+1234567", "02079460958"],
+    [
+        "1234567",
+        "1234567890123456",
+        "89161234567",
+        "+7 916 CALL 4567",
+        "7916+1234567",
+        "02079460958",
+    ],
 )
 def test_reasons_never_quote_the_number(raw: str) -> None:
     with pytest.raises(InvalidPhone) as info:

@@ -13,8 +13,14 @@ from tests.conftest import SandboxThread, sandbox_settings
 from tests.test_raw_enqueue import raw_enqueue
 
 
-def push_raw(client: redis.Redis, body: bytes | str, queue: str = "smsq-intake") -> str:
+def push_raw(client: redis.Redis, body: bytes | str | dict[str, Any], queue: str = "smsq-intake") -> str:
+    """Store and push ``body`` under its own redis_message_id (or a fresh id for non-messages)."""
     redis_id = str(uuid.uuid4())
+    if isinstance(body, dict):
+        options = body.get("options")
+        if isinstance(options, dict) and isinstance(options.get("redis_message_id"), str):
+            redis_id = options["redis_message_id"]
+        body = json.dumps(body)
     client.hset(f"dramatiq:{queue}.msgs", redis_id, body)
     client.rpush(f"dramatiq:{queue}", redis_id)
     return redis_id
@@ -52,19 +58,21 @@ def test_malformed_messages_are_dead_lettered_and_the_worker_goes_on(
         push_raw(redis_client, json.dumps({"actor_name": "accept_job", "args": []}))
         no_id = message([{}])
         no_id["options"] = {}
-        push_raw(redis_client, json.dumps(no_id))
-        push_raw(redis_client, json.dumps(message([{}], actor_name="no_such_actor")))
-        push_raw(redis_client, json.dumps(message([{}], extra_field=1)))
-        push_raw(redis_client, json.dumps(message("not a list")))
+        push_raw(redis_client, no_id)
+        push_raw(redis_client, message([{}], actor_name="no_such_actor"))
+        push_raw(redis_client, message([{}], extra_field=1))
+        push_raw(redis_client, message("not a list"))
+        # Stored under another id than the one it names: could never be acknowledged.
+        mismatched = message([{}])
+        redis_client.hset("dramatiq:smsq-intake.msgs", "other-id", json.dumps(mismatched))
+        redis_client.rpush("dramatiq:smsq-intake", "other-id")
         # Well-formed messages with bad jobs: reach accept_job, fail the contract.
-        push_raw(redis_client, json.dumps(message([])))
-        push_raw(redis_client, json.dumps(message([{"kind": "send"}, 2])))
-        push_raw(redis_client, json.dumps(message(["a string"])))
+        push_raw(redis_client, message([]))
+        push_raw(redis_client, message([{"kind": "send"}, 2]))
+        push_raw(redis_client, message(["a string"]))
         push_raw(
             redis_client,
-            json.dumps(
-                message([{"job_id": "bad-1", "provider": "nowhere", "sender": "x", "text": "", "recipients": 5}])
-            ),
+            message([{"job_id": "bad-1", "provider": "nowhere", "sender": "x", "text": "", "recipients": 5}]),
         )
         # And a good job after all of that.
         raw_enqueue(
@@ -81,7 +89,7 @@ def test_malformed_messages_are_dead_lettered_and_the_worker_goes_on(
 
         assert redis_client.hget("smsq:job:good-1", "state") == b"done"
         letters = dead_letters(redis_client)
-        assert len(letters) == 12
+        assert len(letters) == 13
         reasons = [" ".join(dl["reasons"]) for dl in letters]
         assert all(r for r in reasons)
         joined = "\n".join(reasons)
@@ -95,6 +103,7 @@ def test_malformed_messages_are_dead_lettered_and_the_worker_goes_on(
             "unexpected fields extra_field",
             "field args has the wrong type",
             "exactly one positional argument",
+            "does not match the id",
         ):
             assert expected in joined, expected
         bad = json.loads(redis_client.hget("smsq:job:bad-1", "reasons") or b"[]")

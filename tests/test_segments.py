@@ -47,7 +47,7 @@ def test_gsm7_extension_characters_count_two() -> None:
     assert count_segments("a" * 159 + "{") == Segments("gsm7", 161, 2, 160)
     assert count_segments("a" * 158 + "}") == Segments("gsm7", 160, 1, 159)
     assert count_segments("\f") == Segments("gsm7", 2, 1, 1)
-    assert count_segments("[~]|\\^") .units == 12
+    assert count_segments("[~]|\\^").units == 12
 
 
 def test_gsm7_extension_never_split_across_parts() -> None:
@@ -62,17 +62,13 @@ def test_gsm7_extension_never_split_across_parts() -> None:
 
 
 def test_gsm7_extensions_at_every_part_boundary() -> None:
-    # 76 pairs (152 septets) then one pair that cannot fit the 1 septet left.
-    text = "€" * 230
+    # "a" + 76 pairs fill the first part exactly (153); every later part then
+    # takes 76 pairs (152 septets), so 459 septets need four parts, not three.
+    text = "a" + "€" * 229
     seg = count_segments(text)
-    assert seg.units == 460
-    # 76 characters per part (152 septets each): 230 / 76 -> 4 parts, not ceil(460/153) = 4 ...
+    assert seg.units == 459
     assert seg.parts == 4
-    text = "€" * 229 + "a" * 2  # 460 septets: 3 × 152 + 4
-    assert count_segments(text).parts == 4
-    text = "a" + "€" * 229  # 459 septets fit 3 × 153 only by splitting pairs
-    assert count_segments(text).units == 459
-    assert count_segments(text).parts == 4
+    assert count_segments("a" + "€" * 228).parts == 3  # 457 septets: 153 + 152 + 152
 
 
 @pytest.mark.parametrize(
@@ -90,7 +86,7 @@ def test_one_non_gsm_character_makes_the_whole_text_ucs2() -> None:
     # Extension characters are one unit in UCS-2.
     assert count_segments("€" * 69 + "я") == Segments("ucs2", 70, 1, 70)
     assert count_segments("a" * 160 + "`").encoding == "ucs2"
-    assert count_segments("a" * 71).per_part == 153
+    assert count_segments("a" * 71).per_part == 160
     assert count_segments("я" * 71).per_part == 67
     assert count_segments("я" * 70).per_part == 70
 
@@ -110,7 +106,7 @@ def test_surrogate_pair_never_split_across_parts() -> None:
     assert seg.units == 134
     assert seg.parts == 3
     assert count_segments("a" * 65 + EMOJI + "a" * 67).parts == 2
-    # 33 pairs (66 units) per part: 34 emoji do not fit two parts of 67.
+    # Parts of 67 hold 33 pairs (66 units): 67 emoji need three parts, not two.
     assert count_segments(EMOJI * 67) == Segments("ucs2", 134, 3, 67)
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import dramatiq
+from dramatiq.middleware import CurrentMessage
 
 from producers.wire import INTAKE_ACTOR, INTAKE_OTP_QUEUE, INTAKE_QUEUE
 from worker import dispatch, intake, metrics, store
@@ -45,19 +46,21 @@ def create_app(settings: Settings, **broker_options: Any) -> App:
     broker = build_broker(
         settings.redis_url,
         poison_sink=poison_sink,
-        middleware=[RuntimeMiddleware(runtime)],
+        middleware=[CurrentMessage(), RuntimeMiddleware(runtime)],
         **broker_options,
     )
     dramatiq.set_broker(broker)
 
-    def accept_job(*args: Any, **kwargs: Any) -> str:
-        return intake.accept_job(runtime, *args, **kwargs)
+    def accept_job(*args: Any, **kwargs: Any) -> None:
+        message = CurrentMessage.get_current_message()
+        enqueued_at = message.message_timestamp / 1000 if message is not None else None
+        intake.accept_job(runtime, *args, enqueued_at=enqueued_at, **kwargs)
 
-    async def dispatch_chunk(*args: Any) -> str:
-        return await dispatch.dispatch_chunk(runtime, *args)
+    async def dispatch_chunk(*args: Any) -> None:
+        await dispatch.dispatch_chunk(runtime, *args)
 
-    async def dispatch_hlr(*args: Any) -> str:
-        return await dispatch.dispatch_hlr(runtime, *args)
+    async def dispatch_hlr(*args: Any) -> None:
+        await dispatch.dispatch_hlr(runtime, *args)
 
     accept = dramatiq.actor(
         accept_job, broker=broker, actor_name=INTAKE_ACTOR, queue_name=INTAKE_QUEUE, max_retries=5

@@ -81,21 +81,32 @@ class SafeRedisBroker(RedisBroker):  # type: ignore[misc]
     def do_fetch(self, queue_name: str, count: int) -> list[bytes]:
         bodies: list[bytes | None] = self._dispatch("fetch")(queue_name, count)
         actors = frozenset(self.actors)
-        good: list[bytes] = []
+        good: list[tuple[bytes, str]] = []
         bad: list[tuple[bytes | None, str]] = []
         for data in bodies:
             problem = message_problem(data, actors)
             if problem is None and data is not None:
-                good.append(data)
+                good.append((data, json.loads(data)["options"]["redis_message_id"]))
             else:
                 bad.append((data, problem or "empty"))
+        if good:
+            # A body stored under another id than its options.redis_message_id could
+            # never be acknowledged: it would come back after every restart.
+            held = self.client.smismember(self._acks_key(queue_name), [i for _, i in good])
+            for (data, _), ok in zip(good, held, strict=True):
+                if not ok:
+                    bad.append((data, "options.redis_message_id does not match the id the message was pushed under"))
+            good = [g for g, ok in zip(good, held, strict=True) if ok]
         if bad:
             self._quarantine(queue_name, bad)
-        return good
+        return [data for data, _ in good]
+
+    def _acks_key(self, queue_name: str) -> str:
+        return f"{self.namespace}:__acks__.{self.broker_id}.{queue_name}"
 
     def _quarantine(self, queue_name: str, bad: list[tuple[bytes | None, str]]) -> None:
         """Dead-letter and acknowledge the given bodies, found by value in our acks set."""
-        acks_key = f"{self.namespace}:__acks__.{self.broker_id}.{queue_name}"
+        acks_key = self._acks_key(queue_name)
         msgs_key = f"{self.namespace}:{queue_name}.msgs"
         ids = [i.decode() if isinstance(i, bytes) else str(i) for i in self.client.smembers(acks_key)]
         stored = dict(zip(ids, self.client.hmget(msgs_key, ids), strict=True)) if ids else {}

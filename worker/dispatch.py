@@ -49,7 +49,7 @@ def _retryable(exc: BaseException) -> bool:
 
 
 def _wait(settings: DispatchSettings) -> Any:
-    backoff = wait_exponential_jitter(initial=settings.backoff_initial, max=settings.backoff_max)
+    backoff = wait_exponential_jitter(multiplier=settings.backoff_initial, max=settings.backoff_max)
 
     def wait(state: RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome else None

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 import redis
@@ -34,8 +35,13 @@ def dispatch_queue(priority: str) -> str:
     return DISPATCH_OTP_QUEUE if priority == "otp" else DISPATCH_QUEUE
 
 
-def accept_job(rt: Runtime, *args: Any, **kwargs: Any) -> str:
-    """Take one job payload; returns 'accepted', 'duplicate' or 'dead_lettered'."""
+def accept_job(rt: Runtime, *args: Any, enqueued_at: float | None = None, **kwargs: Any) -> str:
+    """Take one job payload; returns 'accepted', 'duplicate' or 'dead_lettered'.
+
+    ``enqueued_at`` (epoch seconds, from the message) is the time the schedule
+    is judged against, so a backlog does not turn a valid ``scheduled_at``
+    into one "in the past".
+    """
     if len(args) != 1 or kwargs:
         reasons = [
             "accept_job takes exactly one positional argument, the job payload "
@@ -45,7 +51,8 @@ def accept_job(rt: Runtime, *args: Any, **kwargs: Any) -> str:
         return "dead_lettered"
     payload = args[0]
     try:
-        job = validate_job(payload, providers=rt.settings.provider_names())
+        now = datetime.fromtimestamp(min(enqueued_at or time.time(), time.time()), UTC)
+        job = validate_job(payload, providers=rt.settings.provider_names(), now=now)
     except JobRejected as exc:
         _dead_letter(rt, exc.reasons, payload, exc.job_id)
         metrics.JOBS.labels(_kind(payload), "dead_lettered").inc()

@@ -570,7 +570,7 @@ def _hlr_items(data: Any, what: str) -> list[tuple[str, Mapping[str, Any]]]:
         pairs = [("", item) for item in data]
     else:
         raise MalformedResponse(f"{what}: expected a list or an object")
-    out = []
+    out: list[tuple[str, Mapping[str, Any]]] = []
     for key, item in pairs:
         if not isinstance(item, dict):
             raise MalformedResponse(f"{what}: records must be objects")
@@ -704,7 +704,9 @@ def parse_stop_list_search(text: str) -> StopListEntry | None:
         return None
     if "time_in" not in entry:
         raise MalformedResponse("find_on_stop.php: no 'time_in'")
-    return StopListEntry(time_in=_text(entry["time_in"]), description=_text(entry.get("description")))
+    return StopListEntry(
+        time_in=_text(entry["time_in"]), description=_text(entry.get("description"))
+    )
 
 
 def parse_id(text: str, endpoint: str) -> str:
@@ -875,7 +877,11 @@ def parse_incoming(text: str) -> list[IncomingSms]:
     pair of braces), or a list of objects carrying ``id_sms``."""
     data = _load(text, "incoming")
     if isinstance(data, list):
-        pairs = [(_text(item.get("id_sms", item.get("id"))), item) for item in data if isinstance(item, dict)]
+        pairs = [
+            (_text(item.get("id_sms", item.get("id"))), item)
+            for item in data
+            if isinstance(item, dict)
+        ]
         if len(pairs) != len(data):
             raise MalformedResponse("incoming.php: list items must be objects")
     else:
@@ -969,9 +975,7 @@ class IntisAdapter(HttpClient):
             query["return"] = "json"
             query = signed_params(query, login=self.account.login, api_key=self.account.api_key)
         if len(str(URL(url).with_query(query))) > MAX_URL:
-            return await self.request(
-                "POST", url, endpoint=name, data=query, idempotent=idempotent
-            )
+            return await self.request("POST", url, endpoint=name, data=query, idempotent=idempotent)
         return await self.request("GET", url, endpoint=name, params=query, idempotent=idempotent)
 
     async def _parsed(

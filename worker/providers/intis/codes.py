@@ -44,7 +44,12 @@ def _row(code: int, text: str, cls: ErrorClass) -> tuple[int, IntisCode]:
     return code, IntisCode(code, text, cls)
 
 
-_RCP, _REQ, _ACC, _TRN = ErrorClass.RECIPIENT, ErrorClass.REQUEST, ErrorClass.ACCOUNT, ErrorClass.TRANSIENT
+_RCP, _REQ, _ACC, _TRN = (
+    ErrorClass.RECIPIENT,
+    ErrorClass.REQUEST,
+    ErrorClass.ACCOUNT,
+    ErrorClass.TRANSIENT,
+)
 
 ERRORS: dict[int, IntisCode] = dict(
     [

@@ -1,11 +1,12 @@
 """Intis delivery reports: the GET callback Intis makes to the client's handler URL.
 
-Parameters (Intis help pages; not in the HTTP API doc): ``message-id`` (the
-``id_sms`` send.php returned), ``state`` (0 scheduled, 1 enroute, 2 delivered,
-3 expired, 4 deleted, 5 undeliverable, 6 accepted, 7 unknown, 8 rejected,
-9 skipped), ``price``, ``currency``, ``mcc``, ``mnc``. The callback carries no
-signature, so the web layer cannot authenticate it beyond an unguessable
-handler URL; reconciliation through ``status.php`` remains the source of truth.
+Parameters (not in the HTTP API doc; from the providers README): ``message-id``
+(the ``id_sms`` send.php returned), ``state`` (0 scheduled, 1 enroute,
+2 delivered, 3 expired, 4 deleted, 5 undeliverable, 6 accepted, 7 unknown,
+8 rejected, 9 skipped), ``price``, ``currency``, ``mcc``, ``mnc``. None of them
+is a signature, so the web layer can only authenticate the callback by an
+unguessable handler URL; reconciliation through ``status.php`` stays the source
+of truth.
 """
 
 from __future__ import annotations
