@@ -21,7 +21,9 @@ def _recipients(args: argparse.Namespace) -> list[str]:
     return numbers
 
 
-def add_producer_commands(sub: Any, client_factory: Callable[[argparse.Namespace], SmsqClient]) -> None:
+def add_producer_commands(
+    sub: Any, client_factory: Callable[[argparse.Namespace], SmsqClient]
+) -> None:
     """Register send / hlr / status on an argparse subparsers object."""
     send = sub.add_parser("send", help="enqueue a send job")
     send.add_argument("--provider", required=True, help="route, account name or provider kind")
@@ -84,7 +86,10 @@ def _send(args: argparse.Namespace, client: SmsqClient) -> int:
 def _hlr(args: argparse.Namespace, client: SmsqClient) -> int:
     return _enqueue(
         lambda: client.enqueue_hlr(
-            provider=args.provider, recipients=_recipients(args), job_id=args.job_id, priority=args.priority
+            provider=args.provider,
+            recipients=_recipients(args),
+            job_id=args.job_id,
+            priority=args.priority,
         )
     )
 
@@ -128,7 +133,9 @@ def format_status(status: JobStatus, *, show_numbers: bool = False, limit: int =
 
 
 def _status(args: argparse.Namespace, client: SmsqClient) -> int:
-    status = client.status(args.job_id, recipients=args.limit > 0 or args.json, limit=args.limit or None)
+    status = client.status(
+        args.job_id, recipients=args.limit > 0 or args.json, limit=args.limit or None
+    )
     if status is None:
         print(f"no job {args.job_id!r} in {os.environ.get('REDIS_URL', 'Redis')}", file=sys.stderr)
         return 1

@@ -115,7 +115,9 @@ class SmsqClient:
         if job_id:
             payload["job_id"] = job_id
         if scheduled_at is not None:
-            payload["scheduled_at"] = scheduled_at.isoformat() if isinstance(scheduled_at, datetime) else scheduled_at
+            payload["scheduled_at"] = (
+                scheduled_at.isoformat() if isinstance(scheduled_at, datetime) else scheduled_at
+            )
         if validity is not None:
             payload["validity"] = validity
         if metadata:
@@ -143,7 +145,9 @@ class SmsqClient:
             payload["metadata"] = dict(metadata)
         return self.enqueue_payload(payload)
 
-    def status(self, job_id: str, *, recipients: bool = False, limit: int | None = None) -> JobStatus | None:
+    def status(
+        self, job_id: str, *, recipients: bool = False, limit: int | None = None
+    ) -> JobStatus | None:
         """The job's record and counts (and recipients' rows if asked); None if unknown."""
         pipe = self.redis.pipeline(transaction=False)
         pipe.hgetall(self.keys.job(job_id))
@@ -159,7 +163,9 @@ class SmsqClient:
             for phone, raw in self.redis.hscan_iter(self.keys.recipients(job_id), count=1000):
                 data = json.loads(raw)
                 data.pop("status", None)
-                rows.append(RecipientRow(phone=_decode(phone), status=json.loads(raw)["status"], **data))
+                rows.append(
+                    RecipientRow(phone=_decode(phone), status=json.loads(raw)["status"], **data)
+                )
                 if limit is not None and len(rows) >= limit:
                     break
             for phone, raw in self.redis.hscan_iter(self.keys.hlr(job_id), count=1000):

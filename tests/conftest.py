@@ -50,7 +50,9 @@ def redis_client(redis_url: str) -> Iterator[redis.Redis]:
 class SandboxThread:
     """Sandboxes served from an event loop in a background thread (for sync tests)."""
 
-    def __init__(self, kinds: list[str] | None = None, mix: OutcomeMix | None = None, **options: Any) -> None:
+    def __init__(
+        self, kinds: list[str] | None = None, mix: OutcomeMix | None = None, **options: Any
+    ) -> None:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()

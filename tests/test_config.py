@@ -15,7 +15,12 @@ GOOD = {
             "api_key": {"env": "INTIS_KEY"},
             "batch_size": 50,
         },
-        "smsc-main": {"kind": "smsc", "base_url": "https://smsc.ru", "login": "me", "password": {"env": "SMSC_PSW"}},
+        "smsc-main": {
+            "kind": "smsc",
+            "base_url": "https://smsc.ru",
+            "login": "me",
+            "password": {"env": "SMSC_PSW"},
+        },
     },
     "routes": {"default": ["intis-main", "smsc-main"]},
 }
@@ -36,12 +41,18 @@ def test_good_config_resolves_secrets_routes_and_names() -> None:
 
 
 def test_redis_url_from_environment_wins() -> None:
-    s = parse_settings({**GOOD, "redis": {"url": "redis://a:1/0"}}, {**ENV, "REDIS_URL": "redis://b:2/0"})
+    s = parse_settings(
+        {**GOOD, "redis": {"url": "redis://a:1/0"}}, {**ENV, "REDIS_URL": "redis://b:2/0"}
+    )
     assert s.redis_url == "redis://b:2/0"
 
 
 def test_environment_overrides_name_the_key() -> None:
-    env = {**ENV, "SMSQ__ACCOUNTS__INTIS_MAIN__BATCH_SIZE": "20", "SMSQ__ACCOUNTS__INTIS_MAIN__BASE_URL": "http://x"}
+    env = {
+        **ENV,
+        "SMSQ__ACCOUNTS__INTIS_MAIN__BATCH_SIZE": "20",
+        "SMSQ__ACCOUNTS__INTIS_MAIN__BASE_URL": "http://x",
+    }
     s = parse_settings(GOOD, env)
     assert s.accounts["intis-main"].batch_size == 20
     assert s.accounts["intis-main"].base_url == "http://x"
@@ -50,15 +61,29 @@ def test_environment_overrides_name_the_key() -> None:
 def test_secret_from_file(tmp_path: Path) -> None:
     secret = tmp_path / "key"
     secret.write_text("from-file\n")
-    data = {"accounts": {"a": {"kind": "intis", "base_url": "http://h", "api_key": {"file": str(secret)}}}}
+    data = {
+        "accounts": {
+            "a": {"kind": "intis", "base_url": "http://h", "api_key": {"file": str(secret)}}
+        }
+    }
     assert parse_settings(data, {}).accounts["a"].api_key == "from-file"
 
 
 def test_every_problem_is_listed_with_its_key() -> None:
     data = {
         "accounts": {
-            "a": {"kind": "carrier-pigeon", "base_url": "ftp://x", "api_key": "inline-secret", "batch_size": -1},
-            "b": {"kind": "smsc", "base_url": "http://h", "password": {"env": "MISSING"}, "colour": "red"},
+            "a": {
+                "kind": "carrier-pigeon",
+                "base_url": "ftp://x",
+                "api_key": "inline-secret",
+                "batch_size": -1,
+            },
+            "b": {
+                "kind": "smsc",
+                "base_url": "http://h",
+                "password": {"env": "MISSING"},
+                "colour": "red",
+            },
         },
         "routes": {"r": ["a", "ghost"], "empty": []},
         "bogus": {},

@@ -20,7 +20,12 @@ def sent_numbers(sandboxes: SandboxThread, kind: str = "intis") -> list[str]:
     """Every number the sandbox accepted in a send request (answered 200 with per-phone results)."""
     out: list[str] = []
     for e in sandboxes.log(kind):
-        if e.path.endswith("/send.php") and e.status == 200 and e.fault is None and "id_sms" in e.body:
+        if (
+            e.path.endswith("/send.php")
+            and e.status == 200
+            and e.fault is None
+            and "id_sms" in e.body
+        ):
             out.extend(e.params["phone"].split(","))
     return out
 
@@ -32,7 +37,9 @@ def test_ten_thousand_recipients_each_sent_exactly_once(redis_url: str, make_wor
         client = SmsqClient(redis_url)
         numbers = [f"+79{i:09d}" for i in range(10_000)]
         started = time.monotonic()
-        job_id = client.enqueue_send(provider="intis", sender="smstest", text="Bulk hello", recipients=numbers)
+        job_id = client.enqueue_send(
+            provider="intis", sender="smstest", text="Bulk hello", recipients=numbers
+        )
         worker.join(timeout=120)
         elapsed = time.monotonic() - started
         status = client.status(job_id, recipients=True)
@@ -48,7 +55,9 @@ def test_ten_thousand_recipients_each_sent_exactly_once(redis_url: str, make_wor
         assert all(len(e.params["phone"].split(",")) == 50 for e in sends)
         sent = sent_numbers(sandboxes)
         assert Counter(sent) == Counter(n[1:] for n in numbers)
-        print(f"\n10,000 recipients in {elapsed:.2f}s ({10_000 / elapsed:.0f}/s), {len(sends)} HTTP requests")
+        print(
+            f"\n10,000 recipients in {elapsed:.2f}s ({10_000 / elapsed:.0f}/s), {len(sends)} HTTP requests"
+        )
     finally:
         sandboxes.stop()
 
@@ -60,7 +69,11 @@ def test_same_job_id_is_accepted_once(redis_url: str, make_worker: Any) -> None:
         client = SmsqClient(redis_url)
         for _ in range(3):
             client.enqueue_send(
-                provider="intis", sender="smstest", text="once", recipients=["+447700900001"], job_id="dup-1"
+                provider="intis",
+                sender="smstest",
+                text="once",
+                recipients=["+447700900001"],
+                job_id="dup-1",
             )
         worker.join()
         assert sent_numbers(sandboxes) == ["447700900001"]
@@ -70,7 +83,9 @@ def test_same_job_id_is_accepted_once(redis_url: str, make_worker: Any) -> None:
         sandboxes.stop()
 
 
-def test_impossible_numbers_and_stop_list_are_rejected_alone(redis_url: str, make_worker: Any) -> None:
+def test_impossible_numbers_and_stop_list_are_rejected_alone(
+    redis_url: str, make_worker: Any
+) -> None:
     sandboxes = SandboxThread(["intis"], intis={"stop_list": {"447700900002"}})
     try:
         worker = make_worker(sandbox_settings(redis_url, sandboxes))
@@ -94,14 +109,18 @@ def test_impossible_numbers_and_stop_list_are_rejected_alone(redis_url: str, mak
         sandboxes.stop()
 
 
-def test_transient_failures_are_retried_and_nothing_is_sent_twice(redis_url: str, make_worker: Any) -> None:
+def test_transient_failures_are_retried_and_nothing_is_sent_twice(
+    redis_url: str, make_worker: Any
+) -> None:
     sandboxes = SandboxThread(["intis"], **BIG_BALANCE)
     try:
         sandboxes.call(_set_faults(sandboxes, "intis", {"send.php": {"error_rate": 0.3}}))
         worker = make_worker(sandbox_settings(redis_url, sandboxes, max_attempts=10))
         client = SmsqClient(redis_url)
         numbers = [f"+7911{i:07d}" for i in range(1_000)]
-        job_id = client.enqueue_send(provider="intis", sender="smstest", text="retry me", recipients=numbers)
+        job_id = client.enqueue_send(
+            provider="intis", sender="smstest", text="retry me", recipients=numbers
+        )
         worker.join(timeout=120)
         status = client.status(job_id)
         assert status is not None and status.counts == {"submitted": 1_000}
@@ -112,15 +131,21 @@ def test_transient_failures_are_retried_and_nothing_is_sent_twice(redis_url: str
         sandboxes.stop()
 
 
-def test_timeout_after_sending_makes_recipients_unknown_not_resent(redis_url: str, make_worker: Any) -> None:
+def test_timeout_after_sending_makes_recipients_unknown_not_resent(
+    redis_url: str, make_worker: Any
+) -> None:
     sandboxes = SandboxThread(["intis"])
     try:
         sandboxes.call(_set_faults(sandboxes, "intis", {"send.php": {"latency": 2.0}}))
         settings = sandbox_settings(redis_url, sandboxes)
-        settings.accounts["intis-sandbox"].__dict__["timeout"] = 0.5  # frozen dataclass: test-only tweak
+        settings.accounts["intis-sandbox"].__dict__["timeout"] = (
+            0.5  # frozen dataclass: test-only tweak
+        )
         worker = make_worker(settings)
         client = SmsqClient(redis_url)
-        job_id = client.enqueue_send(provider="intis", sender="smstest", text="slow", recipients=["+447700900009"])
+        job_id = client.enqueue_send(
+            provider="intis", sender="smstest", text="slow", recipients=["+447700900009"]
+        )
         worker.join()
         status = client.status(job_id, recipients=True)
         assert status is not None and status.counts == {"unknown": 1}
@@ -130,12 +155,25 @@ def test_timeout_after_sending_makes_recipients_unknown_not_resent(redis_url: st
         sandboxes.stop()
 
 
-def test_redelivered_chunks_are_never_resent(redis_url: str, redis_client: redis.Redis, make_worker: Any) -> None:
+def test_redelivered_chunks_are_never_resent(
+    redis_url: str, redis_client: redis.Redis, make_worker: Any
+) -> None:
     sandboxes = SandboxThread(["intis"])
     try:
         app_worker = make_worker(sandbox_settings(redis_url, sandboxes))
         send = app_worker.app.dispatch_chunk
-        args = ["job-x", 0, "intis-sandbox", "smstest", "hi", ["447700900011"], None, None, "bulk", 1]
+        args = [
+            "job-x",
+            0,
+            "intis-sandbox",
+            "smstest",
+            "hi",
+            ["447700900011"],
+            None,
+            None,
+            "bulk",
+            1,
+        ]
         redis_client.hset("smsq:job:job-x", mapping={"chunks": 2, "state": "accepted"})
         redis_client.hset("smsq:job:job-x:counts", mapping={"queued": 2})
         send.send(*args)
@@ -143,27 +181,40 @@ def test_redelivered_chunks_are_never_resent(redis_url: str, redis_client: redis
         send.send(*args)  # a redelivery of a chunk that is done
         # a chunk whose earlier attempt died mid-request
         redis_client.set("smsq:chunk:job-x:1", "inflight")
-        send.send("job-x", 1, "intis-sandbox", "smstest", "hi", ["447700900012"], None, None, "bulk", 2)
+        send.send(
+            "job-x", 1, "intis-sandbox", "smstest", "hi", ["447700900012"], None, None, "bulk", 2
+        )
         app_worker.join()
         assert sent_numbers(sandboxes) == ["447700900011"]
-        records = {k.decode(): json.loads(v) for k, v in redis_client.hgetall("smsq:job:job-x:rcpt").items()}
+        records = {
+            k.decode(): json.loads(v)
+            for k, v in redis_client.hgetall("smsq:job:job-x:rcpt").items()
+        }
         assert records["447700900011"]["status"] == "submitted"
         assert records["447700900012"]["status"] == "unknown"
-        counts = {k.decode(): int(v) for k, v in redis_client.hgetall("smsq:job:job-x:counts").items()}
+        counts = {
+            k.decode(): int(v) for k, v in redis_client.hgetall("smsq:job:job-x:counts").items()
+        }
         assert counts == {"queued": 0, "submitted": 1, "unknown": 1}
         assert redis_client.hget("smsq:job:job-x", "state") == b"done"
     finally:
         sandboxes.stop()
 
 
-def test_scheduled_job_is_recorded_now_and_dispatched_later(redis_url: str, make_worker: Any) -> None:
+def test_scheduled_job_is_recorded_now_and_dispatched_later(
+    redis_url: str, make_worker: Any
+) -> None:
     sandboxes = SandboxThread(["intis"])
     try:
         worker = make_worker(sandbox_settings(redis_url, sandboxes))
         client = SmsqClient(redis_url)
         at = datetime.now(UTC) + timedelta(seconds=3)
         job_id = client.enqueue_send(
-            provider="intis", sender="smstest", text="later", recipients=["+447700900021"], scheduled_at=at
+            provider="intis",
+            sender="smstest",
+            text="later",
+            recipients=["+447700900021"],
+            scheduled_at=at,
         )
         time.sleep(1.0)
         status = client.status(job_id)
@@ -193,7 +244,9 @@ def test_hlr_job_records_one_result_per_number(redis_url: str, make_worker: Any)
         sandboxes.stop()
 
 
-async def _set_faults(sandboxes: SandboxThread, kind: str, faults: dict[str, dict[str, float]]) -> None:
+async def _set_faults(
+    sandboxes: SandboxThread, kind: str, faults: dict[str, dict[str, float]]
+) -> None:
     from worker.providers.sandbox_kit import Fault
 
     sandboxes.running[kind].state.faults = {k: Fault.from_mapping(v) for k, v in faults.items()}

@@ -16,8 +16,7 @@ import pytest
 from producers.status import Status
 from worker.providers import provider_module
 from worker.providers.base import AccountConfig, ErrorClass, ProviderError, SendRequest
-from worker.providers.intis import Adapter, IntisAdapter, create_sandbox
-from worker.providers.intis import codes
+from worker.providers.intis import Adapter, IntisAdapter, codes, create_sandbox
 from worker.providers.intis.adapter import (
     ENDPOINTS,
     MAX_BATCH,
@@ -235,7 +234,9 @@ def test_send_keys_matched_back_to_requested_phones() -> None:
             "0079161234569": {"error": "0", "id_sms": "3", "cost": "0.5", "count_sms": "1"},
         }
     )
-    outcomes = parse_send_response(body, ["79161234567", "79161234568", "79161234569", "79160000000"])
+    outcomes = parse_send_response(
+        body, ["79161234567", "79161234568", "79161234569", "79160000000"]
+    )
     assert [o.status for o in outcomes] == [
         Status.SUBMITTED,
         Status.REJECTED,
@@ -352,7 +353,9 @@ def test_doc_prices() -> None:
 
 
 def test_hlr_array_and_stats() -> None:
-    first, second, missing = parse_hlr_response(SDK_HLR, ["79178880143", "+79371844901", "79000000000"])
+    first, second, missing = parse_hlr_response(
+        SDK_HLR, ["79178880143", "+79371844901", "79000000000"]
+    )
     assert first.ok and first.imsi == "250017224827276" and first.mcc == "250" and first.mnc == "01"
     assert first.network == "MTS (Mobile TeleSystems)" and first.ported is False
     assert first.provider_message_id == "4133004490987800000001"
@@ -404,7 +407,29 @@ EXPECTED_CLASSES = {
     ErrorClass.TRANSIENT: {0, 12, 18, 19},
     ErrorClass.ACCOUNT: {2, 6, 7, 32, 35},
     ErrorClass.RECIPIENT: {13, 16, 27, 31, 33, 34},
-    ErrorClass.REQUEST: {1, 3, 4, 5, 8, 9, 10, 11, 14, 15, 17, 20, 21, 22, 23, 24, 25, 26, 28, 29, 30},
+    ErrorClass.REQUEST: {
+        1,
+        3,
+        4,
+        5,
+        8,
+        9,
+        10,
+        11,
+        14,
+        15,
+        17,
+        20,
+        21,
+        22,
+        23,
+        24,
+        25,
+        26,
+        28,
+        29,
+        30,
+    },
 }
 
 
@@ -421,7 +446,18 @@ def test_unknown_error_code_is_a_request_error() -> None:
 
 @pytest.mark.parametrize(
     ("raw", "code"),
-    [("0", 0), ("000", 0), (31, 31), ("16", 16), (" 7 ", 7), (4.0, 4), ("", None), (None, None), (True, None), ("x", None)],
+    [
+        ("0", 0),
+        ("000", 0),
+        (31, 31),
+        ("16", 16),
+        (" 7 ", 7),
+        (4.0, 4),
+        ("", None),
+        (None, None),
+        (True, None),
+        ("x", None),
+    ],
 )
 def test_parse_code(raw: object, code: int | None) -> None:
     assert codes.parse_code(raw) == code
@@ -693,7 +729,11 @@ async def test_status_advances_to_final(make_env: MakeEnv, form: str) -> None:
     await asyncio.sleep(0.3)
     late = await adapter.status(ids)
     assert {r.provider_message_id for r in late} == set(ids)
-    expected = {"delivered": Status.DELIVERED, "undeliverable": Status.UNDELIVERABLE, "expired": Status.EXPIRED}
+    expected = {
+        "delivered": Status.DELIVERED,
+        "undeliverable": Status.UNDELIVERABLE,
+        "expired": Status.EXPIRED,
+    }
     for report in late:
         assert report.status is expected[sandbox.state.messages[report.provider_message_id].outcome]
         assert report.status.is_final
@@ -753,8 +793,20 @@ async def test_every_other_endpoint(make_env: MakeEnv) -> None:
     sandbox, adapter = await make_env(
         mix=OutcomeMix(final_after=0.0, seed=3),
         incoming=[
-            {"id": "5597", "date": f"{today} 05:47:24", "sender": "17076295568", "prefix": "51632", "text": "51632 TEST"},
-            {"id": "5598", "date": "2014-10-27 06:00:00", "sender": "17076295569", "prefix": "", "text": "old"},
+            {
+                "id": "5597",
+                "date": f"{today} 05:47:24",
+                "sender": "17076295568",
+                "prefix": "51632",
+                "text": "51632 TEST",
+            },
+            {
+                "id": "5598",
+                "date": "2014-10-27 06:00:00",
+                "sender": "17076295569",
+                "prefix": "",
+                "text": "old",
+            },
         ],
     )
     assert abs(await adapter.timestamp() - datetime.now(UTC).timestamp()) < 5
@@ -812,7 +864,9 @@ async def test_doc_quirk_bodies_over_http(make_env: MakeEnv) -> None:
     sandbox, adapter = await make_env(
         doc_quirks=True,
         mix=OutcomeMix(final_after=0.0, seed=2),
-        incoming=[{"id": "1", "date": f"{today} 01:00:00", "sender": "1", "prefix": "", "text": "hi"}],
+        incoming=[
+            {"id": "1", "date": f"{today} 01:00:00", "sender": "1", "prefix": "", "text": "hi"}
+        ],
     )
     await adapter.add_template("a", "text a")
     await adapter.add_template("b", "text b")
@@ -832,11 +886,11 @@ async def test_fault_server_error_is_transient(make_env: MakeEnv) -> None:
     gateway answered that it failed, so it did not take the request; the sandbox's 500
     fault indeed records nothing)."""
     sandbox, adapter = await make_env()
-    async with aiohttp.ClientSession() as admin:
-        async with admin.put(
-            f"{sandbox.url}/__sandbox/faults", json={"*": {"error_rate": 1.0}}
-        ) as resp:
-            assert resp.status == 200
+    async with (
+        aiohttp.ClientSession() as admin,
+        admin.put(f"{sandbox.url}/__sandbox/faults", json={"*": {"error_rate": 1.0}}) as resp,
+    ):
+        assert resp.status == 200
     with pytest.raises(ProviderError) as info:
         await adapter.status(["4000000000000000000001"])
     assert info.value.error_class is ErrorClass.TRANSIENT and info.value.raw_code == "500"

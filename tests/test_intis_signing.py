@@ -78,7 +78,9 @@ def test_lowercase_hex() -> None:
 def test_signed_params_adds_login_timestamp_signature() -> None:
     out = signed_params({"phone": "17076295568"}, login="YourLogin", api_key=KEY, timestamp="7")
     assert out["login"] == "YourLogin" and out["timestamp"] == "7"
-    assert out["signature"] == sign({"phone": "17076295568", "login": "YourLogin", "timestamp": "7"}, KEY)
+    assert out["signature"] == sign(
+        {"phone": "17076295568", "login": "YourLogin", "timestamp": "7"}, KEY
+    )
     assert verify(out, KEY)
 
 

@@ -29,7 +29,9 @@ def _hammer(url: str, rule: Rule, seconds: float, priority: str) -> None:
         limiter = RateLimiter(client, "smsq")
         deadline = time.time() + seconds
         while time.time() < deadline:
-            wait = await limiter.acquire("acct", "send", [rule], priority=priority, max_wait=seconds)
+            wait = await limiter.acquire(
+                "acct", "send", [rule], priority=priority, max_wait=seconds
+            )
             if wait == 0.0 and time.time() < deadline:
                 await client.rpush("grants", f"{time.time():.6f}:{priority}")
         await client.aclose()
@@ -37,7 +39,9 @@ def _hammer(url: str, rule: Rule, seconds: float, priority: str) -> None:
     asyncio.run(run())
 
 
-def test_four_processes_never_exceed_the_cap_and_use_it(redis_url: str, redis_client: redis.Redis) -> None:
+def test_four_processes_never_exceed_the_cap_and_use_it(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
     rule = Rule(limit=10, window=1.0)
     seconds = 4.0
     ctx = multiprocessing.get_context("spawn")

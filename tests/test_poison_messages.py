@@ -13,7 +13,9 @@ from tests.conftest import SandboxThread, sandbox_settings
 from tests.test_raw_enqueue import raw_enqueue
 
 
-def push_raw(client: redis.Redis, body: bytes | str | dict[str, Any], queue: str = "smsq-intake") -> str:
+def push_raw(
+    client: redis.Redis, body: bytes | str | dict[str, Any], queue: str = "smsq-intake"
+) -> str:
     """Store and push ``body`` under its own redis_message_id (or a fresh id for non-messages)."""
     redis_id = str(uuid.uuid4())
     if isinstance(body, dict):
@@ -72,7 +74,17 @@ def test_malformed_messages_are_dead_lettered_and_the_worker_goes_on(
         push_raw(redis_client, message(["a string"]))
         push_raw(
             redis_client,
-            message([{"job_id": "bad-1", "provider": "nowhere", "sender": "x", "text": "", "recipients": 5}]),
+            message(
+                [
+                    {
+                        "job_id": "bad-1",
+                        "provider": "nowhere",
+                        "sender": "x",
+                        "text": "",
+                        "recipients": 5,
+                    }
+                ]
+            ),
         )
         # And a good job after all of that.
         raw_enqueue(

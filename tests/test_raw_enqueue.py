@@ -30,7 +30,9 @@ def raw_enqueue(client: redis.Redis, payload: dict[str, Any], queue: str = "smsq
         pipe.execute()
 
 
-def test_raw_redis_job_is_dispatched(redis_url: str, redis_client: redis.Redis, make_worker: Any) -> None:
+def test_raw_redis_job_is_dispatched(
+    redis_url: str, redis_client: redis.Redis, make_worker: Any
+) -> None:
     sandboxes = SandboxThread(["intis"])
     try:
         worker = make_worker(sandbox_settings(redis_url, sandboxes))

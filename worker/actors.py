@@ -39,7 +39,14 @@ def create_app(settings: Settings, **broker_options: Any) -> App:
 
     def poison_sink(queue: str, data: bytes, reason: str) -> None:
         pipe = runtime.redis.pipeline(transaction=True)
-        store.dead_letter(pipe, runtime.keys, source=f"queue:{queue}", reasons=[reason], payload=data, now=time.time())
+        store.dead_letter(
+            pipe,
+            runtime.keys,
+            source=f"queue:{queue}",
+            reasons=[reason],
+            payload=data,
+            now=time.time(),
+        )
         pipe.execute()
         metrics.DEAD_LETTERS.labels("decode").inc()
 
@@ -63,19 +70,14 @@ def create_app(settings: Settings, **broker_options: Any) -> App:
         await dispatch.dispatch_hlr(runtime, *args)
 
     accept = dramatiq.actor(
-        accept_job, broker=broker, actor_name=INTAKE_ACTOR, queue_name=INTAKE_QUEUE, max_retries=5
-    )
+        broker=broker, actor_name=INTAKE_ACTOR, queue_name=INTAKE_QUEUE, max_retries=5
+    )(accept_job)
     send = dramatiq.actor(
-        dispatch_chunk,
-        broker=broker,
-        actor_name=intake.SEND_ACTOR,
-        queue_name=intake.DISPATCH_QUEUE,
-        max_retries=5,
-    )
+        broker=broker, actor_name=intake.SEND_ACTOR, queue_name=intake.DISPATCH_QUEUE, max_retries=5
+    )(dispatch_chunk)
     hlr = dramatiq.actor(
-        dispatch_hlr, broker=broker, actor_name=intake.HLR_ACTOR, queue_name=intake.DISPATCH_QUEUE, max_retries=5
-    )
+        broker=broker, actor_name=intake.HLR_ACTOR, queue_name=intake.DISPATCH_QUEUE, max_retries=5
+    )(dispatch_hlr)
     broker.declare_queue(INTAKE_OTP_QUEUE)
     broker.declare_queue(intake.DISPATCH_OTP_QUEUE)
     return App(settings, runtime, broker, accept, send, hlr)
-

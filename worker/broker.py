@@ -71,15 +71,16 @@ def message_problem(data: bytes | None, actors: set[str] | frozenset[str]) -> st
     return None
 
 
-class SafeRedisBroker(RedisBroker):  # type: ignore[misc]
+class SafeRedisBroker(RedisBroker):
     """RedisBroker whose fetch filters out (and dead-letters) undecodable messages."""
 
     def __init__(self, *, poison_sink: PoisonSink | None = None, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+        super().__init__(**kwargs)  # type: ignore[no-untyped-call]
         self.poison_sink = poison_sink
 
     def do_fetch(self, queue_name: str, count: int) -> list[bytes]:
-        bodies: list[bytes | None] = self._dispatch("fetch")(queue_name, count)
+        fetch = self._dispatch("fetch")  # type: ignore[no-untyped-call]
+        bodies: list[bytes | None] = fetch(queue_name, count)
         actors = frozenset(self.actors)
         good: list[tuple[bytes, str]] = []
         bad: list[tuple[bytes | None, str]] = []
@@ -95,7 +96,12 @@ class SafeRedisBroker(RedisBroker):  # type: ignore[misc]
             held = self.client.smismember(self._acks_key(queue_name), [i for _, i in good])
             for (data, _), ok in zip(good, held, strict=True):
                 if not ok:
-                    bad.append((data, "options.redis_message_id does not match the id the message was pushed under"))
+                    bad.append(
+                        (
+                            data,
+                            "options.redis_message_id does not match the id the message was pushed under",
+                        )
+                    )
             good = [g for g, ok in zip(good, held, strict=True) if ok]
         if bad:
             self._quarantine(queue_name, bad)
@@ -108,7 +114,9 @@ class SafeRedisBroker(RedisBroker):  # type: ignore[misc]
         """Dead-letter and acknowledge the given bodies, found by value in our acks set."""
         acks_key = self._acks_key(queue_name)
         msgs_key = f"{self.namespace}:{queue_name}.msgs"
-        ids = [i.decode() if isinstance(i, bytes) else str(i) for i in self.client.smembers(acks_key)]
+        ids = [
+            i.decode() if isinstance(i, bytes) else str(i) for i in self.client.smembers(acks_key)
+        ]
         stored = dict(zip(ids, self.client.hmget(msgs_key, ids), strict=True)) if ids else {}
         for data, reason in bad:
             matched = [i for i, body in stored.items() if body == data]

@@ -18,7 +18,9 @@ def _client(args: argparse.Namespace) -> SmsqClient:
     """A client on the configured Redis, validating providers against the config when there is one."""
     if os.environ.get("SMSQ_CONFIG"):
         settings = load_settings()
-        return SmsqClient(settings.redis_url, prefix=settings.key_prefix, providers=settings.provider_names())
+        return SmsqClient(
+            settings.redis_url, prefix=settings.key_prefix, providers=settings.provider_names()
+        )
     return SmsqClient(os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
 
 
@@ -30,7 +32,8 @@ def _worker(args: argparse.Namespace) -> int:
     argv = ["worker.app", "--processes", str(args.processes), "--threads", str(args.threads)]
     if args.queues:
         argv += ["--queues", *args.queues]
-    return int(dramatiq_main(make_argument_parser().parse_args(argv)) or 0)
+    parsed = make_argument_parser().parse_args(argv)  # type: ignore[no-untyped-call]
+    return int(dramatiq_main(parsed) or 0)  # type: ignore[no-untyped-call]
 
 
 def _sandbox(args: argparse.Namespace) -> int:
@@ -41,7 +44,10 @@ def _sandbox(args: argparse.Namespace) -> int:
         kind, _, port = item.partition("=")
         ports[kind] = int(port)
     mix = OutcomeMix(
-        delivered=args.delivered, undeliverable=args.undeliverable, expired=args.expired, final_after=args.final_after
+        delivered=args.delivered,
+        undeliverable=args.undeliverable,
+        expired=args.expired,
+        final_after=args.final_after,
     )
     asyncio.run(run_forever(args.kinds or known_kinds(), args.host, ports, mix))
     return 0
@@ -69,11 +75,15 @@ def build_parser() -> argparse.ArgumentParser:
     worker = sub.add_parser("worker", help="run the Dramatiq worker (intake and dispatch)")
     worker.add_argument("--processes", type=int, default=os.cpu_count() or 1)
     worker.add_argument("--threads", type=int, default=8)
-    worker.add_argument("--queues", nargs="*", help="only these queues (e.g. smsq-intake-otp smsq-dispatch-otp)")
+    worker.add_argument(
+        "--queues", nargs="*", help="only these queues (e.g. smsq-intake-otp smsq-dispatch-otp)"
+    )
     worker.set_defaults(func=_worker)
 
     sandbox = sub.add_parser("sandbox", help="run the providers' sandbox servers")
-    sandbox.add_argument("kinds", nargs="*", help=f"providers (default: all of {', '.join(known_kinds())})")
+    sandbox.add_argument(
+        "kinds", nargs="*", help=f"providers (default: all of {', '.join(known_kinds())})"
+    )
     sandbox.add_argument("--host", default="127.0.0.1")
     sandbox.add_argument("--port", action="append", help="KIND=PORT (default: a free port)")
     sandbox.add_argument("--delivered", type=float, default=0.9)

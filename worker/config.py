@@ -151,10 +151,12 @@ def _secret(key: str, value: Any, env: Mapping[str, str], problems: list[str]) -
     if value is None:
         return ""
     if isinstance(value, str):
-        problems.append(f"{key}: credentials are not written inline; use {{ env = \"NAME\" }} or {{ file = \"PATH\" }}")
+        problems.append(
+            f'{key}: credentials are not written inline; use {{ env = "NAME" }} or {{ file = "PATH" }}'
+        )
         return ""
     if not isinstance(value, dict) or set(value) - {"env", "file"} or len(value) != 1:
-        problems.append(f"{key}: expected {{ env = \"NAME\" }} or {{ file = \"PATH\" }}")
+        problems.append(f'{key}: expected {{ env = "NAME" }} or {{ file = "PATH" }}')
         return ""
     if "env" in value:
         name = str(value["env"])
@@ -170,13 +172,17 @@ def _secret(key: str, value: Any, env: Mapping[str, str], problems: list[str]) -
         return ""
 
 
-def _account(name: str, raw: Any, env: Mapping[str, str], problems: list[str]) -> AccountConfig | None:
+def _account(
+    name: str, raw: Any, env: Mapping[str, str], problems: list[str]
+) -> AccountConfig | None:
     where = f"accounts.{name}"
     if not isinstance(raw, dict):
         problems.append(f"{where}: expected a table")
         return None
     for unknown in sorted(set(raw) - ACCOUNT_FIELDS):
-        problems.append(f"{where}.{unknown}: unknown setting (known: {', '.join(sorted(ACCOUNT_FIELDS))})")
+        problems.append(
+            f"{where}.{unknown}: unknown setting (known: {', '.join(sorted(ACCOUNT_FIELDS))})"
+        )
     kind = raw.get("kind")
     if kind not in known_kinds():
         problems.append(f"{where}.kind: must be one of {', '.join(known_kinds())}, got {kind!r}")
@@ -247,7 +253,11 @@ def parse_settings(data: Mapping[str, Any], env: Mapping[str, str] | None = None
 
     routes: dict[str, tuple[str, ...]] = {}
     for name, members in (data.get("routes") or {}).items():
-        if not isinstance(members, list) or not members or not all(isinstance(m, str) for m in members):
+        if (
+            not isinstance(members, list)
+            or not members
+            or not all(isinstance(m, str) for m in members)
+        ):
             problems.append(f"routes.{name}: must be a non-empty list of account names")
             continue
         for m in members:
@@ -262,7 +272,11 @@ def parse_settings(data: Mapping[str, Any], env: Mapping[str, str] | None = None
             problems.append(f"dispatch.{unknown}: unknown setting")
         try:
             dispatch = DispatchSettings(
-                **{k: v for k, v in dispatch_raw.items() if k in DispatchSettings.__dataclass_fields__}
+                **{
+                    k: v
+                    for k, v in dispatch_raw.items()
+                    if k in DispatchSettings.__dataclass_fields__
+                }
             )
         except TypeError as exc:
             problems.append(f"dispatch: {exc}")
@@ -272,7 +286,11 @@ def parse_settings(data: Mapping[str, Any], env: Mapping[str, str] | None = None
     if problems:
         raise ConfigError(problems)
     return Settings(
-        redis_url=str(redis_url), key_prefix=prefix, accounts=accounts, routes=routes, dispatch=dispatch
+        redis_url=str(redis_url),
+        key_prefix=prefix,
+        accounts=accounts,
+        routes=routes,
+        dispatch=dispatch,
     )
 
 
@@ -280,7 +298,9 @@ def _deep_copy(data: Mapping[str, Any]) -> dict[str, Any]:
     return {k: _deep_copy(v) if isinstance(v, Mapping) else v for k, v in data.items()}
 
 
-def load_settings(path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None) -> Settings:
+def load_settings(
+    path: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None
+) -> Settings:
     """Read the TOML file at ``path`` (default: ``$SMSQ_CONFIG``) and validate it."""
     env = dict(os.environ if env is None else env)
     path = path or env.get("SMSQ_CONFIG")

@@ -30,7 +30,9 @@ from worker.sandboxes import sandbox_account
 TIMEOUT = 180.0
 
 
-def _write_config(directory: Path, urls: dict[str, str], redis_url: str) -> tuple[Path, dict[str, str]]:
+def _write_config(
+    directory: Path, urls: dict[str, str], redis_url: str
+) -> tuple[Path, dict[str, str]]:
     """A config pointing every account at its sandbox; secrets go by environment reference."""
     env: dict[str, str] = {}
     lines = ["[redis]", f'url = "{redis_url}"', ""]
@@ -100,7 +102,12 @@ def run_demo(*, bulk: int = 1000, otp: int = 5, workers: int = 1) -> int:
             sandbox_cmd = [sys.executable, "-m", "worker.cli", "sandbox", "--final-after", "1.0"]
             sandbox_cmd += [f"--port={k}={p}" for k, p in ports.items()]
             sandbox_log = open(Path(tmp) / "sandbox.log", "wb")  # noqa: SIM115
-            procs.append(("sandbox", subprocess.Popen(sandbox_cmd, stdout=sandbox_log, stderr=subprocess.STDOUT)))
+            procs.append(
+                (
+                    "sandbox",
+                    subprocess.Popen(sandbox_cmd, stdout=sandbox_log, stderr=subprocess.STDOUT),
+                )
+            )
             urls = {k: f"http://127.0.0.1:{p}" for k, p in ports.items()}
             for url in urls.values():
                 _wait_http(url + "/__sandbox/faults")
@@ -109,8 +116,24 @@ def run_demo(*, bulk: int = 1000, otp: int = 5, workers: int = 1) -> int:
             config, secrets = _write_config(Path(tmp), urls, redis_url)
             env = {**os.environ, **secrets, "SMSQ_CONFIG": str(config), "REDIS_URL": redis_url}
             worker_log = open(Path(tmp) / "worker.log", "wb")  # noqa: SIM115
-            worker_cmd = [sys.executable, "-m", "worker.cli", "worker", "--processes", str(workers), "--threads", "8"]
-            procs.append(("worker", subprocess.Popen(worker_cmd, env=env, stdout=worker_log, stderr=subprocess.STDOUT)))
+            worker_cmd = [
+                sys.executable,
+                "-m",
+                "worker.cli",
+                "worker",
+                "--processes",
+                str(workers),
+                "--threads",
+                "8",
+            ]
+            procs.append(
+                (
+                    "worker",
+                    subprocess.Popen(
+                        worker_cmd, env=env, stdout=worker_log, stderr=subprocess.STDOUT
+                    ),
+                )
+            )
 
             client = SmsqClient(redis_url, providers=None)
             jobs = _enqueue_samples(client, kinds, bulk, otp)
@@ -129,14 +152,23 @@ def run_demo(*, bulk: int = 1000, otp: int = 5, workers: int = 1) -> int:
                     break
                 for name, proc in procs:
                     if proc.poll() is not None:
-                        print(f"\n{name} exited with code {proc.returncode}; its log:", file=sys.stderr)
-                        print((Path(tmp) / f"{name}.log").read_text(errors="replace")[-3000:], file=sys.stderr)
+                        print(
+                            f"\n{name} exited with code {proc.returncode}; its log:",
+                            file=sys.stderr,
+                        )
+                        print(
+                            (Path(tmp) / f"{name}.log").read_text(errors="replace")[-3000:],
+                            file=sys.stderr,
+                        )
                         return 1
                 time.sleep(0.2)
             elapsed = time.monotonic() - started
             print()
             if done < total:
-                print(f"timed out after {TIMEOUT:.0f}s with {total - done} recipients still queued", file=sys.stderr)
+                print(
+                    f"timed out after {TIMEOUT:.0f}s with {total - done} recipients still queued",
+                    file=sys.stderr,
+                )
                 return 1
             _summary(client, jobs, urls, elapsed)
             return 0
@@ -145,8 +177,12 @@ def run_demo(*, bulk: int = 1000, otp: int = 5, workers: int = 1) -> int:
                 _stop(proc, name)
 
 
-def _enqueue_samples(client: SmsqClient, kinds: list[str], bulk: int, otp: int) -> list[tuple[str, int]]:
-    bulk_numbers: list[str | int] = [f"+7 900 {i // 10000:03d}-{i % 10000:04d}" for i in range(bulk)]
+def _enqueue_samples(
+    client: SmsqClient, kinds: list[str], bulk: int, otp: int
+) -> list[tuple[str, int]]:
+    bulk_numbers: list[str | int] = [
+        f"+7 900 {i // 10000:03d}-{i % 10000:04d}" for i in range(bulk)
+    ]
     bulk_numbers += ["12345", "+7 900 000-0000"]  # one impossible number, one duplicate
     route = f"{kinds[0]}-sandbox"
     jobs = [
@@ -179,7 +215,9 @@ def _enqueue_samples(client: SmsqClient, kinds: list[str], bulk: int, otp: int) 
     return jobs
 
 
-def _summary(client: SmsqClient, jobs: list[tuple[str, int]], urls: dict[str, str], elapsed: float) -> None:
+def _summary(
+    client: SmsqClient, jobs: list[tuple[str, int]], urls: dict[str, str], elapsed: float
+) -> None:
     totals: dict[str, int] = {}
     for job_id, _ in jobs:
         st = client.status(job_id)

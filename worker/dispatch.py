@@ -70,7 +70,8 @@ async def with_retries(settings: DispatchSettings, call: Any, *args: Any) -> Any
     """Await ``call(*args)``, retrying TRANSIENT and THROTTLED ProviderErrors."""
     retrying = AsyncRetrying(
         retry=retry_if_exception(_retryable),
-        stop=stop_after_attempt(settings.max_attempts) | stop_after_delay(settings.max_retry_seconds),
+        stop=stop_after_attempt(settings.max_attempts)
+        | stop_after_delay(settings.max_retry_seconds),
         wait=_wait(settings),
         before_sleep=_count_retry,
         reraise=True,
@@ -92,27 +93,39 @@ def failure_outcomes(phones: Sequence[str], exc: ProviderError) -> list[Recipien
     else:
         status, reason = Status.FAILED, f"retries exhausted: {exc.reason}"
     return [
-        RecipientOutcome(p, status, raw_code=exc.raw_code, reason=reason, error_class=exc.error_class)
+        RecipientOutcome(
+            p, status, raw_code=exc.raw_code, reason=reason, error_class=exc.error_class
+        )
         for p in phones
     ]
 
 
-def reconcile_outcomes(phones: Sequence[str], outcomes: Sequence[RecipientOutcome]) -> list[RecipientOutcome]:
+def reconcile_outcomes(
+    phones: Sequence[str], outcomes: Sequence[RecipientOutcome]
+) -> list[RecipientOutcome]:
     """Exactly one outcome per requested phone: missing ones become UNKNOWN, strays are dropped."""
     by_phone: dict[str, RecipientOutcome] = {}
     for o in outcomes:
         by_phone.setdefault(o.phone, o)
     stray = set(by_phone) - set(phones)
     if stray:
-        log.warning("adapter returned %d outcomes for numbers not in the chunk; ignored", len(stray))
+        log.warning(
+            "adapter returned %d outcomes for numbers not in the chunk; ignored", len(stray)
+        )
     return [
-        by_phone.get(p) or RecipientOutcome(p, Status.UNKNOWN, reason="provider answer did not mention this number")
+        by_phone.get(p)
+        or RecipientOutcome(p, Status.UNKNOWN, reason="provider answer did not mention this number")
         for p in phones
     ]
 
 
 async def _finish(
-    rt: Runtime, job_id: str, chunk_key: str, account: str, kind: str, outcomes: Sequence[RecipientOutcome]
+    rt: Runtime,
+    job_id: str,
+    chunk_key: str,
+    account: str,
+    kind: str,
+    outcomes: Sequence[RecipientOutcome],
 ) -> None:
     r = rt.async_redis()
     pipe = r.pipeline(transaction=True)
@@ -123,7 +136,10 @@ async def _finish(
     results = await pipe.execute()
     done, total = int(results[-2]), int(results[-1] or 0)
     if total and done >= total:
-        await r.hset(rt.keys.job(job_id), mapping={"state": JobState.DONE.value, "finished_at": round(time.time(), 3)})
+        await r.hset(
+            rt.keys.job(job_id),
+            mapping={"state": JobState.DONE.value, "finished_at": round(time.time(), 3)},
+        )
     for status, n in tally.items():
         metrics.RECIPIENTS.labels(kind, status.value).inc(n)
 
@@ -183,13 +199,21 @@ async def dispatch_chunk(
 def hlr_outcome(result: HlrResult) -> RecipientOutcome:
     """An HLR answer as a recipient outcome: DELIVERED means the lookup answered."""
     if result.pending:
-        return RecipientOutcome(result.phone, Status.SUBMITTED, provider_message_id=result.provider_message_id)
+        return RecipientOutcome(
+            result.phone, Status.SUBMITTED, provider_message_id=result.provider_message_id
+        )
     if result.ok:
-        return RecipientOutcome(result.phone, Status.DELIVERED, provider_message_id=result.provider_message_id)
-    return RecipientOutcome(result.phone, Status.UNDELIVERABLE, reason=result.error or "lookup failed")
+        return RecipientOutcome(
+            result.phone, Status.DELIVERED, provider_message_id=result.provider_message_id
+        )
+    return RecipientOutcome(
+        result.phone, Status.UNDELIVERABLE, reason=result.error or "lookup failed"
+    )
 
 
-async def dispatch_hlr(rt: Runtime, job_id: str, index: int, account: str, recipients: list[str]) -> str:
+async def dispatch_hlr(
+    rt: Runtime, job_id: str, index: int, account: str, recipients: list[str]
+) -> str:
     """Look up one chunk of numbers; records one HLR result per number."""
     chunk_key = rt.keys.chunk(job_id, index)
     adapter = rt.adapter(account)
@@ -206,7 +230,7 @@ async def dispatch_hlr(rt: Runtime, job_id: str, index: int, account: str, recip
         except ProviderError as exc:
             outcomes = failure_outcomes(recipients, exc)
     if results:
-        records = {
+        records: dict[Any, Any] = {
             r.phone: store.dumps(
                 {
                     "ok": r.ok,

@@ -71,7 +71,13 @@ def _dead_letter(rt: Runtime, reasons: list[str], payload: Any, job_id: str | No
     record_job = bool(job_id) and not rt.redis.exists(rt.keys.job(job_id or ""))
     pipe = rt.redis.pipeline(transaction=True)
     dl_id = store.dead_letter(
-        pipe, rt.keys, source="intake", reasons=reasons, payload=payload, job_id=job_id, record_job=record_job
+        pipe,
+        rt.keys,
+        source="intake",
+        reasons=reasons,
+        payload=payload,
+        job_id=job_id,
+        record_job=record_job,
     )
     pipe.execute()
     metrics.DEAD_LETTERS.labels("intake").inc()
@@ -91,12 +97,16 @@ def _store_and_split(rt: Runtime, job: Job) -> str:
     now = time.time()
     queue = dispatch_queue(job.priority)
     eta_ms: int | None = None
-    if isinstance(job, SendJob) and job.scheduled_at is not None and job.scheduled_at.timestamp() > now:
+    if (
+        isinstance(job, SendJob)
+        and job.scheduled_at is not None
+        and job.scheduled_at.timestamp() > now
+    ):
         eta_ms = int(job.scheduled_at.timestamp() * 1000)
     job_key = rt.keys.job(job.job_id)
     with rt.redis.pipeline(transaction=True) as pipe:
         try:
-            pipe.watch(job_key)
+            pipe.watch(job_key)  # type: ignore[no-untyped-call]
             if pipe.exists(job_key):
                 log.info("job %s seen before; not accepted twice", job.job_id)
                 return "duplicate"
@@ -105,7 +115,9 @@ def _store_and_split(rt: Runtime, job: Job) -> str:
                 last = int(pipe.incrby(f"{rt.keys.prefix}:client_ids", len(chunks)))
                 first_id = last - len(chunks) + 1
             pipe.multi()
-            store.write_job_record(pipe, rt.keys, job, accounts=accounts, chunks=len(chunks), now=now)
+            store.write_job_record(
+                pipe, rt.keys, job, accounts=accounts, chunks=len(chunks), now=now
+            )
             for index, phones in enumerate(chunks):
                 if isinstance(job, HlrJob):
                     actor, args = HLR_ACTOR, [job.job_id, index, account, phones]

@@ -39,7 +39,9 @@ class Rule:
 
     def __post_init__(self) -> None:
         if self.limit < 1 or self.window <= 0 or not 0 <= self.reserve < self.limit:
-            raise ValueError(f"invalid rate rule {self}: need limit >= 1, window > 0, 0 <= reserve < limit")
+            raise ValueError(
+                f"invalid rate rule {self}: need limit >= 1, window > 0, 0 <= reserve < limit"
+            )
 
 
 def margin_for(window: float) -> float:
@@ -56,21 +58,33 @@ class RateLimiter:
     def key(self, account: str, endpoint: str) -> str:
         return f"{self._prefix}:rl:{account}:{endpoint}"
 
-    async def try_acquire(self, account: str, endpoint: str, rules: list[Rule], *, priority: str = "bulk") -> float:
+    async def try_acquire(
+        self, account: str, endpoint: str, rules: list[Rule], *, priority: str = "bulk"
+    ) -> float:
         """Take a permit if one is free: returns 0.0, or the seconds to wait before asking again."""
         if not rules:
             return 0.0
         key = self.key(account, endpoint)
         args: list[Any] = [uuid.uuid4().hex, 1 if priority == "otp" else 0, len(rules)]
         for rule in rules:
-            args += [rule.limit, int((rule.window + margin_for(rule.window)) * 1_000_000), rule.reserve]
+            args += [
+                rule.limit,
+                int((rule.window + margin_for(rule.window)) * 1_000_000),
+                rule.reserve,
+            ]
         granted, wait_us = await self._acquire(keys=[key, key + ":pause"], args=args)
         if int(granted):
             return 0.0
         return max(0.001, int(wait_us) / 1_000_000)
 
     async def acquire(
-        self, account: str, endpoint: str, rules: list[Rule], *, priority: str = "bulk", max_wait: float = 5.0
+        self,
+        account: str,
+        endpoint: str,
+        rules: list[Rule],
+        *,
+        priority: str = "bulk",
+        max_wait: float = 5.0,
     ) -> float:
         """Wait (in the event loop) for a permit for up to ``max_wait`` seconds.
 
@@ -91,7 +105,9 @@ class RateLimiter:
 
     async def pause(self, account: str, endpoint: str, seconds: float) -> None:
         """Stop granting permits on the key for ``seconds`` (a provider said: too many requests)."""
-        await self._client.set(self.key(account, endpoint) + ":pause", "1", px=max(1, int(seconds * 1000)))
+        await self._client.set(
+            self.key(account, endpoint) + ":pause", "1", px=max(1, int(seconds * 1000))
+        )
 
 
 class ConcurrencyLimiter:

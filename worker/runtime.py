@@ -55,7 +55,9 @@ class Runtime:
         try:
             return self.adapters[account]
         except KeyError:
-            raise RuntimeError(f"no adapter for account {account!r}: runtime not started?") from None
+            raise RuntimeError(
+                f"no adapter for account {account!r}: runtime not started?"
+            ) from None
 
     def async_redis(self) -> aredis.Redis:
         if self.aredis is None:
@@ -66,7 +68,7 @@ class Runtime:
         self.redis.close()
 
 
-class RuntimeMiddleware(dramatiq.Middleware):  # type: ignore[misc]
+class RuntimeMiddleware(dramatiq.Middleware):
     """Starts the runtime's async parts on the event-loop thread at worker boot."""
 
     def __init__(self, runtime: Runtime) -> None:

@@ -40,7 +40,9 @@ async def start_sandboxes(
     return running
 
 
-async def run_forever(kinds: list[str], host: str, ports: Mapping[str, int], mix: OutcomeMix) -> None:
+async def run_forever(
+    kinds: list[str], host: str, ports: Mapping[str, int], mix: OutcomeMix
+) -> None:
     running = await start_sandboxes(kinds, host=host, ports=ports, mix=mix)
     for kind, sandbox in running.items():
         print(f"{kind:<16} {sandbox.url}", flush=True)

@@ -184,7 +184,14 @@ def dead_letter(
         raw = payload[:DEAD_LETTER_PAYLOAD_LIMIT]
     else:
         raw = payload
-    record = {"id": dl_id, "source": source, "reasons": reasons, "job_id": job_id, "at": round(now, 3), "payload": raw}
+    record = {
+        "id": dl_id,
+        "source": source,
+        "reasons": reasons,
+        "job_id": job_id,
+        "at": round(now, 3),
+        "payload": raw,
+    }
     pipe.hset(keys.dead_letters, dl_id, dumps(record))
     pipe.zadd(keys.dead_letter_index, {dl_id: now})
     if job_id and record_job:

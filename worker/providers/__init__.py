@@ -22,7 +22,9 @@ def provider_module(kind: str) -> ModuleType:
     try:
         return importlib.import_module(PROVIDER_MODULES[kind])
     except KeyError:
-        raise ValueError(f"unknown provider kind {kind!r}; known: {sorted(PROVIDER_MODULES)}") from None
+        raise ValueError(
+            f"unknown provider kind {kind!r}; known: {sorted(PROVIDER_MODULES)}"
+        ) from None
 
 
 def known_kinds() -> list[str]:

@@ -46,7 +46,9 @@ class ProviderError(Exception):
         raw_code: str | None = None,
         retry_after: float | None = None,
     ) -> None:
-        super().__init__(f"{error_class.value}: {reason}" + (f" (code {raw_code})" if raw_code else ""))
+        super().__init__(
+            f"{error_class.value}: {reason}" + (f" (code {raw_code})" if raw_code else "")
+        )
         self.error_class = error_class
         self.reason = reason
         self.raw_code = raw_code
@@ -181,7 +183,9 @@ class HttpClient:
     def __init__(self, account: AccountConfig, session: aiohttp.ClientSession) -> None:
         self._account = account
         self._session = session
-        self._timeout = aiohttp.ClientTimeout(total=account.timeout, sock_connect=min(10.0, account.timeout))
+        self._timeout = aiohttp.ClientTimeout(
+            total=account.timeout, sock_connect=min(10.0, account.timeout)
+        )
 
     @property
     def account(self) -> AccountConfig:
@@ -219,11 +223,19 @@ class HttpClient:
                     result = HttpResponse(resp.status, text, dict(resp.headers), str(resp.url))
             except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
                 outcome = "connect_error"
-                raise ProviderError(ErrorClass.TRANSIENT, f"cannot connect: {type(exc).__name__}") from exc
+                raise ProviderError(
+                    ErrorClass.TRANSIENT, f"cannot connect: {type(exc).__name__}"
+                ) from exc
             except (TimeoutError, asyncio.TimeoutError, aiohttp.ClientError) as exc:
-                outcome = "timeout" if isinstance(exc, TimeoutError | asyncio.TimeoutError) else "transport_error"
+                outcome = (
+                    "timeout"
+                    if isinstance(exc, TimeoutError | asyncio.TimeoutError)
+                    else "transport_error"
+                )
                 cls = ErrorClass.TRANSIENT if idempotent else ErrorClass.AMBIGUOUS
-                raise ProviderError(cls, f"transport failure after sending: {type(exc).__name__}") from exc
+                raise ProviderError(
+                    cls, f"transport failure after sending: {type(exc).__name__}"
+                ) from exc
             if result.status == 429:
                 outcome = "throttled"
                 raise ProviderError(
@@ -235,10 +247,14 @@ class HttpClient:
             if result.status >= 500:
                 # The gateway answered that it failed: it did not take the request.
                 outcome = "server_error"
-                raise ProviderError(ErrorClass.TRANSIENT, f"HTTP {result.status}", raw_code=str(result.status))
+                raise ProviderError(
+                    ErrorClass.TRANSIENT, f"HTTP {result.status}", raw_code=str(result.status)
+                )
             if result.status >= 400:
                 outcome = "client_error"
-                raise ProviderError(ErrorClass.REQUEST, f"HTTP {result.status}", raw_code=str(result.status))
+                raise ProviderError(
+                    ErrorClass.REQUEST, f"HTTP {result.status}", raw_code=str(result.status)
+                )
             outcome = "ok"
             return result
         finally:

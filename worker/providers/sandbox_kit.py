@@ -113,7 +113,9 @@ class SandboxMessage:
 class SandboxState:
     """Mutable state shared by a sandbox's handlers."""
 
-    def __init__(self, mix: OutcomeMix | None = None, faults: Mapping[str, Fault] | None = None) -> None:
+    def __init__(
+        self, mix: OutcomeMix | None = None, faults: Mapping[str, Fault] | None = None
+    ) -> None:
         self.log = RequestLog()
         self.mix = mix or OutcomeMix()
         self.faults: dict[str, Fault] = dict(faults or {})
@@ -126,7 +128,9 @@ class SandboxState:
     def roll(self, p: float) -> bool:
         return p > 0 and self._rng.random() < p
 
-    def new_message(self, message_id: str, phone: str, text: str, sender: str, parts: int, cost: str) -> SandboxMessage:
+    def new_message(
+        self, message_id: str, phone: str, text: str, sender: str, parts: int, cost: str
+    ) -> SandboxMessage:
         now = time.time()
         msg = SandboxMessage(
             message_id=message_id,
@@ -174,7 +178,10 @@ async def sandbox_middleware(request: web.Request, handler: Handler) -> web.Stre
         return await handler(request)
     state = request.app[STATE_KEY]
     entry = LoggedRequest(
-        at=time.time(), method=request.method, path=request.path, params=await request_params(request)
+        at=time.time(),
+        method=request.method,
+        path=request.path,
+        params=await request_params(request),
     )
     state.log.add(entry)
     fault = state.fault_for(endpoint_name(request.path))

@@ -59,11 +59,17 @@ ERROR_CODES: dict[str, ResultCode] = dict(
             "Insufficient credit balance to fulfil request",
             ErrorClass.ACCOUNT,
         ),
-        _rc("INVALID_NUMBER", "Unable to route to the destination phone number", ErrorClass.RECIPIENT),
+        _rc(
+            "INVALID_NUMBER",
+            "Unable to route to the destination phone number",
+            ErrorClass.RECIPIENT,
+        ),
         _rc("INVALID_REQUEST", "The request was not valid", ErrorClass.REQUEST),
         _rc("GATEWAY_ERROR", "Unable to process request at this time", ErrorClass.TRANSIENT),
         _rc("INTERNAL_ERROR", "Unable to process request at this time", ErrorClass.TRANSIENT),
-        _rc("MSGID_INVALID", "Message id does not match a received MMS message", ErrorClass.REQUEST),
+        _rc(
+            "MSGID_INVALID", "Message id does not match a received MMS message", ErrorClass.REQUEST
+        ),
         # "ERR:NO_XXXXXXXXXXX A mandatory parameter is missing": the named ones the doc lists.
         # Missing credentials are a configuration fault of the account, not of one request.
         _rc("NO_USERNAME", "The username parameter is missing", ErrorClass.ACCOUNT),

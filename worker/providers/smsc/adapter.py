@@ -28,7 +28,6 @@ from urllib.parse import urlencode, urlsplit
 import aiohttp
 
 from producers.status import Status
-from worker.providers import base
 from worker.providers.base import (
     AccountConfig,
     Balance,
@@ -66,8 +65,8 @@ DEFAULT_BACKUP_URLS: tuple[str, ...] = tuple(f"https://www{n}.smsc.ru" for n in 
 # How long a backup host that answered stays preferred before the primary is tried again.
 FAILBACK_AFTER = 300.0
 
-# A malformed id/phone pair in a status request.
-_STATUS_RETRY_AFTER = 60.0  # SMSC's caps are per minute; error 9 clears within one
+# Retry-After hint for error 9: SMSC's caps are per minute, so one clears within one.
+_CAP_RETRY_AFTER = 60.0
 
 
 def make_message_id(sms_id: int | str, phone: str) -> str:
@@ -498,15 +497,13 @@ class ShortLinkInfo:
 # --------------------------------------------------------------------------- the adapter
 
 
-def error_from_answer(
-    group: str, data: Mapping[str, Any], *, recipients: int = 1
-) -> ProviderError:
+def error_from_answer(group: str, data: Mapping[str, Any], *, recipients: int = 1) -> ProviderError:
     """The ProviderError for an SMSC error answer ``{"error": ..., "error_code": N}``."""
     code = data.get("error_code")
     row = codes.classify_error(group, code if code is not None else "", recipients=recipients)
     described = _str(data.get("error"))
     reason = row.text if not described else f"{row.text}: {described}"
-    retry_after = _STATUS_RETRY_AFTER if row.error_class is ErrorClass.THROTTLED else None
+    retry_after = _CAP_RETRY_AFTER if row.error_class is ErrorClass.THROTTLED else None
     return ProviderError(row.error_class, reason, raw_code=str(code), retry_after=retry_after)
 
 
@@ -746,7 +743,12 @@ class SmscAdapter(HttpClient):
             raise ProviderError(ErrorClass.AMBIGUOUS, "send answer without an id") from None
 
     async def get_cost(
-        self, phones: Sequence[str], mes: str, *, sender: str | None = None, translit: int | None = None
+        self,
+        phones: Sequence[str],
+        mes: str,
+        *,
+        sender: str | None = None,
+        translit: int | None = None,
     ) -> CostEstimate:
         """``send.php?cost=1``: the price of a send, nothing sent (idempotent)."""
         params = self._send_params(
@@ -1134,7 +1136,6 @@ __all__ = [
     "ShortLinkInfo",
     "SmscAdapter",
     "StatRow",
-    "base",
     "error_from_answer",
     "hlr_from_status",
     "make_message_id",

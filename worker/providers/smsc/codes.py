@@ -116,7 +116,9 @@ def delivery_error(code: int | str | None) -> DeliveryError | None:
         return DeliveryError(-1, f"unparsable delivery error {code!r}", False)
     if value == 0:
         return None
-    return DELIVERY_ERRORS.get(value) or DeliveryError(value, f"unknown delivery error {value}", False)
+    return DELIVERY_ERRORS.get(value) or DeliveryError(
+        value, f"unknown delivery error {value}", False
+    )
 
 
 @dataclass(frozen=True)
@@ -139,8 +141,9 @@ _COMMON: dict[int, RequestError] = {
     1: RequestError(1, "bad parameters", ErrorClass.REQUEST),
     2: RequestError(2, "bad login or password, or IP not allowed", ErrorClass.ACCOUNT),
     4: RequestError(4, "IP address temporarily blocked", ErrorClass.ACCOUNT),
-    9: RequestError(9, "request cap reached (too many identical or concurrent requests)",
-                    ErrorClass.THROTTLED),
+    9: RequestError(
+        9, "request cap reached (too many identical or concurrent requests)", ErrorClass.THROTTLED
+    ),
 }
 
 REQUEST_ERRORS: Mapping[str, Mapping[int, RequestError]] = MappingProxyType(
@@ -161,9 +164,7 @@ REQUEST_ERRORS: Mapping[str, Mapping[int, RequestError]] = MappingProxyType(
         # balance.php: no page of ours lists its codes; the common ones apply.
         BALANCE: MappingProxyType(dict(_COMMON)),
         # get.php / info.php / tinyurls.php: 3 is "not found" (message, operator, link).
-        DATA: MappingProxyType(
-            {**_COMMON, 3: RequestError(3, "not found", ErrorClass.REQUEST)}
-        ),
+        DATA: MappingProxyType({**_COMMON, 3: RequestError(3, "not found", ErrorClass.REQUEST)}),
     }
 )
 
