@@ -1,0 +1,128 @@
+"""The `smsq` command as users run it: a worker process, send, hlr, status, check-config."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import SandboxThread
+from worker.sandboxes import sandbox_account
+
+SMSQ = [sys.executable, "-m", "worker.cli"]
+
+
+@pytest.fixture
+def cli_env(redis_url: str, tmp_path: Path) -> Iterator[dict[str, str]]:
+    sandboxes = SandboxThread(["intis"])
+    creds = sandbox_account("intis")
+    config = tmp_path / "smsq.toml"
+    config.write_text(
+        f"""
+[redis]
+url = "{redis_url}"
+
+[accounts.intis-sandbox]
+kind = "intis"
+base_url = "{sandboxes.url("intis")}"
+login = "{creds["login"]}"
+api_key = {{ env = "CLI_TEST_INTIS_KEY" }}
+
+[routes]
+default = ["intis-sandbox"]
+"""
+    )
+    env = {**os.environ, "SMSQ_CONFIG": str(config), "CLI_TEST_INTIS_KEY": creds["api_key"]}
+    env.pop("REDIS_URL", None)
+    yield env
+    sandboxes.stop()
+
+
+def run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*SMSQ, *args], env=env, capture_output=True, text=True, timeout=60)
+
+
+def test_send_status_and_worker_process(cli_env: dict[str, str]) -> None:
+    worker = subprocess.Popen(
+        [*SMSQ, "worker", "--processes", "1", "--threads", "2"],
+        env=cli_env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        sent = run(
+            cli_env,
+            "send",
+            "--provider",
+            "default",
+            "--sender",
+            "smstest",
+            "--text",
+            "Hello from the CLI",
+            "--to",
+            "+44 7700 900123",
+            "--to",
+            "+7 916 123-45-67",
+            "--to",
+            "123",
+        )
+        assert sent.returncode == 0, sent.stderr
+        job_id = sent.stdout.strip()
+        deadline = time.monotonic() + 60
+        while True:
+            status = run(cli_env, "status", job_id, "--json")
+            if status.returncode == 0 and json.loads(status.stdout)["state"] == "done":
+                break
+            assert time.monotonic() < deadline, status.stdout + status.stderr
+            time.sleep(0.3)
+        data = json.loads(status.stdout)
+        assert data["counts"] == {"submitted": 2, "rejected": 1}
+        text = run(cli_env, "status", job_id)
+        assert "submitted  2" in text.stdout.replace("submitted 2", "submitted  2")
+        assert "447700900123" not in text.stdout and "79161234567" not in text.stdout
+        assert "4477******23" in text.stdout
+        shown = run(cli_env, "status", job_id, "--show-numbers")
+        assert "447700900123" in shown.stdout
+
+        hlr = run(cli_env, "hlr", "--provider", "default", "--to", "+447700900123")
+        assert hlr.returncode == 0, hlr.stderr
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        try:
+            worker.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            raise
+    assert worker.returncode == 0, (worker.stderr.read() if worker.stderr else "")[-2000:]
+    assert "447700900123" not in (worker.stderr.read() if worker.stderr else "")
+
+
+def test_bad_jobs_are_refused_with_reasons(cli_env: dict[str, str]) -> None:
+    result = run(
+        cli_env, "send", "--provider", "nowhere", "--sender", "smstest", "--text", "", "--to", "1"
+    )
+    assert result.returncode == 2
+    assert "job rejected" in result.stderr
+    assert "nowhere" in result.stderr and "text" in result.stderr
+
+
+def test_status_of_unknown_job(cli_env: dict[str, str]) -> None:
+    result = run(cli_env, "status", "no-such-job")
+    assert result.returncode == 1 and "no job" in result.stderr
+
+
+def test_check_config_reports_every_problem(cli_env: dict[str, str], tmp_path: Path) -> None:
+    assert run(cli_env, "check-config").returncode == 0
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[accounts.x]\nkind = "nope"\nbase_url = "ftp://x"\n')
+    result = run({**cli_env, "SMSQ_CONFIG": str(bad)}, "check-config")
+    assert result.returncode == 2
+    assert "accounts.x.kind" in result.stderr and "accounts.x.base_url" in result.stderr
