@@ -49,7 +49,15 @@ def _sandbox(args: argparse.Namespace) -> int:
         expired=args.expired,
         final_after=args.final_after,
     )
-    asyncio.run(run_forever(args.kinds or known_kinds(), args.host, ports, mix))
+    options: dict[str, dict[str, str]] = {}
+    for item in args.option or []:
+        target, _, value = item.partition("=")
+        kind, _, key = target.partition(".")
+        if not key or not value:
+            print(f"--option {item!r}: expected KIND.KEY=VALUE", file=sys.stderr)
+            return 2
+        options.setdefault(kind, {})[key] = value
+    asyncio.run(run_forever(args.kinds or known_kinds(), args.host, ports, mix, options))
     return 0
 
 
@@ -90,6 +98,11 @@ def build_parser() -> argparse.ArgumentParser:
     sandbox.add_argument("--undeliverable", type=float, default=0.07)
     sandbox.add_argument("--expired", type=float, default=0.03)
     sandbox.add_argument("--final-after", type=float, default=2.0, help="seconds to a final status")
+    sandbox.add_argument(
+        "--option",
+        action="append",
+        help="KIND.KEY=VALUE passed to that sandbox (e.g. intis.balance=1e6)",
+    )
     sandbox.set_defaults(func=_sandbox)
 
     check = sub.add_parser("check-config", help="validate the configuration and exit")

@@ -189,7 +189,7 @@ def _enqueue_samples(
         (
             client.enqueue_send(
                 provider=route,
-                sender="smsq",
+                sender=sandbox_account(kinds[0]).get("sender", "smsq"),
                 text="Your December statement is ready. Reply STOP to opt out.",
                 recipients=bulk_numbers,
                 metadata={"campaign": "demo"},
@@ -203,7 +203,7 @@ def _enqueue_samples(
             (
                 client.enqueue_send(
                     provider=f"{kind}-sandbox",
-                    sender="smsq",
+                    sender=sandbox_account(kind).get("sender", "smsq"),
                     text=f"Your code is {100000 + i * 7919 % 900000}",
                     recipients=[f"+44 7700 900{i:03d}"],
                     priority="otp",

@@ -18,7 +18,7 @@ from worker.providers.sandbox_kit import OutcomeMix, RunningSandbox, SandboxStat
 
 
 def sandbox_account(kind: str) -> dict[str, str]:
-    """Login and secrets the kind's sandbox accepts by default."""
+    """Login, secrets (``password``, ``api_key``) and ``sender`` the kind's sandbox accepts by default."""
     account: Mapping[str, str] = provider_module(kind).SANDBOX_ACCOUNT
     return dict(account)
 
@@ -41,9 +41,13 @@ async def start_sandboxes(
 
 
 async def run_forever(
-    kinds: list[str], host: str, ports: Mapping[str, int], mix: OutcomeMix
+    kinds: list[str],
+    host: str,
+    ports: Mapping[str, int],
+    mix: OutcomeMix,
+    options: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> None:
-    running = await start_sandboxes(kinds, host=host, ports=ports, mix=mix)
+    running = await start_sandboxes(kinds, host=host, ports=ports, mix=mix, options=options)
     for kind, sandbox in running.items():
         print(f"{kind:<16} {sandbox.url}", flush=True)
     stop = asyncio.Event()

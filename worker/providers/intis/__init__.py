@@ -11,6 +11,6 @@ from worker.providers.intis.sandbox import DEFAULT_API_KEY, create_sandbox
 Adapter = IntisAdapter
 
 # What the sandbox accepts by default (for configs that point at it).
-SANDBOX_ACCOUNT = {"login": "testuser", "api_key": DEFAULT_API_KEY}
+SANDBOX_ACCOUNT = {"login": "testuser", "api_key": DEFAULT_API_KEY, "sender": "smstest"}
 
 __all__ = ["SANDBOX_ACCOUNT", "Adapter", "IntisAdapter", "create_sandbox"]
