@@ -67,7 +67,7 @@ def build_message(
 
 
 def write_message(
-    pipe: redis.Redis | redis.client.Pipeline,
+    pipe: Any,  # a sync or asyncio pipeline: both queue commands without I/O
     queue: str,
     redis_id: str,
     body: str,

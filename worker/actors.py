@@ -17,7 +17,7 @@ import dramatiq
 from dramatiq.middleware import CurrentMessage
 
 from producers.wire import INTAKE_ACTOR, INTAKE_OTP_QUEUE, INTAKE_QUEUE
-from worker import dispatch, intake, metrics, store
+from worker import dispatch, intake, metrics, queues, store
 from worker.broker import SafeRedisBroker, build_broker
 from worker.config import Settings
 from worker.runtime import Runtime, RuntimeMiddleware
@@ -73,11 +73,11 @@ def create_app(settings: Settings, **broker_options: Any) -> App:
         broker=broker, actor_name=INTAKE_ACTOR, queue_name=INTAKE_QUEUE, max_retries=5
     )(accept_job)
     send = dramatiq.actor(
-        broker=broker, actor_name=intake.SEND_ACTOR, queue_name=intake.DISPATCH_QUEUE, max_retries=5
+        broker=broker, actor_name=queues.SEND_ACTOR, queue_name=queues.DISPATCH_QUEUE, max_retries=5
     )(dispatch_chunk)
     hlr = dramatiq.actor(
-        broker=broker, actor_name=intake.HLR_ACTOR, queue_name=intake.DISPATCH_QUEUE, max_retries=5
+        broker=broker, actor_name=queues.HLR_ACTOR, queue_name=queues.DISPATCH_QUEUE, max_retries=5
     )(dispatch_hlr)
     broker.declare_queue(INTAKE_OTP_QUEUE)
-    broker.declare_queue(intake.DISPATCH_OTP_QUEUE)
+    broker.declare_queue(queues.DISPATCH_OTP_QUEUE)
     return App(settings, runtime, broker, accept, send, hlr)

@@ -38,7 +38,8 @@ from typing import Any
 from urllib.parse import urlparse
 
 from producers.keys import DEFAULT_PREFIX
-from worker.providers import known_kinds
+from worker.limiter import Rule
+from worker.providers import known_kinds, provider_module
 from worker.providers.base import AccountConfig
 
 ENV_PREFIX = "SMSQ__"
@@ -53,6 +54,8 @@ ACCOUNT_FIELDS = {
     "timeout",
     "backup_urls",
     "options",
+    "limits",
+    "max_in_flight",
 }
 
 
@@ -73,12 +76,27 @@ class DispatchSettings:
 
 
 @dataclass(frozen=True)
+class AccountLimits:
+    """Rate rules per endpoint class (send, status, history, hlr, balance, ...) and in-flight cap."""
+
+    rules: Mapping[str, tuple[Rule, ...]] = field(default_factory=dict)
+    max_in_flight: int = 0  # 0: no cap
+
+    def for_endpoint(self, endpoint: str) -> list[Rule]:
+        return list(self.rules.get(endpoint, ()))
+
+
+@dataclass(frozen=True)
 class Settings:
     redis_url: str
     key_prefix: str = DEFAULT_PREFIX
     accounts: Mapping[str, AccountConfig] = field(default_factory=dict)
     routes: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     dispatch: DispatchSettings = field(default_factory=DispatchSettings)
+    limits: Mapping[str, AccountLimits] = field(default_factory=dict)
+
+    def limits_for(self, account: str) -> AccountLimits:
+        return self.limits.get(account) or AccountLimits()
 
     def provider_names(self) -> set[str]:
         """Every name a job's ``provider`` may take: routes, accounts, and kinds with one account."""
@@ -246,10 +264,12 @@ def parse_settings(data: Mapping[str, Any], env: Mapping[str, str] | None = None
     if not isinstance(raw_accounts, dict) or not raw_accounts:
         problems.append("accounts: at least one provider account is required")
         raw_accounts = {}
+    limits: dict[str, AccountLimits] = {}
     for name, raw in raw_accounts.items():
         acc = _account(name, raw, env, problems)
         if acc is not None:
             accounts[name] = acc
+            limits[name] = _limits(name, acc.kind, raw, problems)
 
     routes: dict[str, tuple[str, ...]] = {}
     for name, members in (data.get("routes") or {}).items():
@@ -291,7 +311,50 @@ def parse_settings(data: Mapping[str, Any], env: Mapping[str, str] | None = None
         accounts=accounts,
         routes=routes,
         dispatch=dispatch,
+        limits=limits,
     )
+
+
+def _rule(where: str, raw: Any, problems: list[str]) -> Rule | None:
+    if not isinstance(raw, dict) or set(raw) - {"requests", "per_seconds", "otp_reserve"}:
+        problems.append(
+            f"{where}: expected {{ requests = N, per_seconds = W, otp_reserve = R (optional) }}"
+        )
+        return None
+    try:
+        return Rule(
+            limit=int(raw["requests"]),
+            window=float(raw["per_seconds"]),
+            reserve=int(raw.get("otp_reserve", 0)),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        problems.append(f"{where}: {exc}")
+        return None
+
+
+def _limits(name: str, kind: str, raw: dict[str, Any], problems: list[str]) -> AccountLimits:
+    """The account's rate rules: the provider's documented defaults, replaced per endpoint by config."""
+    defaults: Mapping[str, Any] = (
+        getattr(provider_module(kind), "DEFAULT_LIMITS", {}) if kind in known_kinds() else {}
+    )
+    rules: dict[str, tuple[Rule, ...]] = {
+        endpoint: tuple(Rule(limit, window) for limit, window in pairs)
+        for endpoint, pairs in defaults.items()
+    }
+    configured = raw.get("limits", {})
+    if not isinstance(configured, dict):
+        problems.append(f"accounts.{name}.limits: must be a table of endpoint classes")
+        configured = {}
+    for endpoint, value in configured.items():
+        where = f"accounts.{name}.limits.{endpoint}"
+        items = value if isinstance(value, list) else [value]
+        parsed = [_rule(where, item, problems) for item in items]
+        rules[endpoint] = tuple(r for r in parsed if r is not None)
+    cap = raw.get("max_in_flight", 0)
+    if not isinstance(cap, int) or isinstance(cap, bool) or cap < 0:
+        problems.append(f"accounts.{name}.max_in_flight: must be a whole number >= 0 (0: no cap)")
+        cap = 0
+    return AccountLimits(rules=rules, max_in_flight=cap)
 
 
 def _deep_copy(data: Mapping[str, Any]) -> dict[str, Any]:

@@ -10,6 +10,7 @@ jitter, bounded by attempts and total time); permanent ones are not.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Sequence
@@ -26,6 +27,7 @@ from tenacity import (
 )
 
 from producers.status import JobState, Status
+from producers.wire import NAMESPACE, build_message, write_message
 from worker import metrics, store
 from worker.config import DispatchSettings
 from worker.providers.base import (
@@ -36,6 +38,7 @@ from worker.providers.base import (
     RecipientOutcome,
     SendRequest,
 )
+from worker.queues import HLR_ACTOR, SEND_ACTOR, dispatch_queue
 from worker.runtime import Runtime
 
 log = logging.getLogger("smsq.dispatch")
@@ -66,6 +69,65 @@ def _count_retry(state: RetryCallState) -> None:
     metrics.RETRIES.labels(cls).inc()
 
 
+class Reschedule(Exception):
+    """The permit is further away than a worker should wait: send the message again later."""
+
+    def __init__(self, delay: float) -> None:
+        super().__init__(f"rate limit: next permit in {delay:.1f}s")
+        self.delay = delay
+
+
+SHORT_WAIT = 2.0  # seconds a dispatch may wait for a permit in the event loop
+THROTTLE_PAUSE = 5.0  # seconds an account endpoint pauses on a throttled answer without Retry-After
+
+
+async def limited_call(
+    rt: Runtime, account: str, endpoint: str, priority: str, call: Any, *args: Any
+) -> Any:
+    """Await ``call(*args)`` under the account's limits, retrying transient failures.
+
+    Every attempt takes its own rate permit (and in-flight lease when the account
+    has a cap). A permit further away than SHORT_WAIT raises Reschedule; a
+    THROTTLED answer pauses the account's endpoint for every process, then the
+    attempt is retried like a transient failure.
+    """
+    limits = rt.settings.limits_for(account)
+    rules = limits.for_endpoint(endpoint)
+    limiter, concurrency = rt.limiter, rt.concurrency
+    lease_time = rt.settings.accounts[account].timeout + 5.0
+
+    async def attempt() -> Any:
+        if limiter is not None and rules:
+            wait = await limiter.acquire(
+                account, endpoint, rules, priority=priority, max_wait=SHORT_WAIT
+            )
+            if wait:
+                raise Reschedule(wait)
+        lease: str | None = None
+        if concurrency is not None and limits.max_in_flight:
+            waited = 0.0
+            while lease is None:
+                lease, wait = await concurrency.try_acquire(
+                    account, limits.max_in_flight, lease_time
+                )
+                if lease is None:
+                    if waited + wait > SHORT_WAIT:
+                        raise Reschedule(wait)
+                    await asyncio.sleep(min(wait, 0.05))
+                    waited += min(wait, 0.05)
+        try:
+            return await call(*args)
+        except ProviderError as exc:
+            if exc.error_class is ErrorClass.THROTTLED and limiter is not None:
+                await limiter.pause(account, endpoint, exc.retry_after or THROTTLE_PAUSE)
+            raise
+        finally:
+            if lease is not None and concurrency is not None:
+                await concurrency.release(account, lease)
+
+    return await with_retries(rt.settings.dispatch, attempt)
+
+
 async def with_retries(settings: DispatchSettings, call: Any, *args: Any) -> Any:
     """Await ``call(*args)``, retrying TRANSIENT and THROTTLED ProviderErrors."""
     retrying = AsyncRetrying(
@@ -80,6 +142,16 @@ async def with_retries(settings: DispatchSettings, call: Any, *args: Any) -> Any
         with attempt:
             return await call(*args)
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+async def reschedule(rt: Runtime, actor: str, priority: str, args: list[Any], delay: float) -> None:
+    """Enqueue the same dispatch again after ``delay`` seconds (a new message: no retry used)."""
+    eta = int((time.time() + delay) * 1000)
+    target, redis_id, body = build_message(dispatch_queue(priority), actor, args, eta_ms=eta)
+    pipe = rt.async_redis().pipeline(transaction=True)
+    write_message(pipe, target, redis_id, body, NAMESPACE)
+    await pipe.execute()
+    metrics.RESCHEDULED.labels(actor).inc()
 
 
 def failure_outcomes(phones: Sequence[str], exc: ProviderError) -> list[RecipientOutcome]:
@@ -187,8 +259,25 @@ async def dispatch_chunk(
         client_id=client_id,
     )
     try:
-        sent = await with_retries(rt.settings.dispatch, adapter.send, request)
+        sent = await limited_call(rt, account, "send", priority, adapter.send, request)
         outcomes = reconcile_outcomes(recipients, sent)
+    except Reschedule as wait:
+        # Nothing was sent: release the claim and come back when a permit is due.
+        await rt.async_redis().delete(chunk_key)
+        args = [
+            job_id,
+            index,
+            account,
+            sender,
+            text,
+            recipients,
+            scheduled_at,
+            validity,
+            priority,
+            client_id,
+        ]
+        await reschedule(rt, SEND_ACTOR, priority, args, wait.delay)
+        return "rescheduled"
     except ProviderError as exc:
         log.warning("chunk %s:%d to %s failed: %s", job_id, index, account, exc)
         outcomes = failure_outcomes(recipients, exc)
@@ -212,7 +301,12 @@ def hlr_outcome(result: HlrResult) -> RecipientOutcome:
 
 
 async def dispatch_hlr(
-    rt: Runtime, job_id: str, index: int, account: str, recipients: list[str]
+    rt: Runtime,
+    job_id: str,
+    index: int,
+    account: str,
+    recipients: list[str],
+    priority: str = "bulk",
 ) -> str:
     """Look up one chunk of numbers; records one HLR result per number."""
     chunk_key = rt.keys.chunk(job_id, index)
@@ -225,8 +319,14 @@ async def dispatch_hlr(
         outcomes = [RecipientOutcome(p, Status.UNKNOWN, reason=INTERRUPTED) for p in recipients]
     else:
         try:
-            results = await with_retries(rt.settings.dispatch, adapter.hlr, recipients)
+            results = await limited_call(rt, account, "hlr", priority, adapter.hlr, recipients)
             outcomes = reconcile_outcomes(recipients, [hlr_outcome(r) for r in results])
+        except Reschedule as wait:
+            await rt.async_redis().delete(chunk_key)
+            await reschedule(
+                rt, HLR_ACTOR, priority, [job_id, index, account, recipients, priority], wait.delay
+            )
+            return "rescheduled"
         except ProviderError as exc:
             outcomes = failure_outcomes(recipients, exc)
     if results:

@@ -20,19 +20,12 @@ import redis
 from producers.contract import HlrJob, Job, JobRejected, SendJob, validate_job
 from producers.wire import NAMESPACE, build_message, write_message
 from worker import metrics, store
+from worker.queues import HLR_ACTOR, SEND_ACTOR, dispatch_queue
 from worker.runtime import Runtime
 
 log = logging.getLogger("smsq.intake")
 
-DISPATCH_QUEUE = "smsq-dispatch"
-DISPATCH_OTP_QUEUE = "smsq-dispatch-otp"
-SEND_ACTOR = "dispatch_chunk"
-HLR_ACTOR = "dispatch_hlr"
 CLIENT_ID_MAX = 2_147_483_647  # the largest client message id the providers accept
-
-
-def dispatch_queue(priority: str) -> str:
-    return DISPATCH_OTP_QUEUE if priority == "otp" else DISPATCH_QUEUE
 
 
 def accept_job(rt: Runtime, *args: Any, enqueued_at: float | None = None, **kwargs: Any) -> str:
@@ -120,7 +113,7 @@ def _store_and_split(rt: Runtime, job: Job) -> str:
             )
             for index, phones in enumerate(chunks):
                 if isinstance(job, HlrJob):
-                    actor, args = HLR_ACTOR, [job.job_id, index, account, phones]
+                    actor, args = HLR_ACTOR, [job.job_id, index, account, phones, job.priority]
                 else:
                     client_id = (first_id + index - 1) % CLIENT_ID_MAX + 1
                     actor = SEND_ACTOR

@@ -44,3 +44,8 @@ LIMITER_WAIT_SECONDS = Histogram(
     ["endpoint"],
     buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0),
 )
+RESCHEDULED = Counter(
+    "smsq_rescheduled_total",
+    "Dispatches sent back to the queue to wait for a rate-limit permit.",
+    ["actor"],
+)

@@ -18,6 +18,7 @@ from dramatiq.asyncio import get_event_loop_thread
 
 from producers.keys import Keys
 from worker.config import Settings
+from worker.limiter import ConcurrencyLimiter, RateLimiter
 from worker.providers import provider_module
 from worker.providers.base import ProviderAdapter
 
@@ -32,12 +33,16 @@ class Runtime:
         self.session: aiohttp.ClientSession | None = None
         self.aredis: aredis.Redis | None = None
         self.adapters: dict[str, ProviderAdapter] = {}
+        self.limiter: RateLimiter | None = None
+        self.concurrency: ConcurrencyLimiter | None = None
 
     async def start(self) -> None:
         """Create the session, the asyncio Redis client and one adapter per account."""
         connector = aiohttp.TCPConnector(limit=200, ttl_dns_cache=300)
         self.session = aiohttp.ClientSession(connector=connector)
         self.aredis = aredis.Redis.from_url(self.settings.redis_url)
+        self.limiter = RateLimiter(self.aredis, self.keys.prefix)
+        self.concurrency = ConcurrencyLimiter(self.aredis, self.keys.prefix)
         self.adapters = {
             name: provider_module(acc.kind).Adapter(acc, self.session)
             for name, acc in self.settings.accounts.items()

@@ -1,0 +1,75 @@
+"""Rate limits hold across worker processes, as the provider sees them."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from producers.client import SmsqClient
+from tests.conftest import SandboxThread, sandbox_settings
+from tests.test_limiter import max_in_window
+from worker.sandboxes import sandbox_account
+
+CAP, WINDOW = 10, 2.0
+
+
+def test_four_worker_processes_respect_the_cap_and_use_it(redis_url: str, tmp_path: Path) -> None:
+    sandboxes = SandboxThread(["intis"], intis={"balance": "10000000"})
+    creds = sandbox_account("intis")
+    config = tmp_path / "smsq.toml"
+    config.write_text(
+        f"""
+[redis]
+url = "{redis_url}"
+
+[accounts.capped]
+kind = "intis"
+base_url = "{sandboxes.url("intis")}"
+login = "{creds["login"]}"
+api_key = {{ env = "RL_TEST_KEY" }}
+limits.send = {{ requests = {CAP}, per_seconds = {WINDOW} }}
+"""
+    )
+    env = {**os.environ, "SMSQ_CONFIG": str(config), "RL_TEST_KEY": creds["api_key"]}
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "worker.cli", "worker", "--processes", "4", "--threads", "4"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        client = SmsqClient(redis_url)
+        numbers = [f"+7922{i:07d}" for i in range(50 * 200)]  # a backlog of 200 requests
+        client.enqueue_send(provider="capped", sender="smstest", text="capped", recipients=numbers)
+        time.sleep(12)
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(timeout=60)
+    arrivals = [e.at for e in sandboxes.log("intis") if e.path.endswith("/send.php")]
+    sandboxes.stop()
+    assert len(arrivals) > 3 * CAP
+    assert max_in_window(arrivals, WINDOW) <= CAP
+    duration = max(arrivals) - min(arrivals)
+    allowed = CAP * (int(duration // WINDOW) + 1)
+    print(
+        f"\n{len(arrivals)} requests in {duration:.2f}s; cap allows {allowed}; max in any {WINDOW}s window: {max_in_window(arrivals, WINDOW)}"
+    )
+    assert len(arrivals) >= 0.98 * allowed, (len(arrivals), allowed, duration)
+
+
+def test_default_limits_come_from_the_provider_and_config_replaces_them(
+    redis_url: str, make_worker: Any
+) -> None:
+    sandboxes = SandboxThread(["intis"])
+    try:
+        settings = sandbox_settings(redis_url, sandboxes)
+        limits = settings.limits_for("intis-sandbox")
+        assert limits.max_in_flight == 0
+        assert all(r.limit >= 1 for rules in limits.rules.values() for r in rules)
+    finally:
+        sandboxes.stop()
