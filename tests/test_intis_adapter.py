@@ -4,6 +4,7 @@ adapter against the real sandbox over real HTTP."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, date, datetime
@@ -21,6 +22,7 @@ from worker.providers.intis.adapter import (
     ENDPOINTS,
     MAX_BATCH,
     MalformedResponse,
+    StopListEntry,
     load_json,
     parse_balance,
     parse_delete_template,
@@ -276,6 +278,10 @@ def test_doc_find_on_stop() -> None:
     assert parse_stop_list_search("{}") is None
     assert parse_stop_list_search("[]") is None
     assert parse_stop_list_search('{"error":19}') is None
+    keyed = parse_stop_list_search(
+        '{"4419373":{"time_in":"2014-08-29 11:07:43","description":"d"}}'
+    )
+    assert keyed == StopListEntry(time_in="2014-08-29 11:07:43", description="d")
 
 
 def test_doc_add2stop_and_add_template() -> None:
@@ -387,6 +393,30 @@ def test_load_json_rejects_garbage_clearly() -> None:
         load_json("<html>\x00garbage{")
     with pytest.raises(MalformedResponse, match="empty"):
         load_json("  ")
+
+
+ODD_BODIES = [
+    "[]", "[1]", '"x"', "1", "null", "true", '{"a":1}', '{"a":[1]}', '{"a":null}',
+    '{"a":{"b":1}}', '{"2014-01-01":1}', '{"2014-01-01":{"deliver":1}}',
+    '[{"date":1,"stats":1}]', '[{"stats":[1]}]', '{"a":"{\\"x\\":1}"}', '{"error":null}',
+    '{"error":[1]}', '[{"messageId":null}]', '{"a":{"error":"x"}}', '{"money":{}}',
+    '{"a":{"template":1}}', '{"time_in":{}}', "[null]", '{"":""}', "{{}}", "<xml/>",
+]  # fmt: skip
+PARSERS: list[Callable[[str], object]] = [
+    parse_balance, parse_delete_template, parse_hlr_stats, parse_incoming, parse_list_numbers,
+    parse_lists, parse_operator, parse_prices, parse_senders, parse_stats_by_month,
+    parse_status_response, parse_stop_list_search, parse_templates, parse_timestamp,
+    lambda t: parse_id(t, "add2stop"),
+    lambda t: parse_send_response(t, ["79161234567"]),
+    lambda t: parse_hlr_response(t, ["79161234567"]),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("body", ODD_BODIES)
+def test_odd_bodies_never_crash_a_parser(body: str) -> None:
+    for parse in PARSERS:
+        with contextlib.suppress(MalformedResponse, ProviderError):
+            parse(body)
 
 
 def test_malformed_message_does_not_leak_numbers() -> None:
@@ -788,9 +818,12 @@ async def test_balance_goes_down_then_error_32(make_env: MakeEnv) -> None:
     assert len(sandbox.state.messages) == 3
 
 
-async def test_every_other_endpoint(make_env: MakeEnv) -> None:
+@pytest.mark.parametrize("dialect", ["doc", "sdk"])
+async def test_every_other_endpoint(make_env: MakeEnv, dialect: str) -> None:
+    """Every adapter method against the sandbox, in the doc's shapes and in the SDKs'."""
     today = datetime.now(UTC).date()
     sandbox, adapter = await make_env(
+        dialect=dialect,
         mix=OutcomeMix(final_after=0.0, seed=3),
         incoming=[
             {
@@ -914,6 +947,16 @@ async def test_fault_malformed_body_is_a_clear_error(make_env: MakeEnv) -> None:
     for call in (adapter.balance(), adapter.templates(), adapter.stats_by_month("2014-08")):
         with pytest.raises(ProviderError, match="malformed"):
             await call
+
+
+async def test_service_unavailable_000_is_transient(make_env: MakeEnv) -> None:
+    sandbox, adapter = await make_env(unavailable=True)
+    for call in (adapter.balance(), adapter.send(chunk(phones(1))), adapter.status(["1"])):
+        with pytest.raises(ProviderError) as info:
+            await call
+        assert info.value.error_class is ErrorClass.TRANSIENT and info.value.raw_code == "000"
+    sandbox.app[INTIS_KEY].unavailable = False
+    assert (await adapter.balance()).amount == "1000.00"
 
 
 async def test_fault_timeout_and_drop(make_env: MakeEnv) -> None:

@@ -108,6 +108,8 @@ async def test_auth_error_codes(make_client: MakeClient) -> None:
     for code, params in cases.items():
         status, text = await client.raw("balance", params)
         assert (status, json.loads(text)) == (200, {"error": code}), code
+    status, text = await client.raw("balance", {**good, "signature": "подпись"})
+    assert (status, json.loads(text)) == (200, {"error": 6})
     assert "money" in await client.call("balance")
 
 
@@ -453,3 +455,32 @@ async def test_request_log_and_faults_apply_to_intis_routes(make_client: MakeCli
     assert client.sandbox.state.log.entries[-1].fault == "error"
     status, _ = await client.raw("senders", signed_params({}, login=LOGIN, api_key=DEFAULT_API_KEY))
     assert status == 200  # the fault is per endpoint
+
+
+async def test_sdk_dialect_shapes(make_client: MakeClient) -> None:
+    """dialect="sdk": the shapes Intis's SDKs parse where they differ from the doc."""
+    client = await make_client(dialect="sdk")
+    answer = await client.call("send", send_params())
+    message_id = answer["79161234567"]["id_sms"]
+    status = await client.call("status", {"state": message_id})
+    assert set(status[message_id]) == {"status", "time"}
+    entry_id = (await client.call("add2stop", {"phone": "79160000001"}))["id"]
+    found = await client.call("find_on_stop", {"phone": "79160000001"})
+    assert list(found) == [entry_id] and set(found[entry_id]) == {"time_in", "description"}
+    template_id = (await client.call("add_template", {"name": "n", "text": "t"}))["id"]
+    templates = await client.call("template")
+    assert templates == {template_id: {"name": "n", "template": "t", "up_time": ANY_TIME}}
+    month = time.strftime("%Y-%m", time.gmtime())
+    (day,) = await client.call("stat_by_month", {"month": month})
+    assert set(day) == {"date", "stats"} and set(day["stats"][0]) == {"status", "cost", "parts"}
+    assert "error" not in await client.call("operator", {"phone": "79161234567"})
+
+
+class _AnyTime:
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, str) and len(other) == 19 and other[4] == "-"
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+ANY_TIME = _AnyTime()

@@ -89,6 +89,8 @@ def test_verify_rejects_tampering_and_wrong_key() -> None:
     assert not verify({**out, "text": "ho"}, KEY)
     assert not verify(out, "another-key")
     assert not verify({k: v for k, v in out.items() if k != "signature"}, KEY)
+    assert not verify({**out, "signature": "подпись"}, KEY)  # non-ASCII: False, not a crash
+    assert verify({**out, "signature": out["signature"].upper()}, KEY)
 
 
 def test_timestamp_is_local_utc_seconds() -> None:

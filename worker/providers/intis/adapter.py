@@ -21,6 +21,8 @@ with each other:
 
 A body nothing can make sense of raises :class:`ProviderError` (TRANSIENT,
 or AMBIGUOUS for calls that change something), never a bare exception.
+Transport failures and HTTP statuses are classified by
+:class:`~worker.providers.base.HttpClient` (e.g. HTTP 5xx is TRANSIENT).
 """
 
 from __future__ import annotations
@@ -691,8 +693,9 @@ def parse_list_numbers(text: str) -> list[ListNumber]:
 def parse_stop_list_search(text: str) -> StopListEntry | None:
     """``{"time_in": …, "description": …}``, or None when the number is not listed.
 
-    The doc does not say what "not found" looks like; an empty answer (``{}``,
-    ``[]``) or error 19 "Empty response" is taken to mean that.
+    The SDKs read the entry keyed by its id instead (``{"<id>": {"time_in": …}}``);
+    both are accepted. The doc does not say what "not found" looks like; an empty
+    answer (``{}``, ``[]``) or error 19 "Empty response" is taken to mean that.
     """
     data = load_json(text)
     found = error_code_of(data)
@@ -703,7 +706,10 @@ def parse_stop_list_search(text: str) -> StopListEntry | None:
     if not entry:
         return None
     if "time_in" not in entry:
-        raise MalformedResponse("find_on_stop.php: no 'time_in'")
+        keyed = [v for v in entry.values() if isinstance(v, dict) and "time_in" in v]
+        if not keyed:
+            raise MalformedResponse("find_on_stop.php: no 'time_in'")
+        entry = keyed[0]
     return StopListEntry(
         time_in=_text(entry["time_in"]), description=_text(entry.get("description"))
     )
@@ -987,13 +993,18 @@ class IntisAdapter(HttpClient):
         idempotent: bool = True,
     ) -> T:
         response = await self._call(name, params, idempotent=idempotent)
+        # A 200 nobody can read: for a call that changes something the gateway may have
+        # acted on it, so it is AMBIGUOUS; otherwise just ask again.
+        cls = ErrorClass.TRANSIENT if idempotent else ErrorClass.AMBIGUOUS
         try:
             return parse(response.text)
         except MalformedResponse as exc:
-            # A 200 nobody can read: for a call that changes something the gateway may
-            # have acted on it, so it is AMBIGUOUS; otherwise just ask again.
-            cls = ErrorClass.TRANSIENT if idempotent else ErrorClass.AMBIGUOUS
             raise ProviderError(cls, f"malformed response from {name}.php: {exc}") from exc
+        except (TypeError, KeyError, AttributeError, IndexError, ValueError) as exc:
+            # A shape the parsers did not foresee must not escape as a crash (after a
+            # send the caller would not know the gateway accepted the chunk).
+            reason = f"unexpected response shape from {name}.php: {type(exc).__name__}"
+            raise ProviderError(cls, reason) from exc
 
     # ----------------------------------------------------------------- the port
 
@@ -1010,6 +1021,10 @@ class IntisAdapter(HttpClient):
         repeated in the chunk is sent once and every occurrence gets its outcome:
         the answer is keyed by phone, so two messages could not be told apart.
         ``validity`` has no Intis parameter and is ignored.
+
+        Intis takes no client message id and has no lookup by phone, so a send that
+        ends AMBIGUOUS (timeout after sending, unreadable answer) cannot be settled
+        through ``status.php``: its recipients stay UNKNOWN.
         """
         if not request.recipients:
             return []

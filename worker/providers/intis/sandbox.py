@@ -16,7 +16,8 @@ request log, fault injection and admin routes come from
 :mod:`worker.providers.sandbox_kit`.
 
 Where the doc is silent the sandbox has to choose; each such choice is marked
-"(not documented)" below.
+"(not documented)" below. Where the doc and Intis's own SDKs disagree on a
+response shape, ``dialect="sdk"`` answers the SDKs' shape (see :data:`Dialect`).
 """
 
 from __future__ import annotations
@@ -51,6 +52,11 @@ __all__ = [
 DEFAULT_API_KEY = "75a55c70c495a0ae8a7c512166b2bc6d7c9cc153"  # the doc's example key
 
 StatusForm = Literal["flat", "nested"]
+# "doc": the shapes the HTTP API doc shows. "sdk": the shapes Intis's own SDKs parse (the
+# Python SDK intis 0.2 and the PHP SDK's test data), where they differ from the doc:
+# status.php nested, find_on_stop.php keyed by entry id, template.php keyed by id with the
+# name inside, stat_by_month.php as a list of days, operator.php without "error": 0.
+Dialect = Literal["doc", "sdk"]
 
 _STATUS_WORDS = {"delivered": "deliver", "undeliverable": "not_deliver", "expired": "expired"}
 _XML_HEAD = '<?xml version="1.0" encoding="utf-8"?>\n'
@@ -169,8 +175,8 @@ class IntisSandbox:
     Tests may change the public attributes at any time: ``balance`` (a Decimal),
     ``stop_list`` (phone -> (id, time_in, description)), ``templates``,
     ``lists``, ``incoming`` (list of dicts: id, date, sender, prefix, text),
-    ``senders`` (name -> state), ``forbidden_words``, ``status_form``,
-    ``pending_status``, ``doc_quirks``.
+    ``senders`` (name -> state), ``forbidden_words``, ``dialect``, ``status_form``,
+    ``pending_status``, ``doc_quirks``, ``unavailable``.
     """
 
     def __init__(
@@ -189,9 +195,11 @@ class IntisSandbox:
         senders: Mapping[str, str] | None = None,
         stop_list: Iterable[str] = (),
         forbidden_words: Iterable[str] = (),
-        status_form: StatusForm = "flat",
+        dialect: Dialect = "doc",
+        status_form: StatusForm | None = None,
         pending_status: str | None = "send",
         doc_quirks: bool = False,
+        unavailable: bool = False,
         lists: Mapping[str, SandboxList] | None = None,
         incoming: Iterable[Mapping[str, str]] = (),
         prices: Mapping[str, Mapping[str, str]] | None = None,
@@ -214,18 +222,21 @@ class IntisSandbox:
         )
         now = self._now_text()
         self.stop_list: dict[str, tuple[str, str, str]] = {
-            p: (self._next_small_id(), now, "sandbox") for p in stop_list
+            p.strip().lstrip("+"): (self._next_small_id(), now, "sandbox") for p in stop_list
         }
         self.forbidden_words = [w.lower() for w in forbidden_words]
         # status.php: "flat" is the doc's {"<id>": "deliver"}; "nested" is
         # {"<id>": {"status": "deliver", "time": "…"}}, which the service also sends and the
-        # only form the Python SDK (intis 0.2) can read.
-        self.status_form: StatusForm = status_form
+        # only form the Python SDK (intis 0.2) can read. Default: by dialect.
+        self.dialect: Dialect = dialect
+        self.status_form: StatusForm = status_form or ("nested" if dialect == "sdk" else "flat")
         # The word for a message not final yet (not documented: the doc names only the four
         # final-ish words). None leaves such ids out of the answer.
         self.pending_status = pending_status
         # Answer templates / incoming / stat_by_month with the doc's literal, non-JSON bodies.
         self.doc_quirks = doc_quirks
+        # Answer every signed request with the doc's {"error":"000"} "Service unavailable".
+        self.unavailable = unavailable
         self.lists: dict[str, SandboxList] = dict(lists if lists is not None else _default_lists())
         self.incoming: list[dict[str, str]] = [dict(m) for m in incoming]
         self.prices: dict[str, dict[str, str]] = {
@@ -279,6 +290,8 @@ class IntisSandbox:
             return web.Response(text=str(int(time.time())), content_type="text/plain")
         params = await request_params(request)
         fmt = params.get("return", "json").lower()
+        if self.unavailable:
+            return _json_response('{"error":"000"}')
         try:
             self._authenticate(params)
             answer: _Answer = getattr(self, f"_ep_{name}")(params)
@@ -452,9 +465,10 @@ class IntisSandbox:
         if entry is None:
             # Not listed: an empty answer (not documented; the SDKs treat {} as "empty").
             return _Answer({}, xml=_xml(""))
-        _, time_in, description = entry
+        entry_id, time_in, description = entry
+        found = {"time_in": time_in, "description": description}
         return _Answer(
-            {"time_in": time_in, "description": description},
+            {entry_id: found} if self.dialect == "sdk" else found,
             xml=_xml(
                 f"<time_in>{escape(time_in)}</time_in>\n"
                 f"<description>{escape(description)}</description>"
@@ -486,6 +500,12 @@ class IntisSandbox:
                 for n, (_, t, u) in self.templates.items()
             ]
             return _Answer(body="{" + ",".join(items) + "}", xml=xml)
+        if self.dialect == "sdk":
+            by_id = {
+                i: {"name": n, "template": t, "up_time": u}
+                for n, (i, t, u) in self.templates.items()
+            }
+            return _Answer(by_id, xml=xml)
         data = {n: {"template": t, "up_time": u} for n, (_, t, u) in self.templates.items()}
         return _Answer(data, xml=xml)
 
@@ -544,6 +564,12 @@ class IntisSandbox:
                 for day, cells in data.items()
             ]
             return _Answer(body="{" + ",".join(days_text) + "}}", xml=xml)
+        if self.dialect == "sdk":
+            listed = [
+                {"date": day, "stats": [{"status": w, **c} for w, c in cells.items()]}
+                for day, cells in data.items()
+            ]
+            return _Answer(listed, xml=xml)
         return _Answer(data, xml=xml)
 
     def _hlr_record(self, phone: str) -> dict[str, str]:
@@ -620,21 +646,23 @@ class IntisSandbox:
             raise _Refusal(16)
         mcc, mnc, name, _ = _network(phone.lstrip("+"))
         price = self.prices.get(mcc + mnc, {}).get("PRICE")
-        return _Answer(
-            {
-                "currency": self.currency,
-                "error": 0,
-                "mcc": mcc,
-                "mnc": mnc,
-                "ok": True,
-                "operator": name,
-                "phone": phone.lstrip("+"),
-                "ported": 0,
-                "price": float(price) if price else float(self.price),
-                "regionCode": 0,
-                "timeZone": 0,
-            }
-        )
+        data: dict[str, Any] = {
+            "currency": self.currency,
+            "error": 0,
+            "mcc": mcc,
+            "mnc": mnc,
+            "ok": True,
+            "operator": name,
+            "phone": phone.lstrip("+"),
+            "ported": 0,
+            "price": float(price) if price else float(self.price),
+            "regionCode": 0,
+            "timeZone": 0,
+        }
+        if self.dialect == "sdk":
+            # The SDKs raise on any "error" key, even the doc's "error": 0 beside the data.
+            del data["error"]
+        return _Answer(data)
 
     def _ep_incoming(self, params: Mapping[str, str]) -> _Answer:
         day = params.get("date", "").strip()
@@ -697,7 +725,8 @@ def create_sandbox(
     """An Intis sandbox application on ``state`` (serve it with ``sandbox_kit.serve``).
 
     ``options`` are passed to :class:`IntisSandbox` (``stop_list``, ``senders``,
-    ``forbidden_words``, ``status_form``, ``pending_status``, ``doc_quirks``,
+    ``forbidden_words``, ``dialect``, ``status_form``, ``pending_status``, ``doc_quirks``,
+    ``unavailable``,
     ``currency``, ``hlr_price``, ``lists``, ``incoming``, ``prices`` …).
     """
     sandbox = IntisSandbox(

@@ -50,8 +50,8 @@ def sign(params: Mapping[str, str], api_key: str) -> str:
 
 def verify(params: Mapping[str, str], api_key: str) -> bool:
     """Whether ``params["signature"]`` is the signature of the other parameters."""
-    given = params.get(SIGNATURE_PARAM, "")
-    return hmac.compare_digest(given.lower(), sign(params, api_key))
+    given = params.get(SIGNATURE_PARAM, "").strip().lower().encode("utf-8")
+    return hmac.compare_digest(given, sign(params, api_key).encode("ascii"))
 
 
 def timestamp_now() -> str:
