@@ -226,7 +226,7 @@ class HttpClient:
                 raise ProviderError(
                     ErrorClass.TRANSIENT, f"cannot connect: {type(exc).__name__}"
                 ) from exc
-            except (TimeoutError, asyncio.TimeoutError, aiohttp.ClientError) as exc:
+            except (TimeoutError, aiohttp.ClientError) as exc:
                 outcome = (
                     "timeout"
                     if isinstance(exc, TimeoutError | asyncio.TimeoutError)
