@@ -73,6 +73,7 @@ class DispatchSettings:
     max_retry_seconds: float = 120.0
     backoff_initial: float = 0.5
     backoff_max: float = 30.0
+    probe_interval: float = 30.0  # seconds between balance probes of a paused account
 
 
 @dataclass(frozen=True)

@@ -13,9 +13,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from tenacity import (
     AsyncRetrying,
@@ -28,7 +29,8 @@ from tenacity import (
 
 from producers.status import JobState, Status
 from producers.wire import NAMESPACE, build_message, write_message
-from worker import metrics, store
+from worker import accounts, metrics, store
+from worker.accounts import AccountState
 from worker.config import DispatchSettings
 from worker.providers.base import (
     ErrorClass,
@@ -216,20 +218,96 @@ async def _finish(
         metrics.RECIPIENTS.labels(kind, status.value).inc(n)
 
 
-async def _claim(rt: Runtime, chunk_key: str) -> str:
-    """'claimed', 'done' (already dispatched) or 'interrupted' (an earlier attempt died mid-request)."""
-    r = rt.async_redis()
-    if await r.set(chunk_key, "inflight", nx=True, ex=store.CHUNK_STATE_TTL):
-        return "claimed"
-    state = await r.get(chunk_key)
-    return "done" if state == b"done" else "interrupted"
+@dataclass
+class Claim:
+    """The outcome of claiming a chunk: 'claimed', 'done' or 'interrupted' (+ the account in flight)."""
+
+    state: str
+    account: str | None
+    accounts: list[AccountState]
+
+
+async def _claim(rt: Runtime, chunk_key: str, route: Sequence[str]) -> Claim:
+    """Claim the chunk for the route's first account, reading the route's account states in the same trip."""
+    pipe = rt.async_redis().pipeline(transaction=False)
+    pipe.set(chunk_key, f"inflight:{route[0]}", nx=True, ex=store.CHUNK_STATE_TTL)
+    pipe.get(chunk_key)
+    for name in route:
+        pipe.hgetall(accounts.account_key(rt, name))
+    claimed, value, *raw_states = await pipe.execute()
+    states = [accounts.parse_state(n, r) for n, r in zip(route, raw_states, strict=True)]
+    if claimed:
+        return Claim("claimed", route[0], states)
+    text = (value or b"").decode()
+    if text == "done":
+        return Claim("done", None, states)
+    return Claim("interrupted", text.partition(":")[2] or route[0], states)
+
+
+T = TypeVar("T")
+
+
+@dataclass
+class Attempt(Generic[T]):
+    """What one dispatch did: the account that carried it, and the result or the failure."""
+
+    status: str  # 'sent', 'rescheduled'
+    account: str
+    result: T | None = None
+    error: ProviderError | None = None
+
+
+async def _on_route(
+    rt: Runtime,
+    chunk_key: str,
+    claim: Claim,
+    route: Sequence[str],
+    endpoint: str,
+    priority: str,
+    call: Callable[[ProviderAdapter], Awaitable[T]],
+) -> Attempt[T]:
+    """Run ``call`` on the first usable account of the route.
+
+    An account error pauses that account and moves on to the next; with no
+    usable account (or a permit too far away) the claim is released and the
+    caller reschedules: the work stays queued and nothing is dropped.
+    """
+    states = list(claim.accounts)
+    in_flight = claim.account or route[0]
+    while True:
+        account, wait = await accounts.choose(rt, route, states)
+        if account is None:
+            await rt.async_redis().delete(chunk_key)
+            raise Reschedule(wait)
+        if account != in_flight:
+            await rt.async_redis().set(chunk_key, f"inflight:{account}", ex=store.CHUNK_STATE_TTL)
+            in_flight = account
+        adapter = rt.adapter(account)
+        try:
+            result = await limited_call(rt, account, endpoint, priority, call, adapter)
+            return Attempt("sent", account, result=result)
+        except Reschedule:
+            await rt.async_redis().delete(chunk_key)
+            raise
+        except ProviderError as exc:
+            if exc.error_class is not ErrorClass.ACCOUNT:
+                return Attempt("sent", account, error=exc)
+            probe_at = await accounts.pause(rt, account, exc.reason)
+            states = [
+                AccountState(s.name, True, exc.reason, probe_at) if s.name == account else s
+                for s in states
+            ]
+
+
+def _route(accounts_arg: str | list[str]) -> list[str]:
+    return [accounts_arg] if isinstance(accounts_arg, str) else list(accounts_arg)
 
 
 async def dispatch_chunk(
     rt: Runtime,
     job_id: str,
     index: int,
-    account: str,
+    route_arg: str | list[str],
     sender: str,
     text: str,
     recipients: list[str],
@@ -238,15 +316,16 @@ async def dispatch_chunk(
     priority: str,
     client_id: int | None,
 ) -> str:
-    """Send one chunk; returns 'sent', 'duplicate' or 'interrupted'."""
+    """Send one chunk; returns 'sent', 'duplicate', 'interrupted' or 'rescheduled'."""
+    route = _route(route_arg)
     chunk_key = rt.keys.chunk(job_id, index)
-    adapter: ProviderAdapter = rt.adapter(account)
-    claim = await _claim(rt, chunk_key)
-    if claim == "done":
+    claim = await _claim(rt, chunk_key, route)
+    if claim.state == "done":
         return "duplicate"
-    if claim == "interrupted":
+    if claim.state == "interrupted":
+        account = claim.account or route[0]
         outcomes = [RecipientOutcome(p, Status.UNKNOWN, reason=INTERRUPTED) for p in recipients]
-        await _finish(rt, job_id, chunk_key, account, adapter.kind, outcomes)
+        await _finish(rt, job_id, chunk_key, account, rt.adapter(account).kind, outcomes)
         return "interrupted"
     request = SendRequest(
         chunk_id=f"{job_id}:{index}",
@@ -258,16 +337,17 @@ async def dispatch_chunk(
         priority=priority,
         client_id=client_id,
     )
+
+    async def send(adapter: ProviderAdapter) -> list[RecipientOutcome]:
+        return await adapter.send(request)
+
     try:
-        sent = await limited_call(rt, account, "send", priority, adapter.send, request)
-        outcomes = reconcile_outcomes(recipients, sent)
+        attempt = await _on_route(rt, chunk_key, claim, route, "send", priority, send)
     except Reschedule as wait:
-        # Nothing was sent: release the claim and come back when a permit is due.
-        await rt.async_redis().delete(chunk_key)
         args = [
             job_id,
             index,
-            account,
+            route,
             sender,
             text,
             recipients,
@@ -278,10 +358,14 @@ async def dispatch_chunk(
         ]
         await reschedule(rt, SEND_ACTOR, priority, args, wait.delay)
         return "rescheduled"
-    except ProviderError as exc:
-        log.warning("chunk %s:%d to %s failed: %s", job_id, index, account, exc)
-        outcomes = failure_outcomes(recipients, exc)
-    await _finish(rt, job_id, chunk_key, account, adapter.kind, outcomes)
+    if attempt.error is not None:
+        log.warning("chunk %s:%d to %s failed: %s", job_id, index, attempt.account, attempt.error)
+        outcomes = failure_outcomes(recipients, attempt.error)
+    else:
+        outcomes = reconcile_outcomes(recipients, attempt.result or [])
+    await _finish(
+        rt, job_id, chunk_key, attempt.account, rt.adapter(attempt.account).kind, outcomes
+    )
     return "sent"
 
 
@@ -304,31 +388,37 @@ async def dispatch_hlr(
     rt: Runtime,
     job_id: str,
     index: int,
-    account: str,
+    route_arg: str | list[str],
     recipients: list[str],
     priority: str = "bulk",
 ) -> str:
     """Look up one chunk of numbers; records one HLR result per number."""
+    route = _route(route_arg)
     chunk_key = rt.keys.chunk(job_id, index)
-    adapter = rt.adapter(account)
-    claim = await _claim(rt, chunk_key)
-    if claim == "done":
+    claim = await _claim(rt, chunk_key, route)
+    if claim.state == "done":
         return "duplicate"
     results: list[HlrResult] = []
-    if claim == "interrupted":
+    account = claim.account or route[0]
+    if claim.state == "interrupted":
         outcomes = [RecipientOutcome(p, Status.UNKNOWN, reason=INTERRUPTED) for p in recipients]
     else:
+
+        async def lookup(adapter: ProviderAdapter) -> list[HlrResult]:
+            return await adapter.hlr(recipients)
+
         try:
-            results = await limited_call(rt, account, "hlr", priority, adapter.hlr, recipients)
-            outcomes = reconcile_outcomes(recipients, [hlr_outcome(r) for r in results])
+            attempt = await _on_route(rt, chunk_key, claim, route, "hlr", priority, lookup)
         except Reschedule as wait:
-            await rt.async_redis().delete(chunk_key)
-            await reschedule(
-                rt, HLR_ACTOR, priority, [job_id, index, account, recipients, priority], wait.delay
-            )
+            args = [job_id, index, route, recipients, priority]
+            await reschedule(rt, HLR_ACTOR, priority, args, wait.delay)
             return "rescheduled"
-        except ProviderError as exc:
-            outcomes = failure_outcomes(recipients, exc)
+        account = attempt.account
+        if attempt.error is not None:
+            outcomes = failure_outcomes(recipients, attempt.error)
+        else:
+            results = attempt.result or []
+            outcomes = reconcile_outcomes(recipients, [hlr_outcome(r) for r in results])
     if results:
         records: dict[Any, Any] = {
             r.phone: store.dumps(
@@ -350,5 +440,5 @@ async def dispatch_hlr(
         }
         if records:
             await rt.async_redis().hset(rt.keys.hlr(job_id), mapping=records)
-    await _finish(rt, job_id, chunk_key, account, adapter.kind, outcomes)
-    return "sent" if claim == "claimed" else claim
+    await _finish(rt, job_id, chunk_key, account, rt.adapter(account).kind, outcomes)
+    return "sent" if claim.state == "claimed" else claim.state

@@ -84,8 +84,9 @@ def _chunks(job: Job, size: int) -> list[list[str]]:
 
 def _store_and_split(rt: Runtime, job: Job) -> str:
     accounts = rt.settings.resolve(job.provider)
-    account = accounts[0]
-    size = max(1, rt.adapter(account).max_batch)
+    route = list(accounts)
+    # A chunk may fail over to any account of the route: size it for the smallest batch.
+    size = max(1, min(rt.adapter(a).max_batch for a in route))
     chunks = _chunks(job, size)
     now = time.time()
     queue = dispatch_queue(job.priority)
@@ -113,14 +114,14 @@ def _store_and_split(rt: Runtime, job: Job) -> str:
             )
             for index, phones in enumerate(chunks):
                 if isinstance(job, HlrJob):
-                    actor, args = HLR_ACTOR, [job.job_id, index, account, phones, job.priority]
+                    actor, args = HLR_ACTOR, [job.job_id, index, route, phones, job.priority]
                 else:
                     client_id = (first_id + index - 1) % CLIENT_ID_MAX + 1
                     actor = SEND_ACTOR
                     args = [
                         job.job_id,
                         index,
-                        account,
+                        route,
                         job.sender,
                         job.text,
                         phones,
@@ -139,7 +140,7 @@ def _store_and_split(rt: Runtime, job: Job) -> str:
         job.job_id,
         len(job.recipients),
         len(chunks),
-        account,
+        ",".join(route),
         len(job.rejected),
         job.duplicates,
     )

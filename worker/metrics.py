@@ -5,7 +5,7 @@ Labels never hold a phone number, a message id or a job id.
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 PROVIDER_REQUESTS = Counter(
     "smsq_provider_requests_total",
@@ -48,4 +48,14 @@ RESCHEDULED = Counter(
     "smsq_rescheduled_total",
     "Dispatches sent back to the queue to wait for a rate-limit permit.",
     ["actor"],
+)
+ACCOUNT_PAUSED = Gauge(
+    "smsq_account_paused",
+    "1 while a provider account is paused by the circuit breaker.",
+    ["account"],
+)
+ACCOUNT_PROBES = Counter(
+    "smsq_account_probes_total",
+    "Balance probes of paused accounts, by result.",
+    ["account", "result"],
 )

@@ -1,0 +1,141 @@
+"""Account circuit breaker: pause a provider account on an account error, probe, resume.
+
+Bad credentials, insufficient funds or a blocked IP pause the account: its
+work stays queued (nothing is dropped), a route with several accounts sends
+new chunks to the next active one, ``smsq_account_paused`` goes to 1 and an
+``account_paused`` event is appended to the events stream. Once the probe
+time has come, the next dispatch that needs the account takes the probe lock
+and asks the provider for its balance: an answer resumes the account.
+
+State per account, hash ``<prefix>:account:<name>``: ``state`` (active |
+paused), ``reason``, ``since``, ``probe_at`` (epoch seconds).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from worker import metrics
+from worker.providers.base import ErrorClass, ProviderError
+from worker.runtime import Runtime
+
+log = logging.getLogger("smsq.accounts")
+
+EVENTS_MAXLEN = 100_000
+
+
+@dataclass(frozen=True)
+class AccountState:
+    name: str
+    paused: bool
+    reason: str = ""
+    probe_at: float = 0.0
+
+
+def account_key(rt: Runtime, name: str) -> str:
+    return f"{rt.keys.prefix}:account:{name}"
+
+
+def parse_state(name: str, raw: dict[bytes, bytes]) -> AccountState:
+    if raw.get(b"state") != b"paused":
+        return AccountState(name, False)
+    return AccountState(
+        name,
+        True,
+        reason=raw.get(b"reason", b"").decode(errors="replace"),
+        probe_at=float(raw.get(b"probe_at", b"0") or 0),
+    )
+
+
+async def read_states(rt: Runtime, accounts: Sequence[str]) -> list[AccountState]:
+    pipe = rt.async_redis().pipeline(transaction=False)
+    for name in accounts:
+        pipe.hgetall(account_key(rt, name))
+    raws = await pipe.execute()
+    return [parse_state(n, r) for n, r in zip(accounts, raws, strict=True)]
+
+
+async def pause(rt: Runtime, name: str, reason: str) -> float:
+    """Pause the account; returns the time its first probe is due."""
+    now = time.time()
+    probe_in = rt.settings.dispatch.probe_interval
+    pipe = rt.async_redis().pipeline(transaction=True)
+    pipe.hset(
+        account_key(rt, name),
+        mapping={
+            "state": "paused",
+            "reason": reason[:300],
+            "since": round(now, 3),
+            "probe_at": now + probe_in,
+        },
+    )
+    pipe.xadd(
+        f"{rt.keys.prefix}:events",
+        {"type": "account_paused", "account": name, "reason": reason[:300], "at": round(now, 3)},
+        maxlen=EVENTS_MAXLEN,
+        approximate=True,
+    )
+    await pipe.execute()
+    metrics.ACCOUNT_PAUSED.labels(name).set(1)
+    log.warning("account %s paused: %s", name, reason)
+    return now + probe_in
+
+
+async def resume(rt: Runtime, name: str) -> None:
+    now = time.time()
+    pipe = rt.async_redis().pipeline(transaction=True)
+    pipe.hset(
+        account_key(rt, name), mapping={"state": "active", "reason": "", "since": round(now, 3)}
+    )
+    pipe.xadd(
+        f"{rt.keys.prefix}:events",
+        {"type": "account_resumed", "account": name, "at": round(now, 3)},
+        maxlen=EVENTS_MAXLEN,
+        approximate=True,
+    )
+    await pipe.execute()
+    metrics.ACCOUNT_PAUSED.labels(name).set(0)
+    log.info("account %s resumed", name)
+
+
+async def probe(rt: Runtime, state: AccountState) -> bool:
+    """If the paused account's probe is due and no one else is probing it, ask for its balance.
+
+    Returns True when the account answered (and is resumed).
+    """
+    if not state.paused or state.probe_at > time.time():
+        return False
+    lock = f"{account_key(rt, state.name)}:probe"
+    interval = rt.settings.dispatch.probe_interval
+    if not await rt.async_redis().set(lock, "1", nx=True, px=max(1, int(interval * 1000))):
+        return False
+    try:
+        await rt.adapter(state.name).balance()
+    except ProviderError as exc:
+        reason = exc.reason if exc.error_class is ErrorClass.ACCOUNT else state.reason
+        await rt.async_redis().hset(
+            account_key(rt, state.name),
+            mapping={"probe_at": time.time() + interval, "reason": reason},
+        )
+        metrics.ACCOUNT_PROBES.labels(state.name, "failed").inc()
+        return False
+    metrics.ACCOUNT_PROBES.labels(state.name, "resumed").inc()
+    await resume(rt, state.name)
+    return True
+
+
+async def choose(
+    rt: Runtime, accounts: Sequence[str], states: Sequence[AccountState]
+) -> tuple[str | None, float]:
+    """The first usable account of the route, probing due paused ones in order.
+
+    Returns (account, 0.0), or (None, seconds until the earliest probe is due).
+    """
+    for state in states:
+        if not state.paused or await probe(rt, state):
+            return state.name, 0.0
+    earliest = min(s.probe_at for s in states)
+    return None, max(0.2, earliest - time.time())
