@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
+import time
 from collections.abc import Callable
 from typing import Any
 
-from producers.client import JobStatus, SmsqClient
+from producers.client import JobStatus, Overview, SmsqClient
 from producers.contract import JobRejected
+from producers.dead_letters import DeadLetter, DeadLetters, NotReplayable
 
 
 def _recipients(args: argparse.Namespace) -> list[str]:
@@ -46,12 +49,32 @@ def add_producer_commands(
     hlr.add_argument("--priority", choices=["bulk", "otp"], default="bulk")
     hlr.set_defaults(func=lambda a: _hlr(a, client_factory(a)))
 
-    status = sub.add_parser("status", help="a job's per-status counts and recipients")
-    status.add_argument("job_id")
+    status = sub.add_parser(
+        "status", help="a job's counts and recipients; without a job: queues, accounts, limits"
+    )
+    status.add_argument("job_id", nargs="?")
     status.add_argument("--show-numbers", action="store_true", help="print numbers unmasked")
     status.add_argument("--limit", type=int, default=20, help="recipient rows to print (0: none)")
     status.add_argument("--json", action="store_true")
     status.set_defaults(func=lambda a: _status(a, client_factory(a)))
+
+    dlq = sub.add_parser("dlq", help="dead letters: list, show, replay, purge")
+    dlq_sub = dlq.add_subparsers(dest="dlq_command", required=True)
+    dl_list = dlq_sub.add_parser("list", help="newest first")
+    dl_list.add_argument("--limit", type=int, default=50)
+    dl_list.add_argument("--json", action="store_true")
+    dl_show = dlq_sub.add_parser("show", help="one dead letter in full")
+    dl_show.add_argument("id")
+    dl_replay = dlq_sub.add_parser(
+        "replay", help="put jobs back on the intake queue (validated again)"
+    )
+    dl_replay.add_argument("id", nargs="?")
+    dl_replay.add_argument("--all", action="store_true")
+    dl_purge = dlq_sub.add_parser("purge", help="delete dead letters")
+    dl_purge.add_argument(
+        "--older-than", type=float, help="only those older than this many seconds"
+    )
+    dlq.set_defaults(func=lambda a: _dlq(a, client_factory(a)))
 
 
 def _enqueue(fn: Callable[[], str]) -> int:
@@ -132,7 +155,37 @@ def format_status(status: JobStatus, *, show_numbers: bool = False, limit: int =
     return "\n".join(lines)
 
 
+def format_overview(overview: Overview) -> str:
+    lines = ["queues:"]
+    for name, depth in overview.queues.items():
+        lines.append(f"  {name:<28} {depth}")
+    lines.append("accounts:")
+    if not overview.accounts:
+        lines.append("  (none paused so far)")
+    for acc in overview.accounts:
+        extra = ""
+        if acc.state == "paused":
+            due = max(0.0, (acc.probe_at or 0) - time.time())
+            extra = f"  {acc.reason}; next probe in {due:.0f}s"
+        lines.append(f"  {acc.name:<28} {acc.state}{extra}")
+    lines.append("rate limits (permits in the current window):")
+    if not overview.limiters:
+        lines.append("  (no limited requests yet)")
+    for lim in overview.limiters:
+        paused = f"  paused {lim.paused_for:.1f}s by the provider" if lim.paused_for else ""
+        lines.append(f"  {lim.account + ' ' + lim.endpoint:<28} {lim.recent}{paused}")
+    lines.append(f"dead letters: {overview.dead_letters}")
+    return "\n".join(lines)
+
+
 def _status(args: argparse.Namespace, client: SmsqClient) -> int:
+    if args.job_id is None:
+        overview = client.overview()
+        if args.json:
+            print(json.dumps(dataclasses.asdict(overview), indent=2))
+        else:
+            print(format_overview(overview))
+        return 0
     status = client.status(
         args.job_id, recipients=args.limit > 0 or args.json, limit=args.limit or None
     )
@@ -155,4 +208,50 @@ def _status(args: argparse.Namespace, client: SmsqClient) -> int:
         )
     else:
         print(format_status(status, show_numbers=args.show_numbers, limit=args.limit))
+    return 0
+
+
+def _letter_line(dl: DeadLetter) -> str:
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(dl.at))
+    reason = "; ".join(dl.reasons)
+    return f"{dl.id}  {when}Z  {dl.source:<20} {dl.job_id or '-':<24} {reason[:100]}"
+
+
+def _dlq(args: argparse.Namespace, client: SmsqClient) -> int:
+    letters = DeadLetters(client.redis, client.keys, client.namespace)
+    if args.dlq_command == "list":
+        items = letters.list(limit=args.limit)
+        if args.json:
+            print(json.dumps([dataclasses.asdict(d) for d in items], indent=2))
+        else:
+            print(f"{letters.count()} dead letters" + (f", newest {len(items)}:" if items else ""))
+            for dl in items:
+                print("  " + _letter_line(dl))
+        return 0
+    if args.dlq_command == "show":
+        letter = letters.get(args.id)
+        if letter is None:
+            print(f"no dead letter {args.id!r}", file=sys.stderr)
+            return 1
+        print(json.dumps(dataclasses.asdict(letter), indent=2, ensure_ascii=False))
+        return 0
+    if args.dlq_command == "replay":
+        if bool(args.id) == bool(args.all):
+            print("give one dead-letter id, or --all", file=sys.stderr)
+            return 2
+        targets = [d.id for d in letters.iter_all()] if args.all else [args.id]
+        failures = 0
+        for letter_id in targets:
+            try:
+                job_id = letters.replay(letter_id)
+                print(f"replayed {letter_id} as job {job_id or '(new id)'}")
+            except KeyError:
+                print(f"no dead letter {letter_id!r}", file=sys.stderr)
+                failures += 1
+            except NotReplayable as exc:
+                print(f"cannot replay {letter_id}: {exc}", file=sys.stderr)
+                failures += 1
+        return 1 if failures else 0
+    removed = letters.purge(time.time() - args.older_than if args.older_than is not None else None)
+    print(f"purged {removed} dead letters")
     return 0

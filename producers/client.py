@@ -57,6 +57,33 @@ class JobStatus:
         return list(json.loads(raw)) if raw else []
 
 
+@dataclass(frozen=True)
+class AccountView:
+    name: str
+    state: str  # active | paused
+    reason: str = ""
+    since: float | None = None
+    probe_at: float | None = None
+
+
+@dataclass(frozen=True)
+class LimiterView:
+    account: str
+    endpoint: str
+    recent: int  # permits granted within the longest window of the key's rules
+    paused_for: float  # seconds the provider asked us to wait, 0 when not paused
+
+
+@dataclass(frozen=True)
+class Overview:
+    """Back-pressure as a producer sees it: queue depths, paused accounts, limiter use."""
+
+    queues: Mapping[str, int]
+    accounts: list[AccountView]
+    limiters: list[LimiterView]
+    dead_letters: int
+
+
 def _decode(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
@@ -171,6 +198,51 @@ class SmsqClient:
             for phone, raw in self.redis.hscan_iter(self.keys.hlr(job_id), count=1000):
                 hlr[_decode(phone)] = json.loads(raw)
         return JobStatus(job_id, record.get("state", "unknown"), record, counts, rows, hlr)
+
+    def accounts(self) -> list[AccountView]:
+        """Provider accounts the circuit breaker has seen (never-paused accounts have no record)."""
+        out = []
+        for key in self.redis.scan_iter(match=f"{self.keys.prefix}:account:*", count=200):
+            name = _decode(key).split(":", 2)[2]
+            if ":" in name:
+                continue  # the probe lock
+            raw = {_decode(k): _decode(v) for k, v in self.redis.hgetall(key).items()}
+            out.append(
+                AccountView(
+                    name=name,
+                    state=raw.get("state", "active"),
+                    reason=raw.get("reason", ""),
+                    since=float(raw["since"]) if raw.get("since") else None,
+                    probe_at=float(raw["probe_at"])
+                    if raw.get("probe_at") and raw.get("state") == "paused"
+                    else None,
+                )
+            )
+        return sorted(out, key=lambda a: a.name)
+
+    def limiters(self) -> list[LimiterView]:
+        """Permits recently granted per (account, endpoint class), and provider-requested pauses."""
+        prefix = f"{self.keys.prefix}:rl:"
+        out = []
+        for key in self.redis.scan_iter(match=prefix + "*", count=200):
+            rest = _decode(key)[len(prefix) :]
+            if rest.endswith(":pause"):
+                continue
+            account, _, endpoint = rest.rpartition(":")
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.zcard(key)
+            pipe.pttl(_decode(key) + ":pause")
+            recent, pause_ms = pipe.execute()
+            out.append(LimiterView(account, endpoint, int(recent), max(0, int(pause_ms)) / 1000))
+        return sorted(out, key=lambda v: (v.account, v.endpoint))
+
+    def overview(self) -> Overview:
+        return Overview(
+            queues=self.queue_depths(),
+            accounts=self.accounts(),
+            limiters=self.limiters(),
+            dead_letters=int(self.redis.zcard(self.keys.dead_letter_index)),
+        )
 
     def queue_depths(self) -> dict[str, int]:
         """Messages waiting in each smsq queue (intake and dispatch, immediate and delayed)."""

@@ -126,3 +126,16 @@ def test_check_config_reports_every_problem(cli_env: dict[str, str], tmp_path: P
     result = run({**cli_env, "SMSQ_CONFIG": str(bad)}, "check-config")
     assert result.returncode == 2
     assert "accounts.x.kind" in result.stderr and "accounts.x.base_url" in result.stderr
+
+
+def test_overview_and_dead_letter_commands(cli_env: dict[str, str]) -> None:
+    overview = run(cli_env, "status")
+    assert overview.returncode == 0, overview.stderr
+    assert "queues:" in overview.stdout and "smsq-intake" in overview.stdout
+    assert "dead letters: 0" in overview.stdout
+    listed = run(cli_env, "dlq", "list")
+    assert listed.returncode == 0 and "0 dead letters" in listed.stdout
+    missing = run(cli_env, "dlq", "show", "nope")
+    assert missing.returncode == 1 and "no dead letter" in missing.stderr
+    assert run(cli_env, "dlq", "replay").returncode == 2
+    assert "purged 0" in run(cli_env, "dlq", "purge").stdout
