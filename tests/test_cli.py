@@ -102,7 +102,8 @@ def test_send_status_and_worker_process(cli_env: dict[str, str]) -> None:
             worker.kill()
             raise
     assert worker.returncode == 0, (worker.stderr.read() if worker.stderr else "")[-2000:]
-    assert "447700900123" not in (worker.stderr.read() if worker.stderr else "")
+    log = worker.stderr.read() if worker.stderr else ""
+    assert "447700900123" not in log
 
 
 def test_bad_jobs_are_refused_with_reasons(cli_env: dict[str, str]) -> None:

@@ -20,7 +20,7 @@ from producers.wire import INTAKE_ACTOR, INTAKE_OTP_QUEUE, INTAKE_QUEUE
 from worker import dispatch, intake, metrics, queues, store
 from worker.broker import SafeRedisBroker, build_broker
 from worker.config import Settings
-from worker.runtime import Runtime, RuntimeMiddleware
+from worker.runtime import Runtime, RuntimeStarter, RuntimeStopper
 
 
 @dataclass
@@ -53,7 +53,8 @@ def create_app(settings: Settings, **broker_options: Any) -> App:
     broker = build_broker(
         settings.redis_url,
         poison_sink=poison_sink,
-        middleware=[CurrentMessage(), RuntimeMiddleware(runtime)],
+        middleware=[CurrentMessage(), RuntimeStarter(runtime)],
+        before_asyncio=[RuntimeStopper(runtime)],
         **broker_options,
     )
     dramatiq.set_broker(broker)

@@ -73,8 +73,11 @@ class Runtime:
         self.redis.close()
 
 
-class RuntimeMiddleware(dramatiq.Middleware):
-    """Starts the runtime's async parts on the event-loop thread at worker boot."""
+class RuntimeStarter(dramatiq.Middleware):
+    """Starts the runtime's async parts on the event-loop thread at worker boot.
+
+    Registered after the AsyncIO middleware, whose ``before_worker_boot`` starts the loop.
+    """
 
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
@@ -82,10 +85,21 @@ class RuntimeMiddleware(dramatiq.Middleware):
     def before_worker_boot(self, broker: Any, worker: Any) -> None:
         thread = get_event_loop_thread()
         if thread is None:
-            raise RuntimeError("the AsyncIO middleware must come before RuntimeMiddleware")
+            raise RuntimeError("the AsyncIO middleware must come before RuntimeStarter")
         thread.run_coroutine(self.runtime.start())
 
-    def before_worker_shutdown(self, broker: Any, worker: Any) -> None:
+
+class RuntimeStopper(dramatiq.Middleware):
+    """Closes the runtime once the worker threads have finished their messages.
+
+    Registered before the AsyncIO middleware, so its ``after_worker_shutdown``
+    runs while the event loop is still up.
+    """
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+
+    def after_worker_shutdown(self, broker: Any, worker: Any) -> None:
         thread = get_event_loop_thread()
         if thread is not None:
             thread.run_coroutine(self.runtime.stop())

@@ -3,19 +3,16 @@
 Endpoints (paths from the doc, all called with POST form fields, as the vendor's SDKs do,
 so that the password never appears in a URL):
 
-=====================================  ==========================================
-``/smsgateway/sendmsg.aspx``           :meth:`~IntelliSoftwareAdapter.send_text`,
-                                       :meth:`~IntelliSoftwareAdapter.send_unicode`,
-                                       :meth:`~IntelliSoftwareAdapter.send_binary`,
-                                       :meth:`~IntelliSoftwareAdapter.send_wap_push`,
-                                       :meth:`~IntelliSoftwareAdapter.send_voice_sms`,
-                                       and the port's :meth:`~IntelliSoftwareAdapter.send`
-``/smsgateway/default.aspx`` (MMS)     :meth:`~IntelliSoftwareAdapter.send_mms`
-``/smsgateway/getbalance.aspx``        :meth:`~IntelliSoftwareAdapter.get_balance`,
-                                       :meth:`~IntelliSoftwareAdapter.balance`
-``/smsgateway/retrievemms.aspx``       :meth:`~IntelliSoftwareAdapter.retrieve_mms`
-``/smsgateway/updatesubscriptionlist``  :meth:`~IntelliSoftwareAdapter.update_subscription_list`
-=====================================  ==========================================
+- ``/smsgateway/sendmsg.aspx``: :meth:`~IntelliSoftwareAdapter.send_text`,
+  :meth:`~IntelliSoftwareAdapter.send_unicode`, :meth:`~IntelliSoftwareAdapter.send_binary`,
+  :meth:`~IntelliSoftwareAdapter.send_wap_push`, :meth:`~IntelliSoftwareAdapter.send_voice_sms`
+  and the port's :meth:`~IntelliSoftwareAdapter.send`;
+- ``/smsgateway/default.aspx`` (MMS): :meth:`~IntelliSoftwareAdapter.send_mms`;
+- ``/smsgateway/getbalance.aspx``: :meth:`~IntelliSoftwareAdapter.get_balance`,
+  :meth:`~IntelliSoftwareAdapter.balance`;
+- ``/smsgateway/retrievemms.aspx``: :meth:`~IntelliSoftwareAdapter.retrieve_mms`;
+- ``/smsgateway/updatesubscriptionlist.aspx``:
+  :meth:`~IntelliSoftwareAdapter.update_subscription_list`.
 
 What the API does not have, and what the port methods do about it:
 
@@ -39,10 +36,11 @@ Failover (the doc's "Resilient Service", the README's rule): the request goes to
 over. Sends are not idempotent, so which transport failures allow it matters:
 
 - connect failure (nothing left this process): always failed over;
-- HTTP 5xx: failed over, because the README and the vendor's SDKs treat a 5xx as "the
-  primary failed" (the documented overload answers are ``ERR:GATEWAY_ERROR`` /
-  ``ERR:INTERNAL_ERROR`` in a 200). A gateway that acted and then answered 500 would give
-  a duplicate; that is the provider's documented trade-off;
+- HTTP 5xx: failed over. :class:`HttpClient` classes a 5xx as TRANSIENT ("the gateway
+  answered that it did not take the request"), and the README and the vendor's SDKs treat
+  it as "the primary failed". (A gateway that acted and then answered 500 would give a
+  duplicate; that is the provider's documented trade-off. Should a 5xx ever be classed
+  AMBIGUOUS, it is still failed over, and an all-gateways failure then ends AMBIGUOUS);
 - read timeout / connection dropped after the request left: **not** failed over for a
   send. The primary may have accepted it, and the id that would identify it is in the
   lost answer. The send ends AMBIGUOUS: the core marks the recipients ``unknown`` and must
@@ -51,8 +49,8 @@ over. Sends are not idempotent, so which transport failures allow it matters:
   Idempotent calls (balance, retrievemms, subscription updates) fail over on any
   transport failure.
 
-When every gateway failed, the error is AMBIGUOUS if any attempt may have been acted on
-(a send that got a 5xx), otherwise TRANSIENT.
+When every gateway failed, the error is AMBIGUOUS if any attempt may have been acted on,
+otherwise TRANSIENT (the core retries with backoff, trying the primary first again).
 """
 
 from __future__ import annotations
@@ -346,9 +344,10 @@ class IntelliSoftwareAdapter(HttpClient):
             raise ProviderError(
                 ErrorClass.REQUEST, f"chunk of {len(request.recipients)} exceeds max_batch"
             )
-        if request.scheduled_at is not None and request.scheduled_at > (
-            datetime.now(UTC) + SCHEDULE_TOLERANCE
-        ):
+        due = request.scheduled_at
+        if due is not None and due.tzinfo is None:
+            due = due.replace(tzinfo=UTC)  # the contract says aware UTC; be lenient
+        if due is not None and due > datetime.now(UTC) + SCHEDULE_TOLERANCE:
             raise ProviderError(
                 ErrorClass.REQUEST,
                 "scheduled sending is not supported by this provider; hold the chunk until due",
@@ -580,7 +579,7 @@ class IntelliSoftwareAdapter(HttpClient):
             encoding="latin-1",
         )
         content = resp.text.encode("latin-1")
-        ctype = resp.headers.get("Content-Type")
+        ctype = next((v for k, v in resp.headers.items() if k.lower() == "content-type"), None)
         head = content[:64].strip()
         is_text = ctype is None or ctype.startswith("text/")
         if is_text and head.startswith(ERR_PREFIX.encode()) and b"\n" not in head:
@@ -647,8 +646,9 @@ class IntelliSoftwareAdapter(HttpClient):
         if exc.error_class is ErrorClass.TRANSIENT:
             return True  # connect failure; or any transport failure of an idempotent call
         if exc.error_class is ErrorClass.AMBIGUOUS:
-            # A 5xx answer (raw_code is the HTTP status) fails over, per the provider's
-            # guidance; a read timeout / dropped connection after sending does not.
+            # A 5xx answer (raw_code is the HTTP status), should the base class ever call it
+            # ambiguous, still fails over (the provider's guidance); a read timeout or a
+            # dropped connection after sending does not.
             return exc.raw_code is not None and exc.raw_code.startswith("5")
         return False
 

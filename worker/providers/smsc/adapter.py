@@ -223,10 +223,11 @@ class MessageStatus:
 
     @classmethod
     def parse(cls, data: Mapping[str, Any], sms_id: str, phone: str) -> MessageStatus:
+        status = _int(data.get("status"))
         return cls(
             id=str(data.get("id", sms_id)),
             phone=str(data.get("phone", phone)).strip().lstrip("+") or phone,
-            status=_int(data.get("status")) if _int(data.get("status")) is not None else -3,
+            status=status if status is not None else -3,
             last_date=_str(data.get("last_date")),
             last_timestamp=_int(data.get("last_timestamp")),
             flag=_int(data.get("flag")),
@@ -516,11 +517,19 @@ def _connect_failure(exc: ProviderError) -> bool:
     return isinstance(exc.__cause__, aiohttp.ClientConnectorError | aiohttp.ConnectionTimeoutError)
 
 
+def _server_error(exc: ProviderError) -> bool:
+    """HTTP 5xx: the gateway answered that it failed (base.py: it did not take the request)."""
+    return (
+        exc.__cause__ is None
+        and exc.raw_code is not None
+        and exc.raw_code.isdigit()
+        and int(exc.raw_code) >= 500
+    )
+
+
 def _transport_failure(exc: ProviderError) -> bool:
-    """Connect errors, transport errors after connecting, and HTTP 5xx (not 429 / 4xx)."""
-    if exc.__cause__ is not None:
-        return isinstance(exc.__cause__, aiohttp.ClientError | TimeoutError)
-    return exc.raw_code is not None and exc.raw_code.isdigit() and int(exc.raw_code) >= 500
+    """Any transport failure: connect, timeout or reset after connecting, HTTP 5xx."""
+    return _server_error(exc) or isinstance(exc.__cause__, aiohttp.ClientError | TimeoutError)
 
 
 class SmscAdapter(HttpClient):
@@ -529,10 +538,12 @@ class SmscAdapter(HttpClient):
 
     Failover: the primary ``base_url`` first, then ``backup_urls`` (by default
     www2…www5.smsc.ru when the primary is SMSC's own host). A host is left only on
-    a transport failure — for idempotent calls a connect error, a transport error or
-    HTTP 5xx; for a send only a connect error, because after a send has left, a
-    retry elsewhere could send it twice (that case is AMBIGUOUS and goes to
-    reconciliation). An SMSC error answer is final and never failed over.
+    a transport failure: a connect error or an HTTP 5xx for every call (nothing was
+    taken), and for idempotent calls also a timeout or reset after sending. A send
+    that timed out after leaving is AMBIGUOUS and is raised, never re-sent to
+    another host (it could go out twice). An SMSC error answer (``error_code``) is
+    final and never failed over. A backup that answered stays preferred for
+    ``FAILBACK_AFTER`` seconds, then the primary is tried first again.
     """
 
     kind: ClassVar[str] = "smsc"
@@ -601,7 +612,9 @@ class SmscAdapter(HttpClient):
     ) -> Any:
         """One SMSC call (with failover); returns the decoded JSON of a non-error answer."""
         query = {**self._auth(), **params, "fmt": "3", "charset": "utf-8"}
-        use_post = len(urlencode(query)) > GET_QUERY_LIMIT
+        # GET by default (as SMSC's examples); POST when long, or always when the account
+        # sets options.always_post (keeps psw out of proxies' URL logs).
+        use_post = bool(self._option("always_post")) or len(urlencode(query)) > GET_QUERY_LIMIT
         last_exc: ProviderError | None = None
         response: HttpResponse | None = None
         for index in self._host_order():
@@ -616,7 +629,11 @@ class SmscAdapter(HttpClient):
                         "GET", url, endpoint=endpoint, params=query, idempotent=idempotent
                     )
             except ProviderError as exc:
-                can_fail_over = _connect_failure(exc) or (idempotent and _transport_failure(exc))
+                can_fail_over = (
+                    _connect_failure(exc)
+                    or _server_error(exc)
+                    or (idempotent and _transport_failure(exc))
+                )
                 if not can_fail_over:
                     raise
                 last_exc = exc

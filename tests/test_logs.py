@@ -1,0 +1,30 @@
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from worker.logs import RedactingFilter, redact
+
+
+def test_phone_numbers_are_masked_and_other_numbers_kept() -> None:
+    text = "to ['447700900123', '+79161234567'] id 4092112510348380960001 port 6379 job 870aada98b9c4000"
+    out = redact(text)
+    assert "447700900123" not in out and "79161234567" not in out
+    assert "4477******23" in out and "7916*****67" in out
+    assert "4092112510348380960001" in out and "6379" in out and "870aada98b9c4000" in out
+
+
+def test_filter_masks_messages_args_and_tracebacks(caplog: pytest.LogCaptureFixture) -> None:
+    logger = logging.getLogger("smsq.test.redaction")
+    caplog.handler.addFilter(RedactingFilter())
+    with caplog.at_level(logging.INFO, logger="smsq.test.redaction"):
+        logger.info("sending to %s", "447700900123")
+        try:
+            raise ValueError("bad number 79161234567")
+        except ValueError:
+            logger.exception("failed for %s", ["447700900124"])
+    assert "447700900123" not in caplog.text
+    assert "79161234567" not in caplog.text
+    assert "447700900124" not in caplog.text
+    assert "4477******23" in caplog.text
