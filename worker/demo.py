@@ -20,9 +20,9 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+from producers.cli import format_status
 from producers.client import SmsqClient
 from producers.status import Status
-from worker.cli import build_parser  # noqa: F401  (the module the children run)
 from worker.providers import known_kinds
 from worker.redis_server import RedisServer, free_port
 from worker.sandboxes import sandbox_account
@@ -101,6 +101,7 @@ def run_demo(*, bulk: int = 1000, otp: int = 5, workers: int = 1) -> int:
             ports = {kind: free_port() for kind in kinds}
             sandbox_cmd = [sys.executable, "-m", "worker.cli", "sandbox", "--final-after", "1.0"]
             sandbox_cmd += [f"--port={k}={p}" for k, p in ports.items()]
+            sandbox_cmd += [f"--option={k}.balance=100000000" for k in ports]  # never runs dry
             sandbox_log = open(Path(tmp) / "sandbox.log", "wb")  # noqa: SIM115
             procs.append(
                 (
@@ -140,14 +141,16 @@ def run_demo(*, bulk: int = 1000, otp: int = 5, workers: int = 1) -> int:
             total = sum(n for _, n in jobs)
             print(f"enqueued {len(jobs)} jobs, {total} recipients; dispatching:")
             started = time.monotonic()
-            done = 0
+            done, shown = 0, -1
             while time.monotonic() - started < TIMEOUT:
                 done = 0
                 for job_id, _ in jobs:
                     st = client.status(job_id)
                     if st is not None:
                         done += sum(n for s, n in st.counts.items() if s != Status.QUEUED.value)
-                print("\r  " + _bar(done, total), end="", flush=True)
+                if done != shown:
+                    print("\r  " + _bar(done, total), end="", flush=True)
+                    shown = done
                 if done >= total:
                     break
                 for name, proc in procs:
@@ -232,7 +235,13 @@ def _summary(
         with urllib.request.urlopen(url + "/__sandbox/requests", timeout=5) as resp:
             requests = json.load(resp)
         print(f"{kind} sandbox received {len(requests)} HTTP requests")
+    bulk = client.status(jobs[0][0], recipients=True, limit=5)
+    if bulk is not None:
+        print("the bulk job, as `smsq status` shows it:")
+        print("  " + format_status(bulk, limit=5).replace("\n", "\n  "))
     print("where to look next:")
-    print(f"  smsq status {jobs[0][0]}          (with REDIS_URL pointing at your Redis)")
-    print("  smsq sandbox                      run the sandboxes yourself")
+    print("  smsq sandbox                      run the providers' sandboxes yourself")
+    print(
+        "  smsq worker / smsq send / smsq status JOB_ID   with SMSQ_CONFIG and REDIS_URL set (README)"
+    )
     print("  docs/wire-format.md               enqueue jobs from any language")
