@@ -49,6 +49,11 @@ class Keys:
         return f"{self.prefix}:awaiting:{account}"
 
     @property
+    def events(self) -> str:
+        """Stream: one entry per status change, HLR result, incoming message, account event."""
+        return f"{self.prefix}:events"
+
+    @property
     def dead_letters(self) -> str:
         """Hash: dead-letter id -> JSON record (reason, source, payload)."""
         return f"{self.prefix}:dlq"

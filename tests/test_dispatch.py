@@ -49,6 +49,7 @@ def test_ten_thousand_recipients_each_sent_exactly_once(redis_url: str, make_wor
         assert len(status.recipients) == 10_000
         assert all(r.provider_message_id for r in status.recipients)
         assert len({r.provider_message_id for r in status.recipients}) == 10_000
+        assert client.redis.xlen("smsq:events") == 10_000  # one event per status change
 
         sends = [e for e in sandboxes.log("intis") if e.path.endswith("/send.php")]
         assert len(sends) == 200  # 50 per request, the Intis batch limit

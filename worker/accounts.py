@@ -73,7 +73,7 @@ async def pause(rt: Runtime, name: str, reason: str) -> float:
         },
     )
     pipe.xadd(
-        f"{rt.keys.prefix}:events",
+        rt.keys.events,
         {"type": "account_paused", "account": name, "reason": reason[:300], "at": round(now, 3)},
         maxlen=EVENTS_MAXLEN,
         approximate=True,
@@ -91,7 +91,7 @@ async def resume(rt: Runtime, name: str) -> None:
         account_key(rt, name), mapping={"state": "active", "reason": "", "since": round(now, 3)}
     )
     pipe.xadd(
-        f"{rt.keys.prefix}:events",
+        rt.keys.events,
         {"type": "account_resumed", "account": name, "at": round(now, 3)},
         maxlen=EVENTS_MAXLEN,
         approximate=True,

@@ -59,3 +59,8 @@ ACCOUNT_PROBES = Counter(
     "Balance probes of paused accounts, by result.",
     ["account", "result"],
 )
+STATUS_REPORTS = Counter(
+    "smsq_status_reports_total",
+    "Status reports applied from polls, history and webhooks, by source and result.",
+    ["source", "result"],
+)

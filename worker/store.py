@@ -18,6 +18,7 @@ from producers.contract import Job, RejectedRecipient, SendJob
 from producers.keys import Keys
 from producers.status import JobState, Status
 from worker.providers.base import RecipientOutcome
+from worker.status_apply import EVENTS_MAXLEN, canonical_id
 
 CHUNK_STATE_TTL = 7 * 24 * 3600
 RECONCILE_FIRST_CHECK = 30.0  # seconds after submit before the first status poll
@@ -143,8 +144,26 @@ def write_outcomes(
         )
         tally[o.status] += 1
         if o.provider_message_id and o.status in (Status.SUBMITTED, Status.UNKNOWN):
-            index[o.provider_message_id] = f"{job_id}|{o.phone}"
-            awaiting[o.provider_message_id] = now + RECONCILE_FIRST_CHECK
+            pid = canonical_id(o.provider_message_id)
+            index[pid] = f"{job_id}|{o.phone}"
+            awaiting[pid] = now + RECONCILE_FIRST_CHECK
+        event = {
+            "type": "status",
+            "job_id": job_id,
+            "phone": o.phone,
+            "status": o.status.value,
+            "previous": previous.value,
+            "account": account,
+            "at": f"{now:.3f}",
+            "source": "dispatch",
+        }
+        if o.provider_message_id:
+            event["provider_message_id"] = o.provider_message_id
+        if o.raw_code:
+            event["raw_status"] = o.raw_code
+        if o.reason:
+            event["reason"] = o.reason
+        pipe.xadd(keys.events, event, maxlen=EVENTS_MAXLEN, approximate=True)
     if records:
         pipe.hset(keys.recipients(job_id), mapping=records)
     if index:

@@ -82,6 +82,18 @@ def split_message_id(provider_message_id: str) -> tuple[str, str]:
     return sms_id.strip(), phone.strip().lstrip("+")
 
 
+def expected_message_ids(request: SendRequest) -> list[str] | None:
+    """The provider message ids a send of ``request`` gets, known before any answer.
+
+    SMSC uses the client ``id`` as the message id, so with ``client_id`` set a send
+    whose answer was lost (AMBIGUOUS) can be reconciled with status(): status -3
+    (not found) means it never went out. ``None`` without a client id.
+    """
+    if request.client_id is None:
+        return None
+    return [make_message_id(request.client_id, phone) for phone in request.recipients]
+
+
 # --------------------------------------------------------------------------- value helpers
 
 
@@ -1154,6 +1166,7 @@ __all__ = [
     "SmscAdapter",
     "StatRow",
     "error_from_answer",
+    "expected_message_ids",
     "hlr_from_status",
     "make_message_id",
     "outcomes_from_send",

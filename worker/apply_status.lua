@@ -1,0 +1,64 @@
+-- smsq: apply provider status reports with monotonic rules, atomically, in one round trip.
+--
+-- KEYS: none (smsq does not run on Redis Cluster: Dramatiq's broker does not support it)
+-- ARGV[1] key prefix          ARGV[2] account       ARGV[3] now (epoch seconds, text)
+-- ARGV[4] events stream maxlen
+-- then per report, 7 values: provider message id, status, raw status, raw error, at, source, extra JSON
+--
+-- For each report: the recipient is found through <prefix>:msgid:<account>; a report is applied
+-- only when it moves the recipient forward (see RANK); an applied report rewrites the
+-- recipient's record, moves the job's counts, leaves the awaiting set when final, and appends
+-- exactly one event. Returns {applied, unchanged, unmatched}.
+local prefix, account, now = ARGV[1], ARGV[2], ARGV[3]
+local maxlen = tonumber(ARGV[4])
+local RANK = {queued = 0, unknown = 1, submitted = 2,
+              undeliverable = 3, expired = 3, rejected = 3, failed = 3, delivered = 4}
+local FINAL = {undeliverable = true, expired = true, rejected = true, failed = true, delivered = true}
+local index = prefix .. ":msgid:" .. account
+local awaiting = prefix .. ":awaiting:" .. account
+local events = prefix .. ":events"
+local applied, unchanged, unmatched = 0, 0, 0
+local n = (#ARGV - 4) / 7
+for i = 0, n - 1 do
+  local base = 5 + i * 7
+  local pid, status, raw, rawerr, at, source, extra =
+    ARGV[base], ARGV[base + 1], ARGV[base + 2], ARGV[base + 3], ARGV[base + 4], ARGV[base + 5], ARGV[base + 6]
+  local ref = redis.call("HGET", index, pid)
+  if not ref then
+    unmatched = unmatched + 1
+  else
+    local sep = string.find(ref, "|", 1, true)
+    local job, phone = string.sub(ref, 1, sep - 1), string.sub(ref, sep + 1)
+    local rkey = prefix .. ":job:" .. job .. ":rcpt"
+    local current = redis.call("HGET", rkey, phone)
+    local record = current and cjson.decode(current) or {}
+    local previous = record["status"] or "queued"
+    if (RANK[status] or -1) > (RANK[previous] or 0) then
+      record["status"] = status
+      record["raw_status"] = raw
+      if rawerr ~= "" then record["raw_error"] = rawerr end
+      record["at"] = tonumber(at) or tonumber(now)
+      record["source"] = source
+      redis.call("HSET", rkey, phone, cjson.encode(record))
+      local ckey = prefix .. ":job:" .. job .. ":counts"
+      redis.call("HINCRBY", ckey, previous, -1)
+      redis.call("HINCRBY", ckey, status, 1)
+      if FINAL[status] then
+        redis.call("ZREM", awaiting, pid)
+      end
+      local fields = {"type", "status", "job_id", job, "phone", phone, "status", status,
+                      "previous", previous, "account", account, "provider_message_id", pid,
+                      "raw_status", raw, "at", at, "source", source}
+      if rawerr ~= "" then table.insert(fields, "raw_error"); table.insert(fields, rawerr) end
+      if extra ~= "" then table.insert(fields, "extra"); table.insert(fields, extra) end
+      redis.call("XADD", events, "MAXLEN", "~", maxlen, "*", unpack(fields))
+      applied = applied + 1
+    else
+      unchanged = unchanged + 1
+      if FINAL[previous] then
+        redis.call("ZREM", awaiting, pid)
+      end
+    end
+  end
+end
+return {applied, unchanged, unmatched}
