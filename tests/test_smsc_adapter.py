@@ -30,6 +30,7 @@ from worker.providers.smsc.adapter import (
     DEFAULT_BATCH,
     MAX_BATCH,
     SmscAdapter,
+    expected_message_ids,
     hlr_from_status,
     make_message_id,
     schedule_param,
@@ -923,3 +924,29 @@ async def test_all_hosts_down(session: aiohttp.ClientSession) -> None:
     with pytest.raises(ProviderError) as info:
         await adapter.balance()
     assert info.value.error_class is ErrorClass.TRANSIENT
+
+
+async def test_ambiguous_send_reconciled_by_client_id(
+    sandbox: RunningSandbox, session: aiohttp.ClientSession, mix: OutcomeMix
+) -> None:
+    """A send whose answer is lost: the ids are known from client_id; status() tells."""
+    lost_state = SandboxState(mix, faults={"send.php": Fault(drop_rate=1.0)})
+    lost = await serve(create_sandbox(lost_state, caps=False))
+    try:
+        request = chunk([PHONE_RU, PHONE_UK], client_id=31337)
+        assert expected_message_ids(chunk([PHONE_RU])) is None
+        ids = expected_message_ids(request)
+        assert ids == [f"31337:{PHONE_RU}", f"31337:{PHONE_UK}"]
+        adapter = SmscAdapter(account(lost.url), session)
+        with pytest.raises(ProviderError) as info:
+            await adapter.send(request)
+        assert info.value.error_class is ErrorClass.AMBIGUOUS
+        # Never sent (the sandbox dropped it before handling): SMSC does not know the ids.
+        reports = await SmscAdapter(account(lost.url), session).status(ids)
+        assert [r.raw_status for r in reports] == ["-3", "-3"]
+        # Sent: the same ids are found.
+        sent = SmscAdapter(account(sandbox.url), session)
+        await sent.send(request)
+        assert [r.raw_status for r in await sent.status(ids)] == ["-1", "-1"]
+    finally:
+        await lost.stop()
