@@ -43,7 +43,7 @@ from worker.providers import known_kinds, provider_module
 from worker.providers.base import AccountConfig
 
 ENV_PREFIX = "SMSQ__"
-SECRET_FIELDS = ("password", "api_key")
+SECRET_FIELDS = ("password", "api_key", "webhook_secret")
 ACCOUNT_FIELDS = {
     "kind",
     "base_url",
@@ -56,6 +56,7 @@ ACCOUNT_FIELDS = {
     "options",
     "limits",
     "max_in_flight",
+    "webhook_secret",
 }
 
 
@@ -235,6 +236,7 @@ def _account(
         login=login if isinstance(login, str) else "",
         password=secrets["password"],
         api_key=secrets["api_key"],
+        webhook_secret=secrets["webhook_secret"],
         batch_size=batch if isinstance(batch, int) else 0,
         timeout=float(timeout) if isinstance(timeout, int | float) else 30.0,
         backup_urls=tuple(u.rstrip("/") for u in backups),

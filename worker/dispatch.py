@@ -32,6 +32,8 @@ from producers.wire import NAMESPACE, build_message, write_message
 from worker import accounts, metrics, store
 from worker.accounts import AccountState
 from worker.config import DispatchSettings
+from worker.inbound import hlr_record
+from worker.status_apply import EVENTS_MAXLEN
 from worker.providers.base import (
     ErrorClass,
     HlrResult,
@@ -421,24 +423,14 @@ async def dispatch_hlr(
             outcomes = reconcile_outcomes(recipients, [hlr_outcome(r) for r in results])
     if results:
         records: dict[Any, Any] = {
-            r.phone: store.dumps(
-                {
-                    "ok": r.ok,
-                    "pending": r.pending,
-                    "imsi": r.imsi,
-                    "mcc": r.mcc,
-                    "mnc": r.mnc,
-                    "network": r.network,
-                    "ported": r.ported,
-                    "roaming": r.roaming,
-                    "error": r.error,
-                    "raw": dict(r.raw),
-                }
-            )
-            for r in results
-            if r.phone in recipients
+            r.phone: store.dumps(hlr_record(r)) for r in results if r.phone in recipients
         }
         if records:
-            await rt.async_redis().hset(rt.keys.hlr(job_id), mapping=records)
+            pipe = rt.async_redis().pipeline(transaction=True)
+            pipe.hset(rt.keys.hlr(job_id), mapping=records)
+            for phone, record in records.items():
+                event = {"type": "hlr", "job_id": job_id, "phone": phone, "result": record}
+                pipe.xadd(rt.keys.events, event, maxlen=EVENTS_MAXLEN, approximate=True)
+            await pipe.execute()
     await _finish(rt, job_id, chunk_key, account, rt.adapter(account).kind, outcomes)
     return "sent" if claim.state == "claimed" else claim.state

@@ -64,3 +64,8 @@ STATUS_REPORTS = Counter(
     "Status reports applied from polls, history and webhooks, by source and result.",
     ["source", "result"],
 )
+INCOMING = Counter(
+    "smsq_incoming_messages_total",
+    "Incoming messages (MO) stored for the first time, by source.",
+    ["source"],
+)

@@ -69,6 +69,7 @@ class AccountConfig:
     timeout: float = 30.0
     backup_urls: tuple[str, ...] = ()
     options: Mapping[str, Any] = field(default_factory=dict)
+    webhook_secret: str = ""  # verifies what the provider pushes (signature key or URL token)
 
 
 @dataclass(frozen=True)
@@ -127,6 +128,71 @@ class HlrResult:
     roaming: bool | None = None
     error: str | None = None
     raw: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class IncomingMessage:
+    """A message a subscriber sent to us (MO), from a webhook or a poll."""
+
+    provider_message_id: str  # the provider's id: incoming messages are stored once per id
+    sender: str  # the subscriber's number, digits
+    text: str
+    recipient: str | None = None  # our number or short code
+    received_at: datetime | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class InboundRequest:
+    """A provider's push as the web process received it; stored raw before it is parsed."""
+
+    method: str
+    path: str  # the part of the path after /hooks/<account>/ (may be empty)
+    query: Mapping[str, str]
+    content_type: str
+    body: bytes
+    remote: str  # the peer address
+    received_at: float
+
+
+@dataclass(frozen=True)
+class WebhookAnswer:
+    """What the provider expects to hear once its push is safely stored."""
+
+    status: int = 200
+    body: str = "OK"
+    content_type: str = "text/plain"
+
+
+@dataclass(frozen=True)
+class WebhookContent:
+    """What a push carried, parsed."""
+
+    reports: list[StatusReport] = field(default_factory=list)
+    incoming: list[IncomingMessage] = field(default_factory=list)
+    hlr: list[HlrResult] = field(default_factory=list)  # keyed by provider_message_id
+    events: list[Mapping[str, str]] = field(default_factory=list)  # anything else, for the stream
+
+
+class WebhookRejected(Exception):
+    """A push that failed verification (bad signature, unknown source) or cannot be read."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+class WebhookHandler(Protocol):
+    """Module-level functions a provider package exposes for its pushes."""
+
+    def verify_webhook(self, account: AccountConfig, request: InboundRequest) -> WebhookAnswer:
+        """Check what can be checked before the push is stored; raise WebhookRejected otherwise."""
+        ...
+
+    def parse_webhook(self, account: AccountConfig, request: InboundRequest) -> WebhookContent:
+        """Parse a stored push (called later, by an actor)."""
+        ...
 
 
 @dataclass(frozen=True)
