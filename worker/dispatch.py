@@ -33,7 +33,6 @@ from worker import accounts, metrics, store
 from worker.accounts import AccountState
 from worker.config import DispatchSettings
 from worker.inbound import hlr_record
-from worker.status_apply import EVENTS_MAXLEN
 from worker.providers.base import (
     ErrorClass,
     HlrResult,
@@ -44,6 +43,7 @@ from worker.providers.base import (
 )
 from worker.queues import HLR_ACTOR, SEND_ACTOR, dispatch_queue
 from worker.runtime import Runtime
+from worker.status_apply import EVENTS_MAXLEN
 
 log = logging.getLogger("smsq.dispatch")
 
@@ -429,7 +429,12 @@ async def dispatch_hlr(
             pipe = rt.async_redis().pipeline(transaction=True)
             pipe.hset(rt.keys.hlr(job_id), mapping=records)
             for phone, record in records.items():
-                event = {"type": "hlr", "job_id": job_id, "phone": phone, "result": record}
+                event: dict[Any, Any] = {
+                    "type": "hlr",
+                    "job_id": job_id,
+                    "phone": phone,
+                    "result": record,
+                }
                 pipe.xadd(rt.keys.events, event, maxlen=EVENTS_MAXLEN, approximate=True)
             await pipe.execute()
     await _finish(rt, job_id, chunk_key, account, rt.adapter(account).kind, outcomes)
