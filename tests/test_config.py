@@ -120,3 +120,32 @@ def test_bad_toml_is_reported(tmp_path: Path) -> None:
     path.write_text("[accounts\n")
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_settings(path, {})
+
+
+def test_web_and_scheduler_sections() -> None:
+    data = {
+        **GOOD,
+        "web": {"port": 9000, "intake_tokens": [{"env": "TOKEN"}]},
+        "scheduler": {"lease_seconds": 3, "horizon": 600},
+    }
+    s = parse_settings(data, {**ENV, "TOKEN": "t0k3n", "SMSQ__SCHEDULER__TICK_SECONDS": "0.5"})
+    assert s.web.port == 9000 and s.web.intake_tokens == ("t0k3n",)
+    assert s.scheduler.lease_seconds == 3.0 and s.scheduler.horizon == 600.0
+    assert s.scheduler.tick_seconds == 0.5
+    with pytest.raises(ConfigError) as info:
+        parse_settings(
+            {
+                **GOOD,
+                "web": {"port": "x", "intake_tokens": ["inline"]},
+                "scheduler": {"lease": 1, "horizon": -1},
+            },
+            ENV,
+        )
+    problems = "\n".join(info.value.problems)
+    for expected in (
+        "web.port",
+        "web.intake_tokens[0]: credentials are not written inline",
+        "scheduler.lease: unknown",
+        "scheduler.horizon: must be a positive",
+    ):
+        assert expected in problems, expected

@@ -17,7 +17,7 @@ import dramatiq
 from dramatiq.middleware import CurrentMessage
 
 from producers.wire import INTAKE_ACTOR, INTAKE_OTP_QUEUE, INTAKE_QUEUE
-from worker import dispatch, intake, metrics, queues, store
+from worker import dispatch, intake, metrics, queues, reconcile, store, webhooks
 from worker.broker import SafeRedisBroker, build_broker
 from worker.config import Settings
 from worker.runtime import Runtime, RuntimeStarter, RuntimeStopper
@@ -31,6 +31,7 @@ class App:
     accept_job: Any
     dispatch_chunk: Any
     dispatch_hlr: Any
+    actors: dict[str, Any]  # the other modules' actors, by name
 
 
 def create_app(settings: Settings, **broker_options: Any) -> App:
@@ -79,6 +80,10 @@ def create_app(settings: Settings, **broker_options: Any) -> App:
     hlr = dramatiq.actor(
         broker=broker, actor_name=queues.HLR_ACTOR, queue_name=queues.DISPATCH_QUEUE, max_retries=5
     )(dispatch_hlr)
+    extra = {
+        **webhooks.register_actors(broker, runtime),
+        **reconcile.register_actors(broker, runtime),
+    }
     broker.declare_queue(INTAKE_OTP_QUEUE)
     broker.declare_queue(queues.DISPATCH_OTP_QUEUE)
-    return App(settings, runtime, broker, accept, send, hlr)
+    return App(settings, runtime, broker, accept, send, hlr, extra)

@@ -78,6 +78,32 @@ class DispatchSettings:
 
 
 @dataclass(frozen=True)
+class WebSettings:
+    """``[web]``: the aiohttp process serving provider pushes, health and the optional HTTP intake."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    intake_tokens: tuple[str, ...] = ()  # bearer tokens for POST /v1/jobs; empty: intake off
+    max_body_bytes: int = 1_048_576
+
+
+@dataclass(frozen=True)
+class SchedulerSettings:
+    """``[scheduler]``: periodic work with one active instance across replicas."""
+
+    lease_seconds: float = 10.0  # a standby takes over within this long
+    tick_seconds: float = 1.0
+    reconcile_interval: float = 10.0  # seconds between reconciliation runs per account
+    first_check: float = 30.0  # seconds after submit before a message's first status poll
+    max_check_interval: float = 1800.0  # backoff ceiling between polls of one message
+    horizon: float = 72 * 3600.0  # stop polling after this long (or at the message's validity)
+    history_interval: float = 60.0  # seconds between sent-history sweeps for unknown messages
+    incoming_interval: float = 60.0  # seconds between polls for incoming messages
+    balance_interval: float = 300.0
+    retention: float = 7 * 24 * 3600.0  # finished job records expire after this long
+
+
+@dataclass(frozen=True)
 class AccountLimits:
     """Rate rules per endpoint class (send, status, history, hlr, balance, ...) and in-flight cap."""
 
@@ -96,6 +122,8 @@ class Settings:
     routes: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     dispatch: DispatchSettings = field(default_factory=DispatchSettings)
     limits: Mapping[str, AccountLimits] = field(default_factory=dict)
+    web: WebSettings = field(default_factory=WebSettings)
+    scheduler: SchedulerSettings = field(default_factory=SchedulerSettings)
 
     def limits_for(self, account: str) -> AccountLimits:
         return self.limits.get(account) or AccountLimits()
@@ -164,6 +192,12 @@ def _coerce(value: str, current: Any) -> Any:
             return value
     if isinstance(current, list):
         return [v.strip() for v in value.split(",") if v.strip()]
+    if current is None:  # a setting the file does not have: numbers are numbers
+        for number in (int, float):
+            try:
+                return number(value)
+            except ValueError:
+                pass
     return value
 
 
@@ -250,8 +284,9 @@ def parse_settings(data: Mapping[str, Any], env: Mapping[str, str] | None = None
     problems: list[str] = []
     data = _deep_copy(data)
     _apply_overrides(data, env, problems)
-    for unknown in sorted(set(data) - {"redis", "accounts", "routes", "dispatch"}):
-        problems.append(f"{unknown}: unknown section (known: redis, accounts, routes, dispatch)")
+    sections = {"redis", "accounts", "routes", "dispatch", "web", "scheduler"}
+    for unknown in sorted(set(data) - sections):
+        problems.append(f"{unknown}: unknown section (known: {', '.join(sorted(sections))})")
 
     redis_section = data.get("redis", {})
     redis_url = env.get("REDIS_URL") or redis_section.get("url") or "redis://127.0.0.1:6379/0"
@@ -306,6 +341,9 @@ def parse_settings(data: Mapping[str, Any], env: Mapping[str, str] | None = None
         if not isinstance(dispatch.max_attempts, int) or dispatch.max_attempts < 1:
             problems.append("dispatch.max_attempts: must be a whole number >= 1")
 
+    web = _web(data.get("web", {}), env, problems)
+    scheduler = _plain_section("scheduler", SchedulerSettings, data.get("scheduler", {}), problems)
+
     if problems:
         raise ConfigError(problems)
     return Settings(
@@ -315,7 +353,57 @@ def parse_settings(data: Mapping[str, Any], env: Mapping[str, str] | None = None
         routes=routes,
         dispatch=dispatch,
         limits=limits,
+        web=web,
+        scheduler=scheduler,
     )
+
+
+def _plain_section(name: str, cls: Any, raw: Any, problems: list[str]) -> Any:
+    """A section of positive numbers mapped onto a settings dataclass, every key checked."""
+    if not isinstance(raw, dict):
+        problems.append(f"{name}: must be a table")
+        return cls()
+    fields = cls.__dataclass_fields__
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key not in fields:
+            problems.append(f"{name}.{key}: unknown setting (known: {', '.join(sorted(fields))})")
+        elif not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
+            problems.append(f"{name}.{key}: must be a positive number, got {value!r}")
+        else:
+            values[key] = float(value)
+    return cls(**values)
+
+
+def _web(raw: Any, env: Mapping[str, str], problems: list[str]) -> WebSettings:
+    if not isinstance(raw, dict):
+        problems.append("web: must be a table")
+        return WebSettings()
+    known = set(WebSettings.__dataclass_fields__)
+    for key in sorted(set(raw) - known):
+        problems.append(f"web.{key}: unknown setting (known: {', '.join(sorted(known))})")
+    host = raw.get("host", WebSettings.host)
+    port = raw.get("port", WebSettings.port)
+    if not isinstance(host, str) or not host:
+        problems.append("web.host: must be a host name or address")
+        host = WebSettings.host
+    if not isinstance(port, int) or isinstance(port, bool) or not 0 <= port <= 65535:
+        problems.append(f"web.port: must be a port number, got {port!r}")
+        port = WebSettings.port
+    body = raw.get("max_body_bytes", WebSettings.max_body_bytes)
+    if not isinstance(body, int) or isinstance(body, bool) or body < 1024:
+        problems.append("web.max_body_bytes: must be a whole number >= 1024")
+        body = WebSettings.max_body_bytes
+    tokens_raw = raw.get("intake_tokens", [])
+    if not isinstance(tokens_raw, list):
+        problems.append("web.intake_tokens: must be a list of { env = ... } or { file = ... }")
+        tokens_raw = []
+    tokens = tuple(
+        t
+        for i, ref in enumerate(tokens_raw)
+        if (t := _secret(f"web.intake_tokens[{i}]", ref, env, problems))
+    )
+    return WebSettings(host=host, port=port, intake_tokens=tokens, max_body_bytes=body)
 
 
 def _rule(where: str, raw: Any, problems: list[str]) -> Rule | None:
