@@ -32,6 +32,7 @@ pytest: install
 
 bench: install
 	$(BIN)/python -m bench.dispatch
+	$(BIN)/python -m bench.limiter
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
