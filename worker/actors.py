@@ -20,7 +20,7 @@ from producers.wire import INTAKE_ACTOR, INTAKE_OTP_QUEUE, INTAKE_QUEUE
 from worker import dispatch, intake, metrics, queues, reconcile, store, webhooks
 from worker.broker import SafeRedisBroker, build_broker
 from worker.config import Settings
-from worker.runtime import Runtime, RuntimeStarter, RuntimeStopper
+from worker.runtime import Runtime, RuntimeMiddleware
 
 
 @dataclass
@@ -54,8 +54,7 @@ def create_app(settings: Settings, **broker_options: Any) -> App:
     broker = build_broker(
         settings.redis_url,
         poison_sink=poison_sink,
-        middleware=[CurrentMessage(), RuntimeStarter(runtime)],
-        before_asyncio=[RuntimeStopper(runtime)],
+        middleware=[CurrentMessage(), RuntimeMiddleware(runtime)],
         **broker_options,
     )
     dramatiq.set_broker(broker)

@@ -136,11 +136,10 @@ def build_broker(
     *,
     poison_sink: PoisonSink | None = None,
     middleware: list[dramatiq.Middleware] | None = None,
-    before_asyncio: list[dramatiq.Middleware] | None = None,
     heartbeat_timeout: int = 60_000,
     maintenance_chance: int = 1000,
 ) -> SafeRedisBroker:
-    """A SafeRedisBroker with Dramatiq's defaults, AsyncIO, ``before_asyncio`` ahead of it and ``middleware`` after."""
+    """A SafeRedisBroker with Dramatiq's default middleware plus AsyncIO and ``middleware``."""
     broker = SafeRedisBroker(
         url=redis_url,
         poison_sink=poison_sink,
@@ -148,8 +147,6 @@ def build_broker(
         maintenance_chance=maintenance_chance,
     )
     broker.add_middleware(AsyncIO())
-    for m in before_asyncio or []:
-        broker.add_middleware(m, before=AsyncIO)
     for m in middleware or []:
         broker.add_middleware(m)
     return broker

@@ -96,6 +96,8 @@ class RedisServer:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        if self.process is not None and self.process.stderr is not None:
+            self.process.stderr.close()
         self.process = None
         shutil.rmtree(self.dir, ignore_errors=True)
 

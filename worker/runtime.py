@@ -73,10 +73,12 @@ class Runtime:
         self.redis.close()
 
 
-class RuntimeStarter(dramatiq.Middleware):
-    """Starts the runtime's async parts on the event-loop thread at worker boot.
+class RuntimeMiddleware(dramatiq.Middleware):
+    """Starts the runtime's async parts at worker boot and closes them at shutdown.
 
-    Registered after the AsyncIO middleware, whose ``before_worker_boot`` starts the loop.
+    Registered after the AsyncIO middleware: Dramatiq runs ``before_*`` hooks in
+    registration order (the loop exists when we start) and ``after_*`` hooks in
+    reverse order (we close before the loop stops, once the worker threads are done).
     """
 
     def __init__(self, runtime: Runtime) -> None:
@@ -85,21 +87,12 @@ class RuntimeStarter(dramatiq.Middleware):
     def before_worker_boot(self, broker: Any, worker: Any) -> None:
         thread = get_event_loop_thread()
         if thread is None:
-            raise RuntimeError("the AsyncIO middleware must come before RuntimeStarter")
+            raise RuntimeError("the AsyncIO middleware must come before RuntimeMiddleware")
         thread.run_coroutine(self.runtime.start())
-
-
-class RuntimeStopper(dramatiq.Middleware):
-    """Closes the runtime once the worker threads have finished their messages.
-
-    Registered before the AsyncIO middleware, so its ``after_worker_shutdown``
-    runs while the event loop is still up.
-    """
-
-    def __init__(self, runtime: Runtime) -> None:
-        self.runtime = runtime
 
     def after_worker_shutdown(self, broker: Any, worker: Any) -> None:
         thread = get_event_loop_thread()
-        if thread is not None:
-            thread.run_coroutine(self.runtime.stop())
+        if thread is None:
+            log.error("event loop gone before the runtime closed")
+            return
+        thread.run_coroutine(self.runtime.stop())
