@@ -27,7 +27,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
-from producers.status import JobState, Status
+from producers.status import Status
 from producers.wire import NAMESPACE, build_message, write_message
 from worker import accounts, metrics, store
 from worker.accounts import AccountState
@@ -203,19 +203,8 @@ async def _finish(
     kind: str,
     outcomes: Sequence[RecipientOutcome],
 ) -> None:
-    r = rt.async_redis()
-    pipe = r.pipeline(transaction=True)
-    tally = store.write_outcomes(pipe, rt.keys, job_id, account, outcomes)
-    pipe.set(chunk_key, "done", ex=store.CHUNK_STATE_TTL)
-    pipe.hincrby(rt.keys.job(job_id), "chunks_done", 1)
-    pipe.hget(rt.keys.job(job_id), "chunks")
-    results = await pipe.execute()
-    done, total = int(results[-2]), int(results[-1] or 0)
-    if total and done >= total:
-        await r.hset(
-            rt.keys.job(job_id),
-            mapping={"state": JobState.DONE.value, "finished_at": round(time.time(), 3)},
-        )
+    """Record the chunk's outcomes, mark it done (and the job, with its last chunk): one round trip."""
+    tally = await rt.chunk_recorder().record(job_id, chunk_key, account, outcomes)
     for status, n in tally.items():
         metrics.RECIPIENTS.labels(kind, status.value).inc(n)
 

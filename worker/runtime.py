@@ -21,6 +21,7 @@ from worker.config import Settings
 from worker.limiter import ConcurrencyLimiter, RateLimiter
 from worker.providers import provider_module
 from worker.providers.base import ProviderAdapter
+from worker.store import ChunkRecorder
 
 log = logging.getLogger("smsq.runtime")
 
@@ -33,6 +34,7 @@ class Runtime:
         self.session: aiohttp.ClientSession | None = None
         self.aredis: aredis.Redis | None = None
         self.adapters: dict[str, ProviderAdapter] = {}
+        self._chunk_recorder: ChunkRecorder | None = None
         self.limiter: RateLimiter | None = None
         self.concurrency: ConcurrencyLimiter | None = None
 
@@ -55,6 +57,7 @@ class Runtime:
         if self.aredis is not None:
             await self.aredis.aclose()
             self.aredis = None
+            self._chunk_recorder = None
 
     def adapter(self, account: str) -> ProviderAdapter:
         try:
@@ -68,6 +71,11 @@ class Runtime:
         if self.aredis is None:
             raise RuntimeError("runtime not started")
         return self.aredis
+
+    def chunk_recorder(self) -> ChunkRecorder:
+        if self._chunk_recorder is None:
+            self._chunk_recorder = ChunkRecorder(self.async_redis(), self.keys)
+        return self._chunk_recorder
 
     def close(self) -> None:
         self.redis.close()

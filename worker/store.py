@@ -12,6 +12,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Iterable, Mapping
+from importlib import resources
 from typing import Any
 
 from producers.contract import Job, RejectedRecipient, SendJob
@@ -115,67 +116,62 @@ def rejected_key(rej: RejectedRecipient) -> str:
     return f"#{rej.index}:{rej.raw}"
 
 
-def write_outcomes(
-    pipe: Any,
-    keys: Keys,
-    job_id: str,
-    account: str,
-    outcomes: Iterable[RecipientOutcome],
-    *,
-    previous: Status = Status.QUEUED,
-    now: float | None = None,
-) -> Counter[Status]:
-    """Queue the writes of a chunk's outcomes; returns how many went to each status."""
-    now = now or time.time()
-    records: dict[str, str] = {}
-    index: dict[str, str] = {}
-    awaiting: dict[str, float] = {}
+def chunk_outcomes_json(outcomes: Iterable[RecipientOutcome]) -> tuple[str, Counter[Status]]:
+    """The outcomes argument of ``record_chunk.lua`` and how many went to each status."""
+    items: list[dict[str, Any]] = []
     tally: Counter[Status] = Counter()
     for o in outcomes:
-        records[o.phone] = recipient_record(
-            o.status,
-            account=account,
-            provider_message_id=o.provider_message_id,
-            parts=o.parts,
-            cost=o.cost,
-            code=o.raw_code,
-            reason=o.reason,
-            at=now,
-        )
-        tally[o.status] += 1
-        if o.provider_message_id and o.status in (Status.SUBMITTED, Status.UNKNOWN):
-            pid = canonical_id(o.provider_message_id)
-            index[pid] = f"{job_id}|{o.phone}"
-            awaiting[pid] = now + RECONCILE_FIRST_CHECK
-        event = {
-            "type": "status",
-            "job_id": job_id,
-            "phone": o.phone,
-            "status": o.status.value,
-            "previous": previous.value,
-            "account": account,
-            "at": f"{now:.3f}",
-            "source": "dispatch",
-        }
+        item: dict[str, Any] = {"p": o.phone, "s": o.status.value}
         if o.provider_message_id:
-            event["provider_message_id"] = o.provider_message_id
-        if o.raw_code:
-            event["raw_status"] = o.raw_code
-        if o.reason:
-            event["reason"] = o.reason
-        pipe.xadd(keys.events, event, maxlen=EVENTS_MAXLEN, approximate=True)
-    if records:
-        pipe.hset(keys.recipients(job_id), mapping=records)
-    if index:
-        pipe.hset(keys.message_index(account), mapping=index)
-        pipe.zadd(keys.awaiting(account), awaiting)
-    counts_key = keys.counts(job_id)
-    moved = sum(tally.values())
-    if moved:
-        pipe.hincrby(counts_key, previous.value, -moved)
-    for status, n in tally.items():
-        pipe.hincrby(counts_key, status.value, n)
-    return tally
+            item["id"] = o.provider_message_id
+            item["cid"] = canonical_id(o.provider_message_id)
+        if o.parts is not None:
+            item["n"] = o.parts
+        if o.cost is not None:
+            item["c"] = o.cost
+        if o.raw_code is not None:
+            item["k"] = o.raw_code
+        if o.reason is not None:
+            item["r"] = o.reason
+        items.append(item)
+        tally[o.status] += 1
+    return dumps(items), tally
+
+
+class ChunkRecorder:
+    """Records a dispatched chunk's outcomes with ``record_chunk.lua`` (one round trip)."""
+
+    def __init__(self, client: Any, keys: Keys) -> None:
+        self._keys = keys
+        script = resources.files("worker").joinpath("record_chunk.lua").read_text(encoding="utf-8")
+        self._script = client.register_script(script)
+
+    async def record(
+        self,
+        job_id: str,
+        chunk_key: str,
+        account: str,
+        outcomes: Iterable[RecipientOutcome],
+        *,
+        previous: Status = Status.QUEUED,
+        now: float | None = None,
+    ) -> Counter[Status]:
+        now = now or time.time()
+        payload, tally = chunk_outcomes_json(outcomes)
+        args = [
+            self._keys.prefix,
+            job_id,
+            account,
+            previous.value,
+            f"{now:.3f}",
+            EVENTS_MAXLEN,
+            f"{now + RECONCILE_FIRST_CHECK:.3f}",
+            chunk_key,
+            CHUNK_STATE_TTL,
+            payload,
+        ]
+        await self._script(keys=[], args=args)
+        return tally
 
 
 def dead_letter(

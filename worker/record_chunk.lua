@@ -1,0 +1,63 @@
+-- smsq: record a dispatched chunk's outcomes atomically, in one round trip.
+--
+-- ARGV[1] key prefix   ARGV[2] job id     ARGV[3] account   ARGV[4] previous status
+-- ARGV[5] now          ARGV[6] events maxlen                 ARGV[7] first check time
+-- ARGV[8] chunk key    ARGV[9] chunk state ttl (s)           ARGV[10] outcomes JSON:
+--   [{"p": phone, "s": status, "id": provider id, "cid": canonical id, "n": parts,
+--     "c": cost, "k": raw code, "r": reason}, ...]   (absent keys: no value)
+--
+-- Writes every recipient's record, indexes submitted/unknown ids for reconciliation,
+-- moves the job's counts, appends one event per recipient, marks the chunk done and,
+-- with the job's last chunk, the job done. Returns the number of chunks done.
+local prefix, job, account, previous, now = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local maxlen, first_check = ARGV[6], ARGV[7]
+local outcomes = cjson.decode(ARGV[10])
+local base = prefix .. ":job:" .. job
+local index = prefix .. ":msgid:" .. account
+local awaiting = prefix .. ":awaiting:" .. account
+local events = prefix .. ":events"
+local records, tally, moved = {}, {}, 0
+local at = tonumber(now)
+
+local function flush(key, cmd, args)
+  -- HSET/ZADD in slices: Lua's unpack has a stack limit
+  for i = 1, #args, 4000 do
+    redis.call(cmd, key, unpack(args, i, math.min(i + 3999, #args)))
+  end
+end
+
+local idx, aw = {}, {}
+for _, o in ipairs(outcomes) do
+  local rec = {status = o.s, at = at, account = account,
+               provider_message_id = o.id, parts = o.n, cost = o.c, code = o.k, reason = o.r}
+  records[#records + 1] = o.p
+  records[#records + 1] = cjson.encode(rec)
+  tally[o.s] = (tally[o.s] or 0) + 1
+  moved = moved + 1
+  if o.cid and (o.s == "submitted" or o.s == "unknown") then
+    idx[#idx + 1] = o.cid
+    idx[#idx + 1] = job .. "|" .. o.p
+    aw[#aw + 1] = first_check
+    aw[#aw + 1] = o.cid
+  end
+  local ev = {"type", "status", "job_id", job, "phone", o.p, "status", o.s, "previous", previous,
+              "account", account, "at", now, "source", "dispatch"}
+  if o.id then ev[#ev + 1] = "provider_message_id"; ev[#ev + 1] = o.id end
+  if o.k then ev[#ev + 1] = "raw_status"; ev[#ev + 1] = o.k end
+  if o.r then ev[#ev + 1] = "reason"; ev[#ev + 1] = o.r end
+  redis.call("XADD", events, "MAXLEN", "~", maxlen, "*", unpack(ev))
+end
+if #records > 0 then flush(base .. ":rcpt", "HSET", records) end
+if #idx > 0 then
+  flush(index, "HSET", idx)
+  flush(awaiting, "ZADD", aw)
+end
+if moved > 0 then redis.call("HINCRBY", base .. ":counts", previous, -moved) end
+for status, n in pairs(tally) do redis.call("HINCRBY", base .. ":counts", status, n) end
+redis.call("SET", ARGV[8], "done", "EX", ARGV[9])
+local done = redis.call("HINCRBY", base, "chunks_done", 1)
+local total = tonumber(redis.call("HGET", base, "chunks") or "0")
+if total > 0 and done >= total then
+  redis.call("HSET", base, "state", "done", "finished_at", now)
+end
+return done
