@@ -127,3 +127,47 @@ def test_malformed_messages_are_dead_lettered_and_the_worker_goes_on(
         assert not [k for k in redis_client.keys("dramatiq:__acks__*") if redis_client.scard(k)]
     finally:
         sandboxes.stop()
+
+
+def test_messages_that_would_kill_threads_or_vanish_are_dead_lettered(
+    redis_url: str, redis_client: redis.Redis, make_worker: Any
+) -> None:
+    sandboxes = SandboxThread(["intis"])
+    try:
+        worker = make_worker(sandbox_settings(redis_url, sandboxes), threads=2)
+        job = {
+            "provider": "intis",
+            "sender": "smstest",
+            "text": "x",
+            "recipients": ["+447700900001"],
+        }
+        # Names another queue: Dramatiq would look up a consumer by it and kill the thread.
+        push_raw(redis_client, message([job], queue_name="smsq-intake-typo"))
+        push_raw(redis_client, message([job], queue_name="smsq-intake-typo"))
+        # Nested deeper than the JSON decoder's recursion limit.
+        push_raw(redis_client, b"[" * 100_000 + b"]" * 100_000)
+        # A delayed message without an eta, and one naming the wrong delay queue.
+        push_raw(redis_client, message([job], queue_name="smsq-intake.DQ"), queue="smsq-intake.DQ")
+        late = message([job], queue_name="smsq_intake.DQ")
+        late["options"]["eta"] = 1
+        push_raw(redis_client, late, queue="smsq-intake.DQ")
+        # A dispatch message pushed straight onto the intake queue would skip the contract.
+        push_raw(
+            redis_client,
+            message(
+                ["job", 0, ["intis-sandbox"], "s", "t", ["447700900002"]],
+                actor_name="dispatch_chunk",
+            ),
+        )
+        raw_enqueue(redis_client, {**job, "job_id": "still-good"})
+        worker.join()
+        assert redis_client.hget("smsq:job:still-good", "state") == b"done"
+        assert all(t.is_alive() for t in worker.worker.workers)
+        reasons = "\n".join(" ".join(d["reasons"]) for d in dead_letters(redis_client))
+        assert reasons.count("does not match the queue") == 3
+        assert "cannot be decoded (RecursionError)" in reasons
+        assert "needs a numeric options.eta" in reasons
+        assert "'dispatch_chunk' is not accepted on this queue" in reasons
+        assert not [k for k in redis_client.keys("dramatiq:__acks__*") if redis_client.scard(k)]
+    finally:
+        sandboxes.stop()

@@ -84,5 +84,7 @@ def create_app(settings: Settings, **broker_options: Any) -> App:
         **reconcile.register_actors(broker, runtime),
     }
     broker.declare_queue(INTAKE_OTP_QUEUE)
+    for intake_queue in (INTAKE_QUEUE, INTAKE_OTP_QUEUE):
+        broker.restrict_queue(intake_queue, frozenset({INTAKE_ACTOR}))
     broker.declare_queue(queues.DISPATCH_OTP_QUEUE)
     return App(settings, runtime, broker, accept, send, hlr, extra)

@@ -30,8 +30,17 @@ MESSAGE_FIELDS = frozenset(
 PoisonSink = Callable[[str, bytes, str], None]
 
 
-def message_problem(data: bytes | None, actors: set[str] | frozenset[str]) -> str | None:
-    """Why ``data`` is not a message this worker can process, or None when it is."""
+def message_problem(
+    data: bytes | None,
+    actors: set[str] | frozenset[str],
+    queue_name: str | None = None,
+    allowed_actors: frozenset[str] | None = None,
+) -> str | None:
+    """Why ``data``, fetched from ``queue_name``, is not a message this worker can process.
+
+    None when it is. ``allowed_actors`` narrows the actors a queue may carry (the
+    intake queues take ``accept_job`` only, so no raw producer can skip the contract).
+    """
     if data is None:
         return "message id with no body"
     try:
@@ -40,6 +49,8 @@ def message_problem(data: bytes | None, actors: set[str] | frozenset[str]) -> st
         return "body is not UTF-8"
     except json.JSONDecodeError as exc:
         return f"body is not valid JSON ({exc.msg} at position {exc.pos})"
+    except (RecursionError, ValueError, MemoryError) as exc:
+        return f"body cannot be decoded ({type(exc).__name__})"
     if not isinstance(body, dict):
         return f"body is a JSON {type(body).__name__}, not an object"
     missing = sorted(MESSAGE_FIELDS - set(body))
@@ -68,6 +79,17 @@ def message_problem(data: bytes | None, actors: set[str] | frozenset[str]) -> st
         return "options.redis_message_id is missing or not a string"
     if body["actor_name"] not in actors:
         return f"no actor named {body['actor_name'][:64]!r}"
+    if queue_name is not None:
+        if body["queue_name"] != queue_name:
+            # Dramatiq routes acks and delays by this name: a wrong one would kill the
+            # worker thread or move the message to a queue nobody consumes.
+            return f"queue_name {body['queue_name'][:64]!r} does not match the queue {queue_name!r}"
+        if queue_name.endswith(".DQ"):
+            eta = body["options"].get("eta")
+            if not isinstance(eta, int | float) or isinstance(eta, bool) or eta != eta:
+                return "a delayed message needs a numeric options.eta (epoch milliseconds)"
+    if allowed_actors is not None and body["actor_name"] not in allowed_actors:
+        return f"actor {body['actor_name'][:64]!r} is not accepted on this queue"
     return None
 
 
@@ -77,6 +99,12 @@ class SafeRedisBroker(RedisBroker):
     def __init__(self, *, poison_sink: PoisonSink | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)  # type: ignore[no-untyped-call]
         self.poison_sink = poison_sink
+        self.queue_actors: dict[str, frozenset[str]] = {}
+
+    def restrict_queue(self, queue_name: str, actors: frozenset[str]) -> None:
+        """Accept only ``actors`` on ``queue_name`` (and its delay queue)."""
+        self.queue_actors[queue_name] = actors
+        self.queue_actors[f"{queue_name}.DQ"] = actors
 
     def do_fetch(self, queue_name: str, count: int) -> list[bytes]:
         fetch = self._dispatch("fetch")  # type: ignore[no-untyped-call]
@@ -84,8 +112,12 @@ class SafeRedisBroker(RedisBroker):
         actors = frozenset(self.actors)
         good: list[tuple[bytes, str]] = []
         bad: list[tuple[bytes | None, str]] = []
+        allowed = self.queue_actors.get(queue_name)
         for data in bodies:
-            problem = message_problem(data, actors)
+            try:
+                problem = message_problem(data, actors, queue_name, allowed)
+            except Exception as exc:  # nothing a producer writes may stop the consumer
+                problem = f"body cannot be checked ({type(exc).__name__})"
             if problem is None and data is not None:
                 good.append((data, json.loads(data)["options"]["redis_message_id"]))
             else:
