@@ -36,6 +36,16 @@ class RecipientRow:
     code: str | None = None
     reason: str | None = None
     at: float | None = None
+    raw_status: str | None = None  # the provider's own status, once a report was applied
+    raw_error: str | None = None
+    source: str | None = None  # what set the status: dispatch, poll, history, webhook
+
+    @classmethod
+    def from_record(cls, phone: str, record: dict[str, Any]) -> RecipientRow:
+        """A row from the stored JSON; fields this version does not know are ignored."""
+        known = {k: v for k, v in record.items() if k in cls.__dataclass_fields__ and k != "phone"}
+        known.setdefault("status", "unknown")
+        return cls(phone=phone, **known)
 
     def masked(self) -> RecipientRow:
         phone = self.phone if self.phone.startswith("#") else mask_phone(self.phone)
@@ -188,11 +198,7 @@ class SmsqClient:
         hlr: dict[str, Mapping[str, Any]] = {}
         if recipients:
             for phone, raw in self.redis.hscan_iter(self.keys.recipients(job_id), count=1000):
-                data = json.loads(raw)
-                data.pop("status", None)
-                rows.append(
-                    RecipientRow(phone=_decode(phone), status=json.loads(raw)["status"], **data)
-                )
+                rows.append(RecipientRow.from_record(_decode(phone), json.loads(raw)))
                 if limit is not None and len(rows) >= limit:
                     break
             for phone, raw in self.redis.hscan_iter(self.keys.hlr(job_id), count=1000):

@@ -62,7 +62,8 @@ def create_app(settings: Settings, **broker_options: Any) -> App:
     def accept_job(*args: Any, **kwargs: Any) -> None:
         message = CurrentMessage.get_current_message()
         enqueued_at = message.message_timestamp / 1000 if message is not None else None
-        intake.accept_job(runtime, *args, enqueued_at=enqueued_at, **kwargs)
+        message_id = message.message_id if message is not None else None
+        intake.accept_job(runtime, args, kwargs, enqueued_at=enqueued_at, message_id=message_id)
 
     async def dispatch_chunk(*args: Any) -> None:
         await dispatch.dispatch_chunk(runtime, *args)

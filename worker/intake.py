@@ -18,6 +18,7 @@ from typing import Any
 import redis
 
 from producers.contract import HlrJob, Job, JobRejected, SendJob, validate_job
+from producers.status import JobState
 from producers.wire import NAMESPACE, build_message, write_message
 from worker import metrics, store
 from worker.queues import HLR_ACTOR, SEND_ACTOR, dispatch_queue
@@ -28,12 +29,25 @@ log = logging.getLogger("smsq.intake")
 CLIENT_ID_MAX = 2_147_483_647  # the largest client message id the providers accept
 
 
-def accept_job(rt: Runtime, *args: Any, enqueued_at: float | None = None, **kwargs: Any) -> str:
-    """Take one job payload; returns 'accepted', 'duplicate' or 'dead_lettered'.
+ENQUEUED_AT_TRUSTED = 24 * 3600.0  # an enqueue time older than this (or ahead) is not trusted
 
-    ``enqueued_at`` (epoch seconds, from the message) is the time the schedule
-    is judged against, so a backlog does not turn a valid ``scheduled_at``
-    into one "in the past".
+
+def accept_job(
+    rt: Runtime,
+    args: tuple[Any, ...] | list[Any],
+    kwargs: dict[str, Any],
+    *,
+    enqueued_at: float | None = None,
+    message_id: str | None = None,
+) -> str:
+    """Take one job message's arguments; returns 'accepted', 'duplicate' or 'dead_lettered'.
+
+    ``enqueued_at`` (epoch seconds, from the message) is the time a schedule is
+    judged against, so a backlog does not turn a valid ``scheduled_at`` into one
+    "in the past". ``message_id`` (stable across redeliveries and retries) becomes
+    the job id of a payload that has none, so a redelivered job is still accepted once.
+    Anything unexpected dead-letters the job with its reason; only Redis errors
+    propagate (Dramatiq retries the message).
     """
     if len(args) != 1 or kwargs:
         reasons = [
@@ -43,16 +57,35 @@ def accept_job(rt: Runtime, *args: Any, enqueued_at: float | None = None, **kwar
         _dead_letter(rt, reasons, {"args": list(args), "kwargs": kwargs}, None)
         return "dead_lettered"
     payload = args[0]
+    if isinstance(payload, dict) and not payload.get("job_id") and message_id:
+        payload = {**payload, "job_id": message_id}
     try:
-        now = datetime.fromtimestamp(min(enqueued_at or time.time(), time.time()), UTC)
-        job = validate_job(payload, providers=rt.settings.provider_names(), now=now)
+        job = validate_job(
+            payload, providers=rt.settings.provider_names(), now=_judged_at(enqueued_at)
+        )
+        result = _store_and_split(rt, job)
     except JobRejected as exc:
         _dead_letter(rt, exc.reasons, payload, exc.job_id)
         metrics.JOBS.labels(_kind(payload), "dead_lettered").inc()
         return "dead_lettered"
-    result = _store_and_split(rt, job)
+    except redis.RedisError:
+        raise
+    except Exception as exc:
+        log.exception("job could not be accepted")
+        job_id = payload.get("job_id") if isinstance(payload, dict) else None
+        reason = f"internal error while accepting the job: {type(exc).__name__}"
+        _dead_letter(rt, [reason], payload, job_id if isinstance(job_id, str) else None)
+        metrics.JOBS.labels(_kind(payload), "dead_lettered").inc()
+        return "dead_lettered"
     metrics.JOBS.labels(job.kind, result).inc()
     return result
+
+
+def _judged_at(enqueued_at: float | None) -> datetime:
+    now = time.time()
+    if enqueued_at is None or not now - ENQUEUED_AT_TRUSTED <= enqueued_at <= now:
+        return datetime.fromtimestamp(now, UTC)
+    return datetime.fromtimestamp(enqueued_at, UTC)
 
 
 def _kind(payload: Any) -> str:
@@ -101,7 +134,9 @@ def _store_and_split(rt: Runtime, job: Job) -> str:
     with rt.redis.pipeline(transaction=True) as pipe:
         try:
             pipe.watch(job_key)  # type: ignore[no-untyped-call]
-            if pipe.exists(job_key):
+            previous_state = pipe.hget(job_key, "state")
+            resubmitted = previous_state == JobState.DEAD_LETTERED.value.encode()
+            if previous_state is not None and not resubmitted:
                 log.info("job %s seen before; not accepted twice", job.job_id)
                 return "duplicate"
             first_id = 0
@@ -109,6 +144,8 @@ def _store_and_split(rt: Runtime, job: Job) -> str:
                 last = int(pipe.incrby(f"{rt.keys.prefix}:client_ids", len(chunks)))
                 first_id = last - len(chunks) + 1
             pipe.multi()
+            if resubmitted:  # a corrected job under the id of one that was dead-lettered
+                pipe.delete(job_key)
             store.write_job_record(
                 pipe, rt.keys, job, accounts=accounts, chunks=len(chunks), now=now
             )
