@@ -28,3 +28,26 @@ def test_filter_masks_messages_args_and_tracebacks(caplog: pytest.LogCaptureFixt
     assert "79161234567" not in caplog.text
     assert "447700900124" not in caplog.text
     assert "4477******23" in caplog.text
+
+
+def test_dramatiq_messages_are_summarised_and_bad_log_calls_do_not_raise(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import dramatiq
+
+    logger = logging.getLogger("smsq.test.redaction2")
+    caplog.handler.addFilter(RedactingFilter())
+    msg = dramatiq.Message(
+        queue_name="q",
+        actor_name="dispatch_chunk",
+        args=("job", 0, "Your code is 123456", ["447700900125"]),
+        kwargs={},
+        options={},
+    )
+    with caplog.at_level(logging.INFO, logger="smsq.test.redaction2"):
+        logger.error("Failed to process message %s with unhandled exception.", msg)
+        logger.info("two placeholders %s %s", "only one")  # malformed: must not raise
+        logger.info("sentence ends with a number 79161234567.")
+    assert f"dispatch_chunk[{msg.message_id}]" in caplog.text
+    assert "123456" not in caplog.text and "447700900125" not in caplog.text
+    assert "79161234567" not in caplog.text and "two placeholders" in caplog.text
