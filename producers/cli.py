@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -190,7 +189,7 @@ def _status(args: argparse.Namespace, client: SmsqClient) -> int:
         args.job_id, recipients=args.limit > 0 or args.json, limit=args.limit or None
     )
     if status is None:
-        print(f"no job {args.job_id!r} in {os.environ.get('REDIS_URL', 'Redis')}", file=sys.stderr)
+        print(f"no job {args.job_id!r} in this Redis", file=sys.stderr)
         return 1
     if args.json:
         rows = [r if args.show_numbers else r.masked() for r in status.recipients]

@@ -149,3 +149,20 @@ def test_web_and_scheduler_sections() -> None:
         "scheduler.horizon: must be a positive",
     ):
         assert expected in problems, expected
+
+
+def test_secrets_never_show_in_reprs_or_errors() -> None:
+    s = parse_settings(
+        {
+            **GOOD,
+            "redis": {"url": "redis://:hunter2@127.0.0.1:6379/0"},
+            "web": {"intake_tokens": [{"env": "T"}]},
+        },
+        {**ENV, "T": "tok-secret"},
+    )
+    text = repr(s)
+    for secret in ("k3y", "pa55", "hunter2", "tok-secret"):
+        assert secret not in text
+    with pytest.raises(ConfigError) as info:
+        parse_settings({**GOOD, "redis": {"url": "http://user:hunter2@host"}}, ENV)
+    assert "hunter2" not in str(info.value) and "user:***@host" in str(info.value)

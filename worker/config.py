@@ -83,7 +83,9 @@ class WebSettings:
 
     host: str = "127.0.0.1"
     port: int = 8080
-    intake_tokens: tuple[str, ...] = ()  # bearer tokens for POST /v1/jobs; empty: intake off
+    intake_tokens: tuple[str, ...] = field(
+        default=(), repr=False
+    )  # bearer tokens; empty: intake off
     max_body_bytes: int = 1_048_576
 
 
@@ -116,7 +118,7 @@ class AccountLimits:
 
 @dataclass(frozen=True)
 class Settings:
-    redis_url: str
+    redis_url: str = field(repr=False)  # may hold a password
     key_prefix: str = DEFAULT_PREFIX
     accounts: Mapping[str, AccountConfig] = field(default_factory=dict)
     routes: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
@@ -145,6 +147,16 @@ class Settings:
         if len(matching) == 1:
             return matching
         raise KeyError(provider)
+
+
+def safe_url(url: str) -> str:
+    """``url`` without the password it may carry (for messages and output)."""
+    parts = urlparse(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    user = f"{parts.username}:***@" if parts.username else "***@"
+    return parts._replace(netloc=user + netloc).geturl()
 
 
 def _env_overrides(env: Mapping[str, str]) -> list[tuple[list[str], str]]:
@@ -242,7 +254,8 @@ def _account(
         problems.append(f"{where}.kind: must be one of {', '.join(known_kinds())}, got {kind!r}")
     base_url = raw.get("base_url")
     if not isinstance(base_url, str) or urlparse(base_url).scheme not in ("http", "https"):
-        problems.append(f"{where}.base_url: must be an http(s) URL, got {base_url!r}")
+        shown = safe_url(base_url) if isinstance(base_url, str) else base_url
+        problems.append(f"{where}.base_url: must be an http(s) URL, got {shown!r}")
     login = raw.get("login", "")
     if not isinstance(login, str):
         problems.append(f"{where}.login: must be a string")
@@ -291,7 +304,9 @@ def parse_settings(data: Mapping[str, Any], env: Mapping[str, str] | None = None
     redis_section = data.get("redis", {})
     redis_url = env.get("REDIS_URL") or redis_section.get("url") or "redis://127.0.0.1:6379/0"
     if urlparse(str(redis_url)).scheme not in ("redis", "rediss", "unix"):
-        problems.append(f"redis.url / REDIS_URL: must be a redis:// URL, got {redis_url!r}")
+        problems.append(
+            f"redis.url / REDIS_URL: must be a redis:// URL, got {safe_url(str(redis_url))!r}"
+        )
     prefix = redis_section.get("key_prefix", DEFAULT_PREFIX)
     if not isinstance(prefix, str) or not prefix or ":" in prefix:
         problems.append("redis.key_prefix: must be a non-empty string without ':'")

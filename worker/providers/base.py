@@ -63,13 +63,15 @@ class AccountConfig:
     kind: str
     base_url: str
     login: str = ""
-    password: str = ""  # SMSC psw, IntelliSoftware password
-    api_key: str = ""  # Intis API key, SMSC apikey
+    password: str = field(default="", repr=False)  # SMSC psw, IntelliSoftware password
+    api_key: str = field(default="", repr=False)  # Intis API key, SMSC apikey
     batch_size: int = 0  # 0: the adapter's documented maximum
     timeout: float = 30.0
     backup_urls: tuple[str, ...] = ()
     options: Mapping[str, Any] = field(default_factory=dict)
-    webhook_secret: str = ""  # verifies what the provider pushes (signature key or URL token)
+    webhook_secret: str = field(
+        default="", repr=False
+    )  # verifies pushes (signature key, URL token)
 
 
 @dataclass(frozen=True)
