@@ -166,3 +166,29 @@ def test_secrets_never_show_in_reprs_or_errors() -> None:
     with pytest.raises(ConfigError) as info:
         parse_settings({**GOOD, "redis": {"url": "http://user:hunter2@host"}}, ENV)
     assert "hunter2" not in str(info.value) and "user:***@host" in str(info.value)
+
+
+def test_numbers_must_be_finite_and_positive() -> None:
+    bad = {
+        **GOOD,
+        "dispatch": {"max_retry_seconds": "120", "probe_interval": 0, "max_attempts": 2.5},
+        "scheduler": {"horizon": float("inf")},
+    }
+    bad["accounts"] = {
+        **GOOD["accounts"],
+        "x": {
+            **GOOD["accounts"]["smsc-main"],
+            "limits": {"send": {"requests": 5, "per_seconds": float("nan")}},
+        },
+    }
+    with pytest.raises(ConfigError) as info:
+        parse_settings(bad, ENV)
+    problems = "\n".join(info.value.problems)
+    for expected in (
+        "dispatch.max_retry_seconds: must be a positive number",
+        "dispatch.probe_interval: must be a positive number",
+        "dispatch.max_attempts: must be a whole number",
+        "scheduler.horizon: must be a positive number",
+        "accounts.x.limits.send",
+    ):
+        assert expected in problems, expected

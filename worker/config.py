@@ -29,6 +29,7 @@ Every problem found is reported at once, each naming its key.
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
 from collections.abc import Mapping
@@ -338,23 +339,10 @@ def parse_settings(data: Mapping[str, Any], env: Mapping[str, str] | None = None
                 problems.append(f"routes.{name}: names account {m!r}, which is not defined")
         routes[name] = tuple(members)
 
-    dispatch_raw = data.get("dispatch", {})
-    dispatch = DispatchSettings()
-    if isinstance(dispatch_raw, dict):
-        for unknown in sorted(set(dispatch_raw) - set(DispatchSettings.__dataclass_fields__)):
-            problems.append(f"dispatch.{unknown}: unknown setting")
-        try:
-            dispatch = DispatchSettings(
-                **{
-                    k: v
-                    for k, v in dispatch_raw.items()
-                    if k in DispatchSettings.__dataclass_fields__
-                }
-            )
-        except TypeError as exc:
-            problems.append(f"dispatch: {exc}")
-        if not isinstance(dispatch.max_attempts, int) or dispatch.max_attempts < 1:
-            problems.append("dispatch.max_attempts: must be a whole number >= 1")
+    dispatch = _plain_section("dispatch", DispatchSettings, data.get("dispatch", {}), problems)
+    if dispatch.max_attempts != int(dispatch.max_attempts):
+        problems.append("dispatch.max_attempts: must be a whole number")
+    dispatch = DispatchSettings(**{**dispatch.__dict__, "max_attempts": int(dispatch.max_attempts)})
 
     web = _web(data.get("web", {}), env, problems)
     scheduler = _plain_section("scheduler", SchedulerSettings, data.get("scheduler", {}), problems)
@@ -383,7 +371,12 @@ def _plain_section(name: str, cls: Any, raw: Any, problems: list[str]) -> Any:
     for key, value in raw.items():
         if key not in fields:
             problems.append(f"{name}.{key}: unknown setting (known: {', '.join(sorted(fields))})")
-        elif not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
+        elif (
+            not isinstance(value, int | float)
+            or isinstance(value, bool)
+            or not math.isfinite(value)
+            or value <= 0
+        ):
             problems.append(f"{name}.{key}: must be a positive number, got {value!r}")
         else:
             values[key] = float(value)

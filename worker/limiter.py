@@ -15,6 +15,7 @@ that expire, so a killed process leaks no slot.
 from __future__ import annotations
 
 import asyncio
+import math
 import uuid
 from dataclasses import dataclass
 from importlib import resources
@@ -38,7 +39,12 @@ class Rule:
     reserve: int = 0
 
     def __post_init__(self) -> None:
-        if self.limit < 1 or self.window <= 0 or not 0 <= self.reserve < self.limit:
+        if (
+            self.limit < 1
+            or not math.isfinite(self.window)
+            or self.window <= 0
+            or not 0 <= self.reserve < self.limit
+        ):
             raise ValueError(
                 f"invalid rate rule {self}: need limit >= 1, window > 0, 0 <= reserve < limit"
             )

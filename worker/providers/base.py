@@ -11,6 +11,7 @@ failures into classified :class:`ProviderError`.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -22,6 +23,9 @@ import aiohttp
 
 from producers.status import Status
 from worker import metrics
+
+
+MAX_RETRY_AFTER = 3600.0  # a provider's Retry-After is honoured up to an hour
 
 
 class ErrorClass(StrEnum):
@@ -276,8 +280,10 @@ class HttpClient:
         Transport failures become ``ProviderError``: a failure to connect is
         TRANSIENT (nothing left this process); a failure after the request may
         have left is TRANSIENT for idempotent calls and AMBIGUOUS otherwise.
-        HTTP 429 is THROTTLED (with Retry-After); 5xx is TRANSIENT (the gateway
-        answered that it did not take the request).
+        HTTP 429 is THROTTLED (with Retry-After); 401/403 is ACCOUNT (credentials or
+        an IP block); 500/503 are TRANSIENT (the gateway did not take the request);
+        502/504 are AMBIGUOUS for non-idempotent calls (a proxy answered; the gateway
+        behind it may have acted), TRANSIENT otherwise.
         """
         started = time.perf_counter()
         outcome = "error"
@@ -313,10 +319,17 @@ class HttpClient:
                     retry_after=_retry_after(result.headers),
                 )
             if result.status >= 500:
-                # The gateway answered that it failed: it did not take the request.
                 outcome = "server_error"
+                # 500/503: the gateway says it failed, so it did not take the request. 502/504
+                # come from a proxy in front of it and may follow an accepted request: for a
+                # call that must not run twice they are ambiguous.
+                proxied = result.status in (502, 504)
+                cls = ErrorClass.AMBIGUOUS if proxied and not idempotent else ErrorClass.TRANSIENT
+                raise ProviderError(cls, f"HTTP {result.status}", raw_code=str(result.status))
+            if result.status in (401, 403):
+                outcome = "client_error"
                 raise ProviderError(
-                    ErrorClass.TRANSIENT, f"HTTP {result.status}", raw_code=str(result.status)
+                    ErrorClass.ACCOUNT, f"HTTP {result.status}", raw_code=str(result.status)
                 )
             if result.status >= 400:
                 outcome = "client_error"
@@ -336,6 +349,9 @@ def _retry_after(headers: Mapping[str, str]) -> float | None:
     if value is None:
         return None
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
+        return None  # an HTTP-date, or garbage: the core's own pause applies
+    if not math.isfinite(seconds):
         return None
+    return min(max(0.0, seconds), MAX_RETRY_AFTER)
