@@ -24,7 +24,6 @@ import aiohttp
 from producers.status import Status
 from worker import metrics
 
-
 MAX_RETRY_AFTER = 3600.0  # a provider's Retry-After is honoured up to an hour
 
 
