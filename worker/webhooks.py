@@ -1,12 +1,225 @@
-"""Provider pushes: the actor that applies a stored push (see worker/web.py for receipt)."""
+"""Provider pushes: the stored-push format and the actor that applies a stored push.
+
+Receipt is in worker/web.py: a push is verified by its provider's ``verify_webhook``,
+then stored raw in the hash ``<prefix>:inbox`` (id -> JSON, body in base64) and the
+``apply_webhook(id)`` message is enqueued on ``smsq-webhooks``, both in one MULTI/EXEC
+(:func:`queue_push`), and only then does the provider hear its answer.
+
+``apply_webhook`` loads the entry (a missing one was applied already), has the provider's
+``parse_webhook`` read it, and applies what it carried through the one path for each:
+statuses through :class:`~worker.status_apply.StatusApplier` (monotonic, one event per
+change, none for a duplicate), incoming messages and HLR results through
+:class:`~worker.inbound.Inbound` (stored once per id). Other events are appended to the
+events stream in the same transaction that deletes the entry, so a redelivered message
+never publishes them twice. A push that cannot be parsed is dead-lettered (source
+``webhook``) and removed: never retried forever, never a crashed worker. A Redis failure
+raises, and Dramatiq retries the message with backoff.
+"""
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
+import logging
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
+import dramatiq
+import redis.asyncio as aredis
+
+from producers.keys import Keys
+from producers.wire import build_message, write_message
+from worker import metrics, store
+from worker.inbound import Inbound
+from worker.providers import provider_module
+from worker.providers.base import AccountConfig, InboundRequest, WebhookContent
 from worker.runtime import Runtime
+from worker.status_apply import EVENTS_MAXLEN, StatusApplier
+
+log = logging.getLogger("smsq.webhooks")
+
+WEBHOOK_QUEUE = "smsq-webhooks"
+WEBHOOK_ACTOR = "apply_webhook"
+SOURCE = "webhook"
+# Query parameters that carry a shared secret: masked in dead letters.
+SECRET_PARAMS = frozenset({"key"})
+
+
+def inbox_key(keys: Keys) -> str:
+    """Hash: push id -> JSON of the raw request, until the actor has applied it."""
+    return f"{keys.prefix}:inbox"
+
+
+def new_push_id() -> str:
+    return uuid.uuid4().hex
+
+
+def encode_push(account: AccountConfig, request: InboundRequest) -> str:
+    """The inbox JSON of one received push."""
+    return json.dumps(
+        {
+            "account": account.name,
+            "kind": account.kind,
+            "method": request.method,
+            "path": request.path,
+            "query": dict(request.query),
+            "content_type": request.content_type,
+            "body": base64.b64encode(request.body).decode("ascii"),
+            "remote": request.remote,
+            "received_at": request.received_at,
+        },
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
+
+
+@dataclass(frozen=True)
+class StoredPush:
+    account: str
+    kind: str
+    request: InboundRequest
+
+
+def decode_push(raw: bytes | str) -> StoredPush:
+    """Read an inbox entry back; ValueError when it is not one."""
+    try:
+        data = json.loads(raw)
+        query = data["query"]
+        if not isinstance(query, dict):
+            raise TypeError("query")
+        request = InboundRequest(
+            method=str(data["method"]),
+            path=str(data["path"]),
+            query={str(k): str(v) for k, v in query.items()},
+            content_type=str(data["content_type"]),
+            body=base64.b64decode(data["body"], validate=True),
+            remote=str(data["remote"]),
+            received_at=float(data["received_at"]),
+        )
+        return StoredPush(str(data["account"]), str(data["kind"]), request)
+    except (ValueError, KeyError, TypeError, binascii.Error) as exc:
+        raise ValueError(f"not a stored push ({type(exc).__name__}: {exc})") from None
+
+
+def queue_push(pipe: Any, keys: Keys, push_id: str, entry: str) -> None:
+    """Queue, on a MULTI pipeline (sync or asyncio), the entry and its apply_webhook message."""
+    pipe.hset(inbox_key(keys), push_id, entry)
+    target, redis_id, body = build_message(WEBHOOK_QUEUE, WEBHOOK_ACTOR, [push_id])
+    write_message(pipe, target, redis_id, body)
+
+
+def _masked(raw: bytes | str) -> str:
+    """The entry as kept in a dead letter: shared secrets in the query masked."""
+    try:
+        data = json.loads(raw)
+        query = data.get("query")
+        if isinstance(query, dict):
+            data["query"] = {k: "***" if k in SECRET_PARAMS else v for k, v in query.items()}
+        return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+    except (ValueError, AttributeError):
+        return raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else raw
+
+
+class WebhookApplier:
+    """Applies stored pushes; its Redis helpers live on the runtime's asyncio client."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self._client: aredis.Redis | None = None
+        self._statuses: StatusApplier | None = None
+        self._inbound: Inbound | None = None
+
+    def _helpers(self) -> tuple[aredis.Redis, StatusApplier, Inbound]:
+        client = self.runtime.async_redis()
+        if client is not self._client or self._statuses is None or self._inbound is None:
+            # First use, or the runtime was restarted with a new client.
+            self._statuses = StatusApplier(client, self.runtime.keys.prefix)
+            self._inbound = Inbound(client, self.runtime.keys)
+            self._client = client
+        return client, self._statuses, self._inbound
+
+    async def apply(self, push_id: str) -> str:
+        """Apply one stored push; returns 'applied', 'missing' or 'dead_lettered'."""
+        client, statuses, inbound = self._helpers()
+        keys = self.runtime.keys
+        raw: bytes | str | None = await client.hget(inbox_key(keys), push_id)
+        if raw is None:
+            return "missing"  # applied (and removed) before: a redelivery
+        try:
+            push = decode_push(raw)
+            account = self.runtime.settings.accounts.get(push.account)
+            if account is None:
+                raise ValueError(f"account {push.account!r} is no longer configured")
+            if account.kind != push.kind:
+                raise ValueError(f"account {push.account!r} is now of kind {account.kind!r}")
+            content = provider_module(account.kind).parse_webhook(account, push.request)
+            if not isinstance(content, WebhookContent):
+                raise TypeError(f"parse_webhook returned {type(content).__name__}")
+        except Exception as exc:  # a bad push must not be retried forever
+            await self._dead_letter(client, push_id, raw, f"{type(exc).__name__}: {exc}")
+            return "dead_lettered"
+
+        if content.reports:
+            await statuses.apply(account.name, content.reports, source=SOURCE)
+        if content.incoming:
+            await inbound.store_incoming(account.name, content.incoming, source=SOURCE)
+        if content.hlr:
+            await inbound.record_hlr(account.name, content.hlr)
+        pipe = client.pipeline(transaction=True)
+        for event in content.events:
+            pipe.xadd(
+                keys.events,
+                _event(account.name, event),
+                maxlen=EVENTS_MAXLEN,
+                approximate=True,
+            )
+        pipe.hdel(inbox_key(keys), push_id)
+        await pipe.execute()
+        return "applied"
+
+    async def _dead_letter(
+        self, client: aredis.Redis, push_id: str, raw: bytes | str, reason: str
+    ) -> None:
+        pipe = client.pipeline(transaction=True)
+        dl_id = store.dead_letter(
+            pipe,
+            self.runtime.keys,
+            source=SOURCE,
+            reasons=[reason],
+            payload=_masked(raw),  # text, not an object: `smsq dlq replay` refuses it
+        )
+        pipe.hdel(inbox_key(self.runtime.keys), push_id)
+        await pipe.execute()
+        metrics.DEAD_LETTERS.labels(SOURCE).inc()
+        log.warning("push %s dead-lettered (%s): %s", push_id, dl_id, reason[:300])
+
+
+def _event(account: str, event: Mapping[str, str]) -> dict[Any, Any]:
+    fields: dict[Any, Any] = {"type": "webhook", **{str(k): str(v) for k, v in event.items()}}
+    fields.update(account=account, source=SOURCE, at=f"{time.time():.3f}")
+    if not fields["type"]:
+        fields["type"] = "webhook"
+    return fields
 
 
 def register_actors(broker: Any, runtime: Runtime) -> dict[str, Any]:
-    """Declare this module's actors on ``broker``; returns them by name."""
-    return {}
+    """Declare ``apply_webhook`` (queue ``smsq-webhooks``) on ``broker``; returns it by name."""
+    applier = WebhookApplier(runtime)
+
+    async def apply_webhook(push_id: str) -> None:
+        await applier.apply(push_id)
+
+    broker.declare_queue(WEBHOOK_QUEUE)
+    actor = dramatiq.actor(
+        broker=broker,
+        actor_name=WEBHOOK_ACTOR,
+        queue_name=WEBHOOK_QUEUE,
+        max_retries=20,
+        min_backoff=500,
+        max_backoff=60_000,
+    )(apply_webhook)
+    return {WEBHOOK_ACTOR: actor}

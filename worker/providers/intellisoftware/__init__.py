@@ -11,10 +11,22 @@ from worker.providers.intellisoftware.sandbox import (
     DEFAULT_USERNAME,
     create_sandbox,
 )
+from worker.providers.intellisoftware.webhooks import parse_webhook, verify_webhook
 
 Adapter = IntelliSoftwareAdapter
 
 # What the sandbox accepts by default (for configs that point at it).
 SANDBOX_ACCOUNT = {"login": DEFAULT_USERNAME, "password": DEFAULT_PASSWORD}
 
-__all__ = ["SANDBOX_ACCOUNT", "Adapter", "IntelliSoftwareAdapter", "create_sandbox"]
+# Rate rules per endpoint class, [(requests, per_seconds)]: IntelliSoftware's HTTP API doc
+# gives no request rate, so none (an account's ``limits`` may add some).
+DEFAULT_LIMITS: dict[str, list[tuple[int, float]]] = {}
+
+__all__ = [
+    "SANDBOX_ACCOUNT",
+    "Adapter",
+    "IntelliSoftwareAdapter",
+    "create_sandbox",
+    "parse_webhook",
+    "verify_webhook",
+]

@@ -7,10 +7,22 @@ from __future__ import annotations
 
 from worker.providers.intis.adapter import IntisAdapter
 from worker.providers.intis.sandbox import DEFAULT_API_KEY, create_sandbox
+from worker.providers.intis.webhooks import parse_webhook, verify_webhook
 
 Adapter = IntisAdapter
 
 # What the sandbox accepts by default (for configs that point at it).
 SANDBOX_ACCOUNT = {"login": "testuser", "api_key": DEFAULT_API_KEY, "sender": "smstest"}
 
-__all__ = ["SANDBOX_ACCOUNT", "Adapter", "IntisAdapter", "create_sandbox"]
+# Rate rules per endpoint class, [(requests, per_seconds)]: the Intis HTTP API v1.4 doc
+# gives no request rate for any endpoint, so none (an account's ``limits`` may add some).
+DEFAULT_LIMITS: dict[str, list[tuple[int, float]]] = {}
+
+__all__ = [
+    "SANDBOX_ACCOUNT",
+    "Adapter",
+    "IntisAdapter",
+    "create_sandbox",
+    "parse_webhook",
+    "verify_webhook",
+]

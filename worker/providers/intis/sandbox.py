@@ -15,6 +15,15 @@ state's :class:`~worker.providers.sandbox_kit.OutcomeMix` schedule. The
 request log, fault injection and admin routes come from
 :mod:`worker.providers.sandbox_kit`.
 
+Delivery reports: with ``callback_url`` set, the sandbox GETs it when a message reaches
+its final state, with the parameters the providers README lists (``message-id``,
+``state`` 2 delivered / 5 undeliverable / 3 expired, ``price``, ``currency``, ``mcc``,
+``mnc``) added to the URL's own query (so ``?key=<secret>`` stays). Anything but HTTP 200
+(or no answer) is retried every ``callback_retry_interval`` seconds, at most
+``callback_attempts`` times in all (Intis documents no retry policy: not documented).
+``callback_repeat`` > 1 pushes each report that many times, as a gateway that never saw
+the answer would. ``GET /__sandbox/intis/callbacks`` lists the attempts.
+
 Where the doc is silent the sandbox has to choose; each such choice is marked
 "(not documented)" below. Where the doc and Intis's own SDKs disagree on a
 response shape, ``dialect="sdk"`` answers the SDKs' shape (see :data:`Dialect`).
@@ -22,28 +31,41 @@ response shape, ``dialect="sdk"`` answers the SDKs' shape (see :data:`Dialect`).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import heapq
+import itertools
 import json
 import random
 import re
 import string
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, Literal
 from xml.sax.saxutils import escape, quoteattr
 
+import aiohttp
 from aiohttp import web
+from yarl import URL
 
 from producers.segments import count_segments
 from worker.providers.intis.adapter import ENDPOINTS
 from worker.providers.intis.signing import TIMESTAMP_VALIDITY, verify
-from worker.providers.sandbox_kit import SandboxState, make_app, request_params
+from worker.providers.sandbox_kit import (
+    ADMIN_PREFIX,
+    SandboxMessage,
+    SandboxState,
+    make_app,
+    request_params,
+)
 
 __all__ = [
     "DEFAULT_API_KEY",
     "INTIS_KEY",
+    "CallbackAttempt",
     "IntisSandbox",
     "SandboxList",
     "create_sandbox",
@@ -59,9 +81,22 @@ StatusForm = Literal["flat", "nested"]
 Dialect = Literal["doc", "sdk"]
 
 _STATUS_WORDS = {"delivered": "deliver", "undeliverable": "not_deliver", "expired": "expired"}
+# The delivery report's ``state`` for each sandbox outcome (the README's 0–9 list).
+_REPORT_STATES = {"delivered": "2", "undeliverable": "5", "expired": "3"}
 _XML_HEAD = '<?xml version="1.0" encoding="utf-8"?>\n'
 _PAGE_SIZE = 100  # phone.php: the doc's lists have count 3618 / pages 37, count 2255 / pages 23
 _SENDER_TEXT = re.compile(r"^[A-Za-z0-9 ._&-]{1,11}$")
+
+
+@dataclass
+class CallbackAttempt:
+    """One delivery-report GET the sandbox made."""
+
+    message_id: str
+    attempt: int
+    http_status: int | None  # None: no answer (connection failed, timeout)
+    at: float
+    params: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -176,7 +211,7 @@ class IntisSandbox:
     ``stop_list`` (phone -> (id, time_in, description)), ``templates``,
     ``lists``, ``incoming`` (list of dicts: id, date, sender, prefix, text),
     ``senders`` (name -> state), ``forbidden_words``, ``dialect``, ``status_form``,
-    ``pending_status``, ``doc_quirks``, ``unavailable``.
+    ``pending_status``, ``doc_quirks``, ``unavailable``, ``callback_url``.
     """
 
     def __init__(
@@ -203,6 +238,10 @@ class IntisSandbox:
         lists: Mapping[str, SandboxList] | None = None,
         incoming: Iterable[Mapping[str, str]] = (),
         prices: Mapping[str, Mapping[str, str]] | None = None,
+        callback_url: str | None = None,
+        callback_retry_interval: float | str = 60.0,
+        callback_attempts: int | str = 10,
+        callback_repeat: int | str = 1,
     ) -> None:
         self.state = state
         self._rng = random.Random(state.mix.seed)
@@ -244,6 +283,15 @@ class IntisSandbox:
         }
         self.templates: dict[str, tuple[str, str, str]] = {}  # name -> (id, text, up_time)
         self.hlr_records: list[dict[str, str]] = []
+        # Delivery-report pushes.
+        self.callback_url = callback_url or None
+        self.callback_retry_interval = float(callback_retry_interval)
+        self.callback_attempts = max(1, int(callback_attempts))
+        self.callback_repeat = max(1, int(callback_repeat))
+        self.callback_log: list[CallbackAttempt] = []
+        self._due: list[tuple[float, int, str, int]] = []  # (due, seq, message id, attempt)
+        self._push_seq = itertools.count()
+        self._push_tasks: set[asyncio.Task[None]] = set()
 
     # ----------------------------------------------------------------- helpers
 
@@ -446,6 +494,9 @@ class IntisSandbox:
                 )
                 if sending_time:
                     msg.extra["sending_time"] = sending_time
+                if self.callback_url:
+                    for _ in range(self.callback_repeat):
+                        self._schedule_report(msg.final_at, message_id, 1)
                 self.balance -= cost
                 # As in the doc: "error" and the numbers are strings here.
                 data[phone] = {
@@ -699,6 +750,79 @@ class IntisSandbox:
     def _ep_prices(self, params: Mapping[str, str]) -> _Answer:
         return _Answer({k: dict(v) for k, v in self.prices.items()})
 
+    # ----------------------------------------------------------------- delivery reports
+
+    def delivery_report(self, msg: SandboxMessage) -> dict[str, str]:
+        """The delivery-report parameters of a message in its final state."""
+        mcc, mnc, _, _ = _network(msg.phone)
+        return {
+            "message-id": msg.message_id,
+            "state": _REPORT_STATES[msg.outcome],
+            "price": msg.cost,
+            "currency": self.currency,
+            "mcc": mcc,
+            "mnc": mnc,
+        }
+
+    def _schedule_report(self, due: float, message_id: str, attempt: int) -> None:
+        heapq.heappush(self._due, (due, next(self._push_seq), message_id, attempt))
+
+    async def _push_report(
+        self, session: aiohttp.ClientSession, message_id: str, attempt: int
+    ) -> None:
+        msg = self.state.messages.get(message_id)
+        if msg is None or not self.callback_url:
+            return
+        params = self.delivery_report(msg)
+        status: int | None = None
+        try:
+            async with session.get(URL(self.callback_url).update_query(params)) as resp:
+                await resp.read()
+                status = resp.status
+        except (aiohttp.ClientError, TimeoutError):
+            status = None
+        self.callback_log.append(CallbackAttempt(message_id, attempt, status, time.time(), params))
+        if status != 200 and attempt < self.callback_attempts:
+            self._schedule_report(
+                time.time() + self.callback_retry_interval, message_id, attempt + 1
+            )
+
+    async def push_loop(self) -> None:
+        """GET due delivery reports until cancelled."""
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
+            while True:
+                now = time.time()
+                while self._due and self._due[0][0] <= now:
+                    _, _, message_id, attempt = heapq.heappop(self._due)
+                    task = asyncio.create_task(self._push_report(session, message_id, attempt))
+                    self._push_tasks.add(task)
+                    task.add_done_callback(self._push_tasks.discard)
+                await asyncio.sleep(0.05)
+
+    async def lifecycle(self, app: web.Application) -> AsyncIterator[None]:
+        """aiohttp cleanup context: the report pusher runs while the app is served."""
+        runner = asyncio.create_task(self.push_loop())
+        yield
+        tasks = [runner, *self._push_tasks]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    async def admin_callbacks(self, request: web.Request) -> web.Response:
+        return web.json_response(
+            [
+                {
+                    "message_id": a.message_id,
+                    "attempt": a.attempt,
+                    "http_status": a.http_status,
+                    "at": a.at,
+                }
+                for a in self.callback_log
+            ]
+        )
+
 
 def _json_response(body: str) -> web.Response:
     return web.Response(text=body, content_type="application/json", charset="utf-8")
@@ -727,7 +851,8 @@ def create_sandbox(
     ``options`` are passed to :class:`IntisSandbox` (``stop_list``, ``senders``,
     ``forbidden_words``, ``dialect``, ``status_form``, ``pending_status``, ``doc_quirks``,
     ``unavailable``,
-    ``currency``, ``hlr_price``, ``lists``, ``incoming``, ``prices`` …).
+    ``currency``, ``hlr_price``, ``lists``, ``incoming``, ``prices``, ``callback_url``,
+    ``callback_retry_interval``, ``callback_attempts``, ``callback_repeat`` …).
     """
     sandbox = IntisSandbox(
         state,
@@ -743,4 +868,6 @@ def create_sandbox(
     app[INTIS_KEY] = sandbox
     app.router.add_get("/external/get/{name}.php", sandbox.handle)
     app.router.add_post("/external/get/{name}.php", sandbox.handle)
+    app.router.add_get(ADMIN_PREFIX + "intis/callbacks", sandbox.admin_callbacks)
+    app.cleanup_ctx.append(sandbox.lifecycle)
     return app

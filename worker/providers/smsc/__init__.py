@@ -7,10 +7,37 @@ from __future__ import annotations
 
 from worker.providers.smsc.adapter import SmscAdapter
 from worker.providers.smsc.sandbox import DEFAULT_LOGIN, DEFAULT_PASSWORD, create_sandbox
+from worker.providers.smsc.webhooks import parse_webhook, verify_webhook
 
 Adapter = SmscAdapter
 
 # What the sandbox accepts by default (for configs that point at it).
 SANDBOX_ACCOUNT = {"login": DEFAULT_LOGIN, "password": DEFAULT_PASSWORD, "sender": "SMSC.ru"}
 
-__all__ = ["SANDBOX_ACCOUNT", "Adapter", "SmscAdapter", "create_sandbox"]
+# Rate rules per endpoint class, [(requests, per_seconds)], as SMSC documents them (an
+# account's ``limits`` replace them per endpoint). Each is what SMSC answers error 9 past.
+# None for send (its cap is "no second identical send within a minute", which a rate
+# cannot express; chunks never repeat), hlr, cost or balance: the pages give none.
+DEFAULT_LIMITS: dict[str, list[tuple[int, float]]] = {
+    # status.php: "more than one bulk status request ... per minute" (providers/README.md;
+    # also "more than 5 status requests for one message": the bulk rule is the stricter).
+    "status": [(1, 60.0)],
+    # get.php?get_messages: "more than three identical requests ... within a minute or
+    # more than thirty requests within an hour" (smsc-data-api.txt, error 9).
+    "history": [(3, 60.0), (30, 3600.0)],
+    # get.php?get_answers: "more than three identical requests ... within a minute".
+    "incoming": [(3, 60.0)],
+    # get.php?get_stat: "not more than three requests per minute".
+    "stat": [(3, 60.0)],
+    # info.php?get_operator: "more than 100 requests per minute".
+    "info": [(100, 60.0)],
+}
+
+__all__ = [
+    "SANDBOX_ACCOUNT",
+    "Adapter",
+    "SmscAdapter",
+    "create_sandbox",
+    "parse_webhook",
+    "verify_webhook",
+]

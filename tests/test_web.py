@@ -1,0 +1,434 @@
+"""The web process over real HTTP and real Redis: health, the HTTP intake (with a real
+worker dispatching what it accepts), and the receipt of provider pushes (stored and
+enqueued before the answer; refused, too large, or Redis down)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from concurrent.futures import Future
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import pytest
+import redis
+from aiohttp import web
+
+from producers.client import SmsqClient
+from tests.conftest import SandboxThread, sandbox_settings
+from worker.config import Settings, WebSettings, parse_settings
+from worker.web import AccessLogger, create_web_app
+
+TOKENS = ("intake-token-one", "intake-token-two")
+HOOK_SECRET = "hook-secret-0123456789"
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+class LoopThread:
+    """An event loop in a background thread (the tests themselves stay synchronous)."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+    def call(self, coro: Any) -> Any:
+        future: Future[Any] = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        return future.result(timeout=30)
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout=10)
+        self.loop.close()
+
+
+class WebServer:
+    """``create_web_app(settings)`` served on 127.0.0.1 from a loop thread."""
+
+    def __init__(self, runner: web.AppRunner, url: str, caller: Any) -> None:
+        self.runner = runner
+        self.url = url
+        self._caller = caller
+
+    @classmethod
+    def start(cls, caller: Any, settings: Settings, sock: socket.socket | None = None) -> WebServer:
+        """Serve on ``sock`` (already bound) or a free port; ``caller`` has ``call(coro)``."""
+
+        async def serve() -> tuple[web.AppRunner, str]:
+            runner = web.AppRunner(
+                create_web_app(settings),
+                access_log=logging.getLogger("smsq.web.access"),
+                access_log_class=AccessLogger,
+            )
+            await runner.setup()
+            site: web.BaseSite
+            if sock is not None:
+                site = web.SockSite(runner, sock)
+            else:
+                site = web.TCPSite(runner, "127.0.0.1", 0)
+            await site.start()
+            port = runner.addresses[0][1]
+            return runner, f"http://127.0.0.1:{port}"
+
+        runner, url = caller.call(serve())
+        return cls(runner, url, caller)
+
+    def stop(self) -> None:
+        self._caller.call(self.runner.cleanup())
+
+
+def bound_socket(port: int = 0) -> socket.socket:
+    """A listening socket (on a free port by default): its URL can be given out before the
+    server starts."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", port))
+    sock.listen(128)
+    sock.setblocking(False)
+    return sock
+
+
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+    return port
+
+
+def http(
+    method: str,
+    url: str,
+    body: bytes | None = None,
+    headers: dict[str, str] | None = None,
+) -> tuple[int, bytes]:
+    req = urllib.request.Request(url, data=body, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return int(resp.status), resp.read()
+    except urllib.error.HTTPError as exc:
+        return int(exc.code), exc.read()
+
+
+def post_json(url: str, payload: Any, token: str | None = TOKENS[0]) -> tuple[int, Any]:
+    headers = {"Content-Type": "application/json"}
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    status, body = http("POST", url, json.dumps(payload).encode(), headers)
+    return status, json.loads(body) if body else None
+
+
+def with_webhook_secrets(settings: Settings, secrets: dict[str, str]) -> Settings:
+    accounts = {
+        name: replace(acc, webhook_secret=secrets.get(name, acc.webhook_secret))
+        for name, acc in settings.accounts.items()
+    }
+    return replace(settings, accounts=accounts)
+
+
+def wait_until(predicate: Any, timeout: float = 10.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+def plain_settings(redis_url: str, **web_options: Any) -> Settings:
+    """One Intis account (not served: only the web side is exercised) with a webhook secret."""
+    settings = parse_settings(
+        {
+            "redis": {"url": redis_url},
+            "accounts": {
+                "intis-main": {"kind": "intis", "base_url": "http://127.0.0.1:9"},
+                "open-main": {"kind": "intis", "base_url": "http://127.0.0.1:9"},
+            },
+        },
+        env={},
+    )
+    settings = with_webhook_secrets(settings, {"intis-main": HOOK_SECRET})
+    return replace(settings, web=WebSettings(**web_options))
+
+
+@pytest.fixture
+def loop_thread() -> Iterator[LoopThread]:
+    lt = LoopThread()
+    yield lt
+    lt.stop()
+
+
+@contextlib.contextmanager
+def served(loop_thread: LoopThread, settings: Settings) -> Iterator[WebServer]:
+    server = WebServer.start(loop_thread, settings)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def web_server(redis_url: str, loop_thread: LoopThread) -> Iterator[WebServer]:
+    settings = plain_settings(redis_url, intake_tokens=TOKENS, max_body_bytes=4096)
+    with served(loop_thread, settings) as server:
+        yield server
+
+
+# --------------------------------------------------------------------------- health
+
+
+def test_health_ok_when_redis_answers(web_server: WebServer) -> None:
+    status, body = http("GET", web_server.url + "/health")
+    data = json.loads(body)
+    assert status == 200 and data["redis"] == "ok"
+    assert data["inbox"] == 0 and data["webhook_queue"] == 0 and data["intake"] is True
+
+
+def test_health_503_when_redis_is_down(loop_thread: LoopThread, redis_url: str) -> None:
+    settings = replace(plain_settings(redis_url), redis_url=f"redis://127.0.0.1:{closed_port()}/0")
+    with served(loop_thread, settings) as server:
+        status, body = http("GET", server.url + "/health")
+        assert status == 503 and json.loads(body)["redis"] == "error"
+
+
+# --------------------------------------------------------------------------- intake
+
+
+def test_intake_is_off_without_tokens(loop_thread: LoopThread, redis_url: str) -> None:
+    with served(loop_thread, plain_settings(redis_url)) as server:
+        status, _ = http("POST", server.url + "/v1/jobs", b"{}")
+        assert status == 404
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    [None, "Bearer wrong-token", f"Basic {TOKENS[0]}", "Bearer ", f"Bearer {TOKENS[0]}x"],
+)
+def test_intake_needs_a_configured_bearer_token(
+    web_server: WebServer, redis_client: redis.Redis, authorization: str | None
+) -> None:
+    headers = {"Content-Type": "application/json"}
+    if authorization is not None:
+        headers["Authorization"] = authorization
+    payload = {"kind": "hlr", "provider": "intis-main", "recipients": ["+447700900001"]}
+    status, body = http("POST", web_server.url + "/v1/jobs", json.dumps(payload).encode(), headers)
+    assert status == 401 and json.loads(body)["errors"]
+    assert redis_client.llen("dramatiq:smsq-intake") == 0
+
+
+def test_intake_lists_every_reason_with_422(
+    web_server: WebServer, redis_client: redis.Redis
+) -> None:
+    payload = {
+        "kind": "send",
+        "job_id": "bad id with spaces",
+        "provider": "nowhere",
+        "text": "",
+        "recipients": [],
+        "colour": "blue",
+    }
+    status, body = post_json(web_server.url + "/v1/jobs", payload, token=TOKENS[1])
+    assert status == 422
+    errors = body["errors"]
+    assert len(errors) >= 5
+    for word in ("job_id", "provider", "sender", "text", "recipients", "colour"):
+        assert any(word in e for e in errors), word
+    assert redis_client.llen("dramatiq:smsq-intake") == 0
+
+
+def test_intake_refuses_malformed_json_and_large_bodies(
+    web_server: WebServer, redis_client: redis.Redis
+) -> None:
+    headers = {"Authorization": f"Bearer {TOKENS[0]}", "Content-Type": "application/json"}
+    status, body = http("POST", web_server.url + "/v1/jobs", b"{nope", headers)
+    assert status == 400 and "not JSON" in json.loads(body)["errors"][0]
+    big = {"kind": "hlr", "provider": "intis-main", "recipients": ["+447700900001"] * 400}
+    status, _ = post_json(web_server.url + "/v1/jobs", big)
+    assert status == 413
+    assert redis_client.llen("dramatiq:smsq-intake") == 0
+
+
+def test_intake_accepts_and_a_worker_dispatches(
+    loop_thread: LoopThread, redis_url: str, make_worker: Any
+) -> None:
+    sandboxes = SandboxThread(["intis"])
+    try:
+        settings = replace(
+            sandbox_settings(redis_url, sandboxes), web=WebSettings(intake_tokens=TOKENS)
+        )
+        with served(loop_thread, settings) as server:
+            payload = {
+                "kind": "send",
+                "job_id": "web-job-1",
+                "provider": "intis",
+                "sender": "smstest",
+                "text": "Hello from HTTP",
+                "recipients": ["+447700900101", "+44 7700 900102", "12"],
+            }
+            status, body = post_json(server.url + "/v1/jobs", payload)
+            assert status == 202 and body["job_id"] == "web-job-1"
+            assert body["recipients"] == 2 and [r["index"] for r in body["rejected"]] == [2]
+            # The same job again: accepted at the door, de-duplicated by the worker.
+            assert post_json(server.url + "/v1/jobs", payload, token=TOKENS[1])[0] == 202
+            # Without a job id, the answer names the id the worker records.
+            anonymous = {k: v for k, v in payload.items() if k != "job_id"}
+            status, body = post_json(server.url + "/v1/jobs", dict(anonymous, priority="otp"))
+            assert status == 202
+            anonymous_id = body["job_id"]
+            worker = make_worker(settings)
+            worker.join()
+        client = SmsqClient(redis_url)
+        for job_id in ("web-job-1", anonymous_id):
+            status_ = client.status(job_id, recipients=True)
+            assert status_ is not None and status_.state == "done"
+            assert status_.counts == {"submitted": 2, "rejected": 1}
+        sent = [
+            e.params["phone"]
+            for e in sandboxes.log("intis")
+            if e.path.endswith("/send.php") and e.status == 200
+        ]
+        assert sorted(sent) == ["447700900101,447700900102"] * 2  # each job once
+    finally:
+        sandboxes.stop()
+
+
+# --------------------------------------------------------------------------- pushes
+
+
+def intis_push(
+    url: str, account: str = "intis-main", key: str | None = HOOK_SECRET, **params: str
+) -> tuple[int, bytes]:
+    query = {"message-id": "4001", "state": "2", **params}
+    if key is not None:
+        query["key"] = key
+    return http("GET", f"{url}/hooks/{account}?{urlencode(query)}")
+
+
+def test_push_is_stored_and_enqueued_before_the_answer(
+    web_server: WebServer, redis_client: redis.Redis
+) -> None:
+    status, body = intis_push(web_server.url)
+    assert (status, body) == (200, b"OK")
+    [(push_id, raw)] = redis_client.hgetall("smsq:inbox").items()
+    entry = json.loads(raw)
+    assert entry["account"] == "intis-main" and entry["kind"] == "intis"
+    assert entry["method"] == "GET" and entry["query"]["message-id"] == "4001"
+    [message_id] = redis_client.lrange("dramatiq:smsq-webhooks", 0, -1)
+    message = json.loads(redis_client.hget("dramatiq:smsq-webhooks.msgs", message_id) or b"")
+    assert message["actor_name"] == "apply_webhook" and message["args"] == [push_id.decode()]
+    assert message["options"]["redis_message_id"] == message_id.decode()
+    # The tail of the path is kept for the provider module.
+    status, _ = http("POST", web_server.url + f"/hooks/intis-main/x/y?key={HOOK_SECRET}", b"")
+    assert status == 200
+    tails = sorted(json.loads(v)["path"] for v in redis_client.hvals("smsq:inbox"))
+    assert tails == ["", "x/y"]
+
+
+def test_refused_pushes_store_nothing(web_server: WebServer, redis_client: redis.Redis) -> None:
+    assert intis_push(web_server.url, key="wrong")[0] == 403
+    assert intis_push(web_server.url, key=None)[0] == 403
+    status, body = intis_push(web_server.url, account="open-main")  # no secret, no allow-list
+    assert status == 403 and b"webhook_secret" in body
+    status, _ = intis_push(web_server.url, account="nobody")
+    assert status == 404
+    too_big = http("POST", f"{web_server.url}/hooks/intis-main?key={HOOK_SECRET}", b"x" * 5000)
+    assert too_big[0] == 413
+    assert redis_client.hlen("smsq:inbox") == 0
+    assert redis_client.llen("dramatiq:smsq-webhooks") == 0
+
+
+def test_push_answered_503_when_redis_is_down(loop_thread: LoopThread, redis_url: str) -> None:
+    settings = replace(plain_settings(redis_url), redis_url=f"redis://127.0.0.1:{closed_port()}/0")
+    with served(loop_thread, settings) as server:
+        assert intis_push(server.url)[0] == 503  # the provider retries later
+        assert intis_push(server.url, key="wrong")[0] == 403  # verified before storing
+
+
+def test_logs_show_no_secret_token_phone_or_body(
+    web_server: WebServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    intis_push(web_server.url, phone="447700900555")
+    intis_push(web_server.url, key="wrong-" + HOOK_SECRET)
+    post_json(
+        web_server.url + "/v1/jobs",
+        {"kind": "hlr", "provider": "intis-main", "recipients": ["+447700900556"]},
+    )
+    post_json(web_server.url + "/v1/jobs", {"kind": "hlr"}, token="bad-" + TOKENS[0])
+    text = caplog.text
+    assert "/hooks/intis-main" in text  # the access log is there ...
+    for secret in (HOOK_SECRET, TOKENS[0], "447700900555", "447700900556", "message-id"):
+        assert secret not in text  # ... without query strings, bodies or tokens
+
+
+# --------------------------------------------------------------------------- smsq web
+
+
+def test_smsq_web_command_serves_and_stops(redis_url: str, tmp_path: Path) -> None:
+    config = tmp_path / "smsq.toml"
+    config.write_text(
+        f"""
+[redis]
+url = "{redis_url}"
+
+[accounts.intis-main]
+kind = "intis"
+base_url = "http://127.0.0.1:9"
+webhook_secret = {{ env = "WEB_TEST_HOOK_SECRET" }}
+
+[web]
+intake_tokens = [{{ env = "WEB_TEST_TOKEN" }}]
+"""
+    )
+    env = {
+        **os.environ,
+        "SMSQ_CONFIG": str(config),
+        "WEB_TEST_HOOK_SECRET": HOOK_SECRET,
+        "WEB_TEST_TOKEN": TOKENS[0],
+    }
+    env.pop("REDIS_URL", None)
+    port = closed_port()
+    url = f"http://127.0.0.1:{port}"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "worker.cli", "web", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+
+        def healthy() -> bool:
+            try:
+                return http("GET", url + "/health")[0] == 200
+            except OSError:
+                return process.poll() is not None
+
+        wait_until(healthy, timeout=15, what="smsq web to answer")
+        assert process.poll() is None
+        assert intis_push(url, phone="447700900557") == (200, b"OK")
+        assert post_json(url + "/v1/jobs", {"kind": "hlr"})[0] == 422
+        client = redis.Redis.from_url(redis_url)
+        assert client.hlen("smsq:inbox") == 1 and client.llen("dramatiq:smsq-webhooks") == 1
+        client.close()
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=15)
+    assert process.returncode == 0
+    assert "GET /hooks/intis-main 200" in stderr  # the access log, without the query
+    for secret in (HOOK_SECRET, TOKENS[0], "447700900557"):
+        assert secret not in stderr

@@ -1,0 +1,172 @@
+"""IntelliSoftware pushes to ``/hooks/<account>``: verification at receipt, parsing later.
+
+The gateway POSTs form fields for forwarded SMS, status reports, MMS notifications and
+subscription-list events (see :mod:`.receivers`), to the URLs set on the Forwarding tab
+of the account's Preferences. It signs nothing, so smsq authenticates a push by
+
+- a shared secret in the URL: configure ``https://<smsq web>/hooks/<account>?key=<secret>``
+  and ``accounts.<account>.webhook_secret`` with the same secret (compared in constant
+  time), and/or
+- the gateway's source addresses: ``accounts.<account>.options.webhook_ips``, a list of
+  addresses or CIDR networks.
+
+With both configured both must pass; with neither, every push is refused (403). The
+gateway retries anything but 200 every 5 minutes, so a refused push is retried until the
+configuration is fixed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from email.parser import BytesParser
+from email.policy import HTTP
+from urllib.parse import parse_qsl
+
+from worker.providers.base import (
+    AccountConfig,
+    InboundRequest,
+    IncomingMessage,
+    StatusReport,
+    WebhookAnswer,
+    WebhookContent,
+    WebhookRejected,
+)
+from worker.providers.intellisoftware.receivers import (
+    InboundMms,
+    InboundSms,
+    SubscriptionEvent,
+    parse_push,
+    verify_shared_secret,
+    verify_source_ip,
+)
+
+__all__ = ["KEY_PARAM", "parse_webhook", "push_fields", "verify_webhook"]
+
+KEY_PARAM = "key"  # the shared secret's query parameter
+IPS_OPTION = "webhook_ips"
+OK = WebhookAnswer(200, "OK", "text/plain")
+
+
+def _ips(account: AccountConfig) -> list[str]:
+    raw = account.options.get(IPS_OPTION) or []
+    entries = raw.split(",") if isinstance(raw, str) else [str(e) for e in raw]
+    return [e.strip() for e in entries if e.strip()]
+
+
+def verify_webhook(account: AccountConfig, request: InboundRequest) -> WebhookAnswer:
+    """Check the ``key`` query parameter and/or the source address; WebhookRejected(403) else."""
+    ips = _ips(account)
+    if not account.webhook_secret and not ips:
+        raise WebhookRejected(
+            403,
+            f"pushes to account {account.name!r} are not authenticated: set "
+            f"accounts.{account.name}.webhook_secret and put it in the forwarding URL as "
+            f"?{KEY_PARAM}=<secret>, and/or set accounts.{account.name}.options.{IPS_OPTION}",
+        )
+    try:
+        if ips:
+            verify_source_ip(request.remote, ips)
+        if account.webhook_secret:
+            verify_shared_secret(request.query.get(KEY_PARAM), account.webhook_secret)
+    except ValueError as exc:
+        raise WebhookRejected(403, str(exc)) from None
+    return OK
+
+
+def _charset(content_type: str) -> str:
+    for param in content_type.split(";")[1:]:
+        name, _, value = param.strip().partition("=")
+        if name.strip().lower() == "charset" and value.strip():
+            return value.strip().strip('"')
+    return "utf-8"
+
+
+def _form(request: InboundRequest) -> dict[str, str]:
+    media = request.content_type.split(";", 1)[0].strip().lower()
+    if not request.body:
+        return {}
+    if media == "multipart/form-data":
+        head = f"Content-Type: {request.content_type}\r\n\r\n".encode("latin-1")
+        message = BytesParser(policy=HTTP).parsebytes(head + request.body)
+        fields: dict[str, str] = {}
+        for part in message.iter_parts():
+            name = part.get_param("name", header="content-disposition")
+            if isinstance(name, str) and part.get_filename() is None:
+                payload = part.get_payload(decode=True)
+                if isinstance(payload, bytes):
+                    charset = part.get_content_charset() or "utf-8"
+                    fields[name] = payload.decode(charset, errors="replace")
+        return fields
+    # application/x-www-form-urlencoded (also assumed when the type is missing or other)
+    try:
+        text = request.body.decode("ascii")
+    except UnicodeDecodeError:
+        raise ValueError("form body is not URL-encoded") from None
+    return dict(parse_qsl(text, keep_blank_values=True, encoding=_charset(request.content_type)))
+
+
+def push_fields(request: InboundRequest) -> dict[str, str]:
+    """Query and form fields merged (form wins), without the shared secret."""
+    fields = {k: v for k, v in request.query.items() if k != KEY_PARAM}
+    fields.update({k: v for k, v in _form(request).items() if k != KEY_PARAM})
+    return fields
+
+
+def _sms(push: InboundSms) -> IncomingMessage:
+    extra: dict[str, str] = {}
+    for name in ("networkcode", "network", "usercontext"):
+        value = getattr(push, name)
+        if value:
+            extra[name] = value
+    return IncomingMessage(
+        provider_message_id=push.msgid,
+        sender=push.sender.lstrip("+"),
+        text=push.text,
+        received_at=push.sent,
+        extra=extra,
+    )
+
+
+def _mms(push: InboundMms) -> IncomingMessage:
+    extra: dict[str, object] = {"kind": "mms", "type": int(push.type), "files": list(push.filelist)}
+    if push.usercontext:
+        extra["usercontext"] = push.usercontext
+    return IncomingMessage(
+        provider_message_id=push.msgid,
+        sender=push.sender.lstrip("+"),
+        text=push.subject,
+        extra=extra,
+    )
+
+
+def _subscription(push: SubscriptionEvent) -> Mapping[str, str]:
+    event = {
+        "type": "subscription",
+        "provider": "intellisoftware",
+        "list": push.sublistname,
+        "list_type": push.sublisttype.name.lower(),
+        "phone": push.msisdn.lstrip("+"),
+        "action": push.action.name.lower(),
+        "change_source": push.source.name.lower(),
+    }
+    if push.timestamp is not None:
+        event["changed_at"] = push.timestamp.isoformat()
+    return event
+
+
+def parse_webhook(account: AccountConfig, request: InboundRequest) -> WebhookContent:
+    """The content of a stored push (verified at receipt; not verified again here).
+
+    Status report → :class:`StatusReport` whose id is the adapter's per-recipient
+    :func:`.codes.message_key`; forwarded SMS / MMS → :class:`IncomingMessage` (MMS with
+    ``extra.kind = "mms"`` and its file list); subscription event → an event. Raises
+    ValueError for a push that is none of these or is malformed.
+    """
+    push = parse_push(push_fields(request))
+    if isinstance(push, StatusReport):
+        return WebhookContent(reports=[push])
+    if isinstance(push, InboundSms):
+        return WebhookContent(incoming=[_sms(push)])
+    if isinstance(push, InboundMms):
+        return WebhookContent(incoming=[_mms(push)])
+    return WebhookContent(events=[_subscription(push)])

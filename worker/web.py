@@ -1,0 +1,293 @@
+"""The web process (``smsq web``): provider pushes, health, and the optional HTTP intake.
+
+Routes:
+
+- ``/hooks/{account}`` and ``/hooks/{account}/{tail}``, any method: a provider's push.
+  The account's provider module verifies it (``verify_webhook``); the raw request is then
+  stored in ``<prefix>:inbox`` and the ``apply_webhook`` message enqueued on
+  ``smsq-webhooks`` in one MULTI/EXEC, and only then is the provider answered (its
+  ``WebhookAnswer``). Nothing is parsed or applied here: the worker does that. Unknown
+  account: 404 (our URL is wrong, logged); refused: the provider module's status (403
+  bad signature / key / source, ...); body over ``[web] max_body_bytes``: 413; Redis
+  unreachable: 503, so the provider retries.
+- ``GET /health``: 200 ``{"redis": "ok", ...}`` when Redis answers, else 503.
+- ``POST /v1/jobs`` (only with ``[web] intake_tokens``): ``Authorization: Bearer <token>``
+  (401 otherwise), a JSON job payload (docs/wire-format.md) validated like the worker does
+  (422 ``{"errors": [...]}``), enqueued on the intake queue: 202 ``{"job_id": ...}``.
+
+Logs never carry a phone number, a secret, a token, a query string or a body: the access
+log shows method, path, status and time only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import sys
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import redis.asyncio as aredis
+from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
+from redis.exceptions import RedisError
+
+from producers.contract import JobRejected, RejectedRecipient, validate_job
+from producers.keys import Keys
+from producers.wire import INTAKE_ACTOR, build_message, intake_queue, write_message
+from worker import logs, webhooks
+from worker.config import ConfigError, Settings, load_settings
+from worker.providers import provider_module
+from worker.providers.base import InboundRequest, WebhookAnswer, WebhookRejected
+
+log = logging.getLogger("smsq.web")
+
+SETTINGS_KEY = web.AppKey("smsq_settings", Settings)
+REDIS_KEY = web.AppKey("smsq_redis", aredis.Redis)
+HEALTH_TIMEOUT = 2.0
+REDIS_ERRORS = (RedisError, OSError, TimeoutError, asyncio.TimeoutError)
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+async def read_body(request: web.Request, limit: int) -> bytes:
+    """The request body, or BodyTooLarge past ``limit`` bytes (checked before reading)."""
+    if request.content_length is not None and request.content_length > limit:
+        raise BodyTooLarge()
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        chunk = await request.content.read(64 * 1024)
+        if not chunk:
+            break
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge()
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _too_large(limit: int) -> web.Response:
+    return web.json_response({"error": f"body larger than {limit} bytes"}, status=413)
+
+
+def _redis(request: web.Request) -> aredis.Redis:
+    return request.app[REDIS_KEY]
+
+
+# --------------------------------------------------------------------------- provider pushes
+
+
+async def hook(request: web.Request) -> web.StreamResponse:
+    settings = request.app[SETTINGS_KEY]
+    name = request.match_info["account"]
+    account = settings.accounts.get(name)
+    if account is None:
+        log.warning("push for unknown account %r: check the URL set at the provider", name[:64])
+        return web.Response(status=404, text="unknown account")
+    limit = settings.web.max_body_bytes
+    try:
+        body = await read_body(request, limit)
+    except BodyTooLarge:
+        log.warning("push to %s refused: body larger than %d bytes", name, limit)
+        return _too_large(limit)
+    inbound = InboundRequest(
+        method=request.method,
+        path=request.match_info.get("tail", ""),
+        query={k: v for k, v in request.query.items()},
+        content_type=request.headers.get("Content-Type", ""),
+        body=body,
+        remote=request.remote or "",
+        received_at=time.time(),
+    )
+    module = provider_module(account.kind)
+    try:
+        answer: WebhookAnswer = module.verify_webhook(account, inbound)
+    except WebhookRejected as exc:
+        log.warning("push to %s refused (%d): %s", name, exc.status, exc.reason)
+        return web.Response(status=exc.status, text=exc.reason)
+    except Exception as exc:  # a bug, not the push's fault: the provider retries
+        log.error("push to %s: verification failed with %s", name, type(exc).__name__)
+        return web.Response(status=500, text="verification failed")
+    push_id = webhooks.new_push_id()
+    try:
+        pipe = _redis(request).pipeline(transaction=True)
+        webhooks.queue_push(
+            pipe, Keys(settings.key_prefix), push_id, webhooks.encode_push(account, inbound)
+        )
+        await pipe.execute()
+    except REDIS_ERRORS as exc:
+        log.error("push to %s not stored, answered 503: %s", name, type(exc).__name__)
+        return web.Response(status=503, text="temporarily unavailable, retry later")
+    return web.Response(
+        status=answer.status,
+        body=answer.body.encode("utf-8"),
+        headers={"Content-Type": answer.content_type},
+    )
+
+
+# --------------------------------------------------------------------------- health
+
+
+async def health(request: web.Request) -> web.Response:
+    settings = request.app[SETTINGS_KEY]
+    client = _redis(request)
+    keys = Keys(settings.key_prefix)
+    try:
+        async with asyncio.timeout(HEALTH_TIMEOUT):
+            await client.ping()
+            inbox = int(await client.hlen(webhooks.inbox_key(keys)))
+            queued = int(await client.llen(f"dramatiq:{webhooks.WEBHOOK_QUEUE}"))
+    except REDIS_ERRORS as exc:
+        return web.json_response({"redis": "error", "error": type(exc).__name__}, status=503)
+    return web.json_response(
+        {
+            "redis": "ok",
+            "accounts": len(settings.accounts),
+            "intake": bool(settings.web.intake_tokens),
+            "inbox": inbox,
+            "webhook_queue": queued,
+        }
+    )
+
+
+# --------------------------------------------------------------------------- HTTP intake
+
+
+def _authorized(header: str, tokens: tuple[str, ...]) -> bool:
+    scheme, _, presented = header.partition(" ")
+    if scheme.lower() != "bearer" or not presented.strip():
+        return False
+    given = presented.strip().encode("utf-8")
+    ok = False
+    for token in tokens:  # every token compared, in constant time each
+        ok |= hmac.compare_digest(given, token.encode("utf-8"))
+    return ok
+
+
+def _rejected(rejected: list[RejectedRecipient]) -> list[dict[str, Any]]:
+    return [{"index": r.index, "reason": r.reason} for r in rejected]
+
+
+async def post_job(request: web.Request) -> web.Response:
+    settings = request.app[SETTINGS_KEY]
+    if not _authorized(request.headers.get("Authorization", ""), settings.web.intake_tokens):
+        return web.json_response(
+            {"errors": ["missing or wrong bearer token"]},
+            status=401,
+            headers={"WWW-Authenticate": 'Bearer realm="smsq"'},
+        )
+    limit = settings.web.max_body_bytes
+    try:
+        body = await read_body(request, limit)
+    except BodyTooLarge:
+        return _too_large(limit)
+    try:
+        payload = json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        return web.json_response({"errors": [f"the body is not JSON: {exc}"]}, status=400)
+    try:
+        job = validate_job(payload, providers=settings.provider_names())
+    except JobRejected as exc:
+        return web.json_response({"errors": list(exc.reasons)}, status=422)
+    assert isinstance(payload, dict)  # validate_job accepts objects only
+    # The worker validates the payload again: give it the id we answer with.
+    payload = {**payload, "job_id": job.job_id}
+    target, redis_id, message = build_message(intake_queue(job.priority), INTAKE_ACTOR, [payload])
+    try:
+        pipe = _redis(request).pipeline(transaction=True)
+        write_message(pipe, target, redis_id, message)
+        await pipe.execute()
+    except REDIS_ERRORS as exc:
+        log.error("job not enqueued, answered 503: %s", type(exc).__name__)
+        return web.json_response({"errors": ["temporarily unavailable, retry"]}, status=503)
+    return web.json_response(
+        {
+            "job_id": job.job_id,
+            "recipients": len(job.recipients),
+            "rejected": _rejected(list(job.rejected)),
+        },
+        status=202,
+    )
+
+
+# --------------------------------------------------------------------------- application
+
+
+class AccessLogger(AbstractAccessLogger):
+    """Method, path, status, duration: never the query string (it may carry a secret)."""
+
+    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        self.logger.info(
+            "%s %s %s %.1fms", request.method, request.path, response.status, time * 1000
+        )
+
+
+def create_web_app(
+    settings: Settings, *, redis_client: aredis.Redis | None = None
+) -> web.Application:
+    """The web application. Without ``redis_client`` it makes (and closes) its own."""
+    app = web.Application(client_max_size=settings.web.max_body_bytes)
+    app[SETTINGS_KEY] = settings
+
+    async def redis_lifecycle(app: web.Application) -> AsyncIterator[None]:
+        own = redis_client is None
+        client = redis_client or aredis.Redis.from_url(
+            settings.redis_url, socket_connect_timeout=5, socket_timeout=10
+        )
+        app[REDIS_KEY] = client
+        yield
+        if own:
+            await client.aclose()
+
+    app.cleanup_ctx.append(redis_lifecycle)
+    app.router.add_route("*", "/hooks/{account}", hook)
+    app.router.add_route("*", "/hooks/{account}/{tail:.*}", hook)
+    app.router.add_get("/health", health)
+    if settings.web.intake_tokens:
+        app.router.add_post("/v1/jobs", post_job)
+    return app
+
+
+def main(host: str | None = None, port: int | None = None) -> int:
+    """``smsq web``: serve until SIGINT / SIGTERM."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logs.install()
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        print(exc, file=sys.stderr, flush=True)
+        return 2
+    host = host or settings.web.host
+    port = port if port is not None else settings.web.port
+    log.info(
+        "serving on %s:%d (%d accounts, intake %s)",
+        host,
+        port,
+        len(settings.accounts),
+        "on" if settings.web.intake_tokens else "off",
+    )
+    open_accounts = [
+        name
+        for name, acc in settings.accounts.items()
+        if not acc.webhook_secret and not acc.options.get("webhook_ips")
+    ]
+    if open_accounts:
+        log.warning(
+            "pushes to %s will be refused: no webhook_secret and no options.webhook_ips",
+            ", ".join(open_accounts),
+        )
+    web.run_app(
+        create_web_app(settings),
+        host=host,
+        port=port,
+        access_log=logging.getLogger("smsq.web.access"),
+        access_log_class=AccessLogger,
+        print=None,
+    )
+    return 0
