@@ -251,8 +251,15 @@ class SmsqClient:
         )
 
     def queue_depths(self) -> dict[str, int]:
-        """Messages waiting in each smsq queue (intake and dispatch, immediate and delayed)."""
-        names = [INTAKE_QUEUE, INTAKE_OTP_QUEUE, "smsq-dispatch", "smsq-dispatch-otp"]
+        """Messages waiting in each smsq queue (immediate and delayed)."""
+        names = [
+            INTAKE_QUEUE,
+            INTAKE_OTP_QUEUE,
+            "smsq-dispatch",
+            "smsq-dispatch-otp",
+            "smsq-webhooks",
+            "smsq-reconcile",
+        ]
         pipe = self.redis.pipeline(transaction=False)
         for name in names:
             pipe.llen(f"{self.namespace}:{name}")

@@ -61,6 +61,12 @@ def _sandbox(args: argparse.Namespace) -> int:
     return 0
 
 
+def _web(args: argparse.Namespace) -> int:
+    from worker.web import main as web_main
+
+    return web_main(host=args.host, port=args.port)
+
+
 def _check_config(args: argparse.Namespace) -> int:
     settings = load_settings()
     print(f"configuration OK: {len(settings.accounts)} accounts, {len(settings.routes)} routes")
@@ -104,6 +110,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="KIND.KEY=VALUE passed to that sandbox (e.g. intis.balance=1e6)",
     )
     sandbox.set_defaults(func=_sandbox)
+
+    web = sub.add_parser("web", help="serve provider pushes, health and the HTTP intake")
+    web.add_argument("--host", help="default: [web] host")
+    web.add_argument("--port", type=int, help="default: [web] port")
+    web.set_defaults(func=_web)
 
     check = sub.add_parser("check-config", help="validate the configuration and exit")
     check.set_defaults(func=_check_config)
