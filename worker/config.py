@@ -76,6 +76,7 @@ class DispatchSettings:
     backoff_initial: float = 0.5
     backoff_max: float = 30.0
     probe_interval: float = 30.0  # seconds between balance probes of a paused account
+    otp_max_age: float = 600.0  # an otp chunk not sent within this long after intake fails
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 
@@ -29,8 +29,9 @@ from tenacity import (
 
 from producers.status import Status
 from producers.wire import NAMESPACE, build_message, write_message
-from worker import accounts, metrics, store
+from worker import accounts, chunk_state, metrics, store
 from worker.accounts import AccountState
+from worker.chunk_state import ChunkOwner
 from worker.config import DispatchSettings
 from worker.inbound import hlr_record
 from worker.providers.base import (
@@ -85,13 +86,36 @@ SHORT_WAIT = 2.0  # seconds a dispatch may wait for a permit in the event loop
 THROTTLE_PAUSE = 5.0  # seconds an account endpoint pauses on a throttled answer without Retry-After
 
 
+class LostClaim(Exception):
+    """Another delivery owns the chunk now: this one must not send."""
+
+
+NOT_SENT = frozenset(
+    {
+        ErrorClass.TRANSIENT,
+        ErrorClass.THROTTLED,
+        ErrorClass.ACCOUNT,
+        ErrorClass.REQUEST,
+        ErrorClass.RECIPIENT,
+    }
+)
+
+
 async def limited_call(
-    rt: Runtime, account: str, endpoint: str, priority: str, call: Any, *args: Any
+    rt: Runtime,
+    account: str,
+    endpoint: str,
+    priority: str,
+    call: Any,
+    *args: Any,
+    owner: ChunkOwner | None = None,
 ) -> Any:
     """Await ``call(*args)`` under the account's limits, retrying transient failures.
 
-    Every attempt takes its own rate permit (and in-flight lease when the account
-    has a cap). A permit further away than SHORT_WAIT raises Reschedule; a
+    Every attempt takes its own in-flight lease (when the account has a cap) and
+    then its own rate permit; either further away than SHORT_WAIT raises
+    Reschedule. With an ``owner``, the chunk is marked ``sending`` just before the
+    request and set back to ``claimed`` when the provider did not take it. A
     THROTTLED answer pauses the account's endpoint for every process, then the
     attempt is retried like a transient failure.
     """
@@ -100,31 +124,39 @@ async def limited_call(
     limiter, concurrency = rt.limiter, rt.concurrency
     lease_time = rt.settings.accounts[account].timeout + 5.0
 
+    async def lease_slot() -> str | None:
+        if concurrency is None or not limits.max_in_flight:
+            return None
+        waited = 0.0
+        while True:
+            lease, wait = await concurrency.try_acquire(account, limits.max_in_flight, lease_time)
+            if lease is not None:
+                return lease
+            if waited >= SHORT_WAIT:
+                # Slots are usually released long before a lease expires: look again soon.
+                raise Reschedule(min(wait, SHORT_WAIT))
+            await asyncio.sleep(0.05)
+            waited += 0.05
+
     async def attempt() -> Any:
-        if limiter is not None and rules:
-            wait = await limiter.acquire(
-                account, endpoint, rules, priority=priority, max_wait=SHORT_WAIT
-            )
-            if wait:
-                raise Reschedule(wait)
-        lease: str | None = None
-        if concurrency is not None and limits.max_in_flight:
-            waited = 0.0
-            while lease is None:
-                lease, wait = await concurrency.try_acquire(
-                    account, limits.max_in_flight, lease_time
-                )
-                if lease is None:
-                    if waited + wait > SHORT_WAIT:
-                        raise Reschedule(wait)
-                    await asyncio.sleep(min(wait, 0.05))
-                    waited += min(wait, 0.05)
+        lease = await lease_slot()
         try:
-            return await call(*args)
-        except ProviderError as exc:
-            if exc.error_class is ErrorClass.THROTTLED and limiter is not None:
-                await limiter.pause(account, endpoint, exc.retry_after or THROTTLE_PAUSE)
-            raise
+            if limiter is not None and rules:
+                wait = await limiter.acquire(
+                    account, endpoint, rules, priority=priority, max_wait=SHORT_WAIT
+                )
+                if wait:
+                    raise Reschedule(wait)
+            if owner is not None and not await owner.sending(account):
+                raise LostClaim()
+            try:
+                return await call(*args)
+            except ProviderError as exc:
+                if owner is not None and exc.error_class in NOT_SENT:
+                    await owner.not_sent(account)
+                if exc.error_class is ErrorClass.THROTTLED and limiter is not None:
+                    await limiter.pause(account, endpoint, exc.retry_after or THROTTLE_PAUSE)
+                raise
         finally:
             if lease is not None and concurrency is not None:
                 await concurrency.release(account, lease)
@@ -211,28 +243,40 @@ async def _finish(
 
 @dataclass
 class Claim:
-    """The outcome of claiming a chunk: 'claimed', 'done' or 'interrupted' (+ the account in flight)."""
+    """What claiming a chunk found: 'claimed' (ours now), 'done' or 'interrupted'."""
 
     state: str
     account: str | None
     accounts: list[AccountState]
+    owner: ChunkOwner
+    paused_for: dict[str, float]  # seconds each route account's endpoint is paused by its provider
 
 
-async def _claim(rt: Runtime, chunk_key: str, route: Sequence[str]) -> Claim:
-    """Claim the chunk for the route's first account, reading the route's account states in the same trip."""
+async def _claim(rt: Runtime, chunk_key: str, route: Sequence[str], endpoint: str) -> Claim:
+    """Claim the chunk for the route's first account; read the route's account states and
+    provider pauses in the same round trip."""
+    owner = ChunkOwner(rt.async_redis(), chunk_key)
     pipe = rt.async_redis().pipeline(transaction=False)
-    pipe.set(chunk_key, f"inflight:{route[0]}", nx=True, ex=store.CHUNK_STATE_TTL)
+    pipe.set(chunk_key, owner.value("claimed", route[0]), nx=True, ex=store.CHUNK_STATE_TTL)
     pipe.get(chunk_key)
     for name in route:
         pipe.hgetall(accounts.account_key(rt, name))
-    claimed, value, *raw_states = await pipe.execute()
+    for name in route:
+        pipe.pttl(rt.limiter_key(name, endpoint) + ":pause")
+    claimed, value, *rest = await pipe.execute()
+    raw_states, pauses = rest[: len(route)], rest[len(route) :]
     states = [accounts.parse_state(n, r) for n, r in zip(route, raw_states, strict=True)]
+    paused_for = {n: max(0, int(ms)) / 1000 for n, ms in zip(route, pauses, strict=True)}
     if claimed:
-        return Claim("claimed", route[0], states)
-    text = (value or b"").decode()
-    if text == "done":
-        return Claim("done", None, states)
-    return Claim("interrupted", text.partition(":")[2] or route[0], states)
+        return Claim("claimed", route[0], states, owner, paused_for)
+    state, account, _ = chunk_state.parse((value or b"").decode())
+    if state == "done":
+        return Claim("done", None, states, owner, paused_for)
+    if state == "claimed":
+        # An earlier delivery claimed it and never sent it (it died, or was retried): ours now.
+        await owner.take_over(account or route[0])
+        return Claim("claimed", account or route[0], states, owner, paused_for)
+    return Claim("interrupted", account or route[0], states, owner, paused_for)
 
 
 T = TypeVar("T")
@@ -250,7 +294,6 @@ class Attempt(Generic[T]):
 
 async def _on_route(
     rt: Runtime,
-    chunk_key: str,
     claim: Claim,
     route: Sequence[str],
     endpoint: str,
@@ -260,25 +303,28 @@ async def _on_route(
     """Run ``call`` on the first usable account of the route.
 
     An account error pauses that account and moves on to the next; with no
-    usable account (or a permit too far away) the claim is released and the
-    caller reschedules: the work stays queued and nothing is dropped.
+    usable account, a provider's pause longer than SHORT_WAIT, or a permit too far
+    away, the claim is released and the caller reschedules: the work stays queued.
     """
     states = list(claim.accounts)
-    in_flight = claim.account or route[0]
+    owner = claim.owner
     while True:
         account, wait = await accounts.choose(rt, route, states)
         if account is None:
-            await rt.async_redis().delete(chunk_key)
+            await owner.release()
             raise Reschedule(wait)
-        if account != in_flight:
-            await rt.async_redis().set(chunk_key, f"inflight:{account}", ex=store.CHUNK_STATE_TTL)
-            in_flight = account
+        paused = claim.paused_for.get(account, 0.0)
+        if paused > SHORT_WAIT:
+            await owner.release()
+            raise Reschedule(paused)
+        if paused:
+            await asyncio.sleep(paused)
         adapter = rt.adapter(account)
         try:
-            result = await limited_call(rt, account, endpoint, priority, call, adapter)
+            result = await limited_call(rt, account, endpoint, priority, call, adapter, owner=owner)
             return Attempt("sent", account, result=result)
         except Reschedule:
-            await rt.async_redis().delete(chunk_key)
+            await owner.release()
             raise
         except ProviderError as exc:
             if exc.error_class is not ErrorClass.ACCOUNT:
@@ -294,6 +340,25 @@ def _route(accounts_arg: str | list[str]) -> list[str]:
     return [accounts_arg] if isinstance(accounts_arg, str) else list(accounts_arg)
 
 
+def with_expected_ids(
+    adapter: ProviderAdapter, request: SendRequest, outcomes: Sequence[RecipientOutcome]
+) -> list[RecipientOutcome]:
+    """Give UNKNOWN outcomes without an id the id the provider gives that message, when the
+    adapter knows it before any answer (``expected_message_ids``, e.g. SMSC's client id):
+    reconciliation then finds them through status polls and the sent history."""
+    expected = getattr(adapter, "expected_message_ids", None)
+    ids = expected(request) if expected is not None else None
+    if not ids:
+        return list(outcomes)
+    by_phone = dict(zip(request.recipients, ids, strict=False))
+    return [
+        replace(o, provider_message_id=by_phone[o.phone])
+        if o.status is Status.UNKNOWN and not o.provider_message_id and o.phone in by_phone
+        else o
+        for o in outcomes
+    ]
+
+
 async def dispatch_chunk(
     rt: Runtime,
     job_id: str,
@@ -306,18 +371,15 @@ async def dispatch_chunk(
     validity: int | None,
     priority: str,
     client_id: int | None,
+    created_at: float | None = None,
 ) -> str:
-    """Send one chunk; returns 'sent', 'duplicate', 'interrupted' or 'rescheduled'."""
+    """Send one chunk; returns 'sent', 'duplicate', 'interrupted', 'rescheduled',
+    'superseded' (another delivery owns it) or 'too_old' (an OTP past its max age)."""
     route = _route(route_arg)
     chunk_key = rt.keys.chunk(job_id, index)
-    claim = await _claim(rt, chunk_key, route)
+    claim = await _claim(rt, chunk_key, route, "send")
     if claim.state == "done":
         return "duplicate"
-    if claim.state == "interrupted":
-        account = claim.account or route[0]
-        outcomes = [RecipientOutcome(p, Status.UNKNOWN, reason=INTERRUPTED) for p in recipients]
-        await _finish(rt, job_id, chunk_key, account, rt.adapter(account).kind, outcomes)
-        return "interrupted"
     request = SendRequest(
         chunk_id=f"{job_id}:{index}",
         sender=sender,
@@ -328,12 +390,29 @@ async def dispatch_chunk(
         priority=priority,
         client_id=client_id,
     )
+    if claim.state == "interrupted":
+        account = claim.account or route[0]
+        outcomes = [RecipientOutcome(p, Status.UNKNOWN, reason=INTERRUPTED) for p in recipients]
+        outcomes = with_expected_ids(rt.adapter(account), request, outcomes)
+        await _finish(rt, job_id, chunk_key, account, rt.adapter(account).kind, outcomes)
+        return "interrupted"
+
+    max_age = rt.settings.dispatch.otp_max_age
+    if priority == "otp" and created_at is not None and time.time() - created_at > max_age:
+        # A one-time code that arrives this late is worse than none.
+        reason = f"not sent: older than the otp_max_age of {max_age:.0f}s when it could be sent"
+        outcomes = [RecipientOutcome(p, Status.FAILED, reason=reason) for p in recipients]
+        account = claim.account or route[0]
+        await _finish(rt, job_id, chunk_key, account, rt.adapter(account).kind, outcomes)
+        return "too_old"
 
     async def send(adapter: ProviderAdapter) -> list[RecipientOutcome]:
         return await adapter.send(request)
 
     try:
-        attempt = await _on_route(rt, chunk_key, claim, route, "send", priority, send)
+        attempt = await _on_route(rt, claim, route, "send", priority, send)
+    except LostClaim:
+        return "superseded"
     except Reschedule as wait:
         args = [
             job_id,
@@ -346,6 +425,7 @@ async def dispatch_chunk(
             validity,
             priority,
             client_id,
+            created_at,
         ]
         await reschedule(rt, SEND_ACTOR, priority, args, wait.delay)
         return "rescheduled"
@@ -354,9 +434,9 @@ async def dispatch_chunk(
         outcomes = failure_outcomes(recipients, attempt.error)
     else:
         outcomes = reconcile_outcomes(recipients, attempt.result or [])
-    await _finish(
-        rt, job_id, chunk_key, attempt.account, rt.adapter(attempt.account).kind, outcomes
-    )
+    adapter = rt.adapter(attempt.account)
+    outcomes = with_expected_ids(adapter, request, outcomes)
+    await _finish(rt, job_id, chunk_key, attempt.account, adapter.kind, outcomes)
     return "sent"
 
 
@@ -386,7 +466,7 @@ async def dispatch_hlr(
     """Look up one chunk of numbers; records one HLR result per number."""
     route = _route(route_arg)
     chunk_key = rt.keys.chunk(job_id, index)
-    claim = await _claim(rt, chunk_key, route)
+    claim = await _claim(rt, chunk_key, route, "hlr")
     if claim.state == "done":
         return "duplicate"
     results: list[HlrResult] = []
@@ -399,7 +479,9 @@ async def dispatch_hlr(
             return await adapter.hlr(recipients)
 
         try:
-            attempt = await _on_route(rt, chunk_key, claim, route, "hlr", priority, lookup)
+            attempt = await _on_route(rt, claim, route, "hlr", priority, lookup)
+        except LostClaim:
+            return "superseded"
         except Reschedule as wait:
             args = [job_id, index, route, recipients, priority]
             await reschedule(rt, HLR_ACTOR, priority, args, wait.delay)

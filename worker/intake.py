@@ -166,6 +166,7 @@ def _store_and_split(rt: Runtime, job: Job) -> str:
                         job.validity,
                         job.priority,
                         client_id,
+                        round(now, 3),
                     ]
                 target, redis_id, body = build_message(queue, actor, args, eta_ms=eta_ms)
                 write_message(pipe, target, redis_id, body, NAMESPACE)

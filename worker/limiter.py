@@ -30,6 +30,11 @@ def _script(name: str) -> str:
     return resources.files("worker").joinpath(name).read_text(encoding="utf-8")
 
 
+def rate_key(prefix: str, account: str, endpoint: str) -> str:
+    """The permit log of (account, endpoint); ``rate_key(...) + ':pause'`` is its pause flag."""
+    return f"{prefix}:rl:{account}:{endpoint}"
+
+
 @dataclass(frozen=True)
 class Rule:
     """At most ``limit`` requests in any ``window`` seconds; ``reserve`` of them kept for otp."""
@@ -62,7 +67,7 @@ class RateLimiter:
         self._acquire = client.register_script(_script("limiter.lua"))
 
     def key(self, account: str, endpoint: str) -> str:
-        return f"{self._prefix}:rl:{account}:{endpoint}"
+        return rate_key(self._prefix, account, endpoint)
 
     async def try_acquire(
         self, account: str, endpoint: str, rules: list[Rule], *, priority: str = "bulk"

@@ -1,23 +1,37 @@
 -- smsq: record a dispatched chunk's outcomes atomically, in one round trip.
 --
--- ARGV[1] key prefix   ARGV[2] job id     ARGV[3] account   ARGV[4] previous status
+-- ARGV[1] key prefix   ARGV[2] job id     ARGV[3] account   ARGV[4] (unused)
 -- ARGV[5] now          ARGV[6] events maxlen                 ARGV[7] first check time
 -- ARGV[8] chunk key    ARGV[9] chunk state ttl (s)           ARGV[10] outcomes JSON:
 --   [{"p": phone, "s": status, "id": provider id, "cid": canonical id, "n": parts,
 --     "c": cost, "k": raw code, "r": reason}, ...]   (absent keys: no value)
 --
 -- Writes every recipient's record, indexes submitted/unknown ids for reconciliation,
--- moves the job's counts, appends one event per recipient, marks the chunk done and,
--- with the job's last chunk, the job done. Returns the number of chunks done.
-local prefix, job, account, previous, now = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+-- moves the job's counts from each recipient's recorded status, appends one event per
+-- recipient, marks the chunk done and, with the job's last chunk, the job done.
+-- A chunk already done is left alone (another delivery recorded it): returns -1;
+-- otherwise the number of the job's chunks done.
+local prefix, job, account, now = ARGV[1], ARGV[2], ARGV[3], ARGV[5]
+if redis.call("GET", ARGV[8]) == "done" then
+  return -1
+end
 local maxlen, first_check = ARGV[6], ARGV[7]
 local outcomes = cjson.decode(ARGV[10])
 local base = prefix .. ":job:" .. job
 local index = prefix .. ":msgid:" .. account
 local awaiting = prefix .. ":awaiting:" .. account
 local events = prefix .. ":events"
-local records, tally, moved = {}, {}, 0
+local records, tally, left = {}, {}, {}
 local at = tonumber(now)
+local phones = {}
+for i, o in ipairs(outcomes) do phones[i] = o.p end
+local current = {}
+if #phones > 0 then
+  for i = 1, #phones, 4000 do
+    local part = redis.call("HMGET", base .. ":rcpt", unpack(phones, i, math.min(i + 3999, #phones)))
+    for j, v in ipairs(part) do current[i + j - 1] = v end
+  end
+end
 
 local function flush(key, cmd, args)
   -- HSET/ZADD in slices: Lua's unpack has a stack limit
@@ -27,13 +41,15 @@ local function flush(key, cmd, args)
 end
 
 local idx, aw = {}, {}
-for _, o in ipairs(outcomes) do
+for i, o in ipairs(outcomes) do
+  local previous = "queued"
+  if current[i] then previous = cjson.decode(current[i]).status or "queued" end
+  left[previous] = (left[previous] or 0) + 1
   local rec = {status = o.s, at = at, account = account,
                provider_message_id = o.id, parts = o.n, cost = o.c, code = o.k, reason = o.r}
   records[#records + 1] = o.p
   records[#records + 1] = cjson.encode(rec)
   tally[o.s] = (tally[o.s] or 0) + 1
-  moved = moved + 1
   if o.cid and (o.s == "submitted" or o.s == "unknown") then
     idx[#idx + 1] = o.cid
     idx[#idx + 1] = job .. "|" .. o.p
@@ -52,7 +68,7 @@ if #idx > 0 then
   flush(index, "HSET", idx)
   flush(awaiting, "ZADD", aw)
 end
-if moved > 0 then redis.call("HINCRBY", base .. ":counts", previous, -moved) end
+for status, n in pairs(left) do redis.call("HINCRBY", base .. ":counts", status, -n) end
 for status, n in pairs(tally) do redis.call("HINCRBY", base .. ":counts", status, n) end
 redis.call("SET", ARGV[8], "done", "EX", ARGV[9])
 local done = redis.call("HINCRBY", base, "chunks_done", 1)

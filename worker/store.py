@@ -153,16 +153,16 @@ class ChunkRecorder:
         account: str,
         outcomes: Iterable[RecipientOutcome],
         *,
-        previous: Status = Status.QUEUED,
         now: float | None = None,
     ) -> Counter[Status]:
+        """Record the outcomes; an empty tally when the chunk was already recorded."""
         now = now or time.time()
         payload, tally = chunk_outcomes_json(outcomes)
         args = [
             self._keys.prefix,
             job_id,
             account,
-            previous.value,
+            "",
             f"{now:.3f}",
             EVENTS_MAXLEN,
             f"{now + RECONCILE_FIRST_CHECK:.3f}",
@@ -170,8 +170,8 @@ class ChunkRecorder:
             CHUNK_STATE_TTL,
             payload,
         ]
-        await self._script(keys=[], args=args)
-        return tally
+        done = int(await self._script(keys=[], args=args))
+        return Counter() if done < 0 else tally
 
 
 def dead_letter(

@@ -1,0 +1,75 @@
+"""The state of one chunk, so a redelivered chunk is never sent twice nor wrongly given up.
+
+Values of ``<prefix>:chunk:<job>:<index>``:
+
+- ``claimed:<account>:<token>`` — a delivery owns the chunk; nothing has left for
+  the provider. A redelivery that finds it takes it over and sends.
+- ``sending:<account>:<token>`` — set just before the request. A redelivery that
+  finds it cannot know whether the provider took the request: the recipients
+  become ``unknown`` and reconciliation settles them. A failure the provider
+  answered (or a connection that never opened) sets it back to ``claimed``.
+- ``done`` — the outcomes are recorded (by ``record_chunk.lua``, which ignores a
+  second recording).
+
+Every transition after the claim is compare-and-set on the owner's token.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+
+import redis.asyncio as aredis
+
+from worker.store import CHUNK_STATE_TTL
+
+_CAS = """
+local v = redis.call("GET", KEYS[1])
+if not v then return 0 end
+if string.match(v, ":([^:]+)$") ~= ARGV[1] then return 0 end
+if ARGV[2] == "" then redis.call("DEL", KEYS[1]) else redis.call("SET", KEYS[1], ARGV[2], "EX", ARGV[3]) end
+return 1
+"""
+
+
+def parse(value: str) -> tuple[str, str | None, str | None]:
+    """(state, account, token) of a stored value; legacy ``inflight:<account>`` reads as sending."""
+    if value == "done":
+        return "done", None, None
+    state, _, rest = value.partition(":")
+    if state == "inflight":
+        return "sending", rest or None, None
+    account, _, token = rest.rpartition(":")
+    return state, account or None, token or None
+
+
+@dataclass
+class ChunkOwner:
+    """This delivery's hold on a chunk."""
+
+    client: aredis.Redis
+    key: str
+    token: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+    def value(self, state: str, account: str) -> str:
+        return f"{state}:{account}:{self.token}"
+
+    async def _cas(self, new_value: str) -> bool:
+        script = self.client.register_script(_CAS)
+        return bool(await script(keys=[self.key], args=[self.token, new_value, CHUNK_STATE_TTL]))
+
+    async def take_over(self, account: str) -> None:
+        """Own a chunk found ``claimed`` by a delivery that never sent it."""
+        await self.client.set(self.key, self.value("claimed", account), ex=CHUNK_STATE_TTL)
+
+    async def sending(self, account: str) -> bool:
+        """Mark the request as leaving; False when another delivery owns the chunk now."""
+        return await self._cas(self.value("sending", account))
+
+    async def not_sent(self, account: str) -> None:
+        """The request did not reach the provider (or it refused it): back to claimed."""
+        await self._cas(self.value("claimed", account))
+
+    async def release(self) -> None:
+        """Give the chunk up before sending (it is rescheduled)."""
+        await self._cas("")
