@@ -67,6 +67,12 @@ def _web(args: argparse.Namespace) -> int:
     return web_main(host=args.host, port=args.port)
 
 
+def _scheduler(args: argparse.Namespace) -> int:
+    from worker.scheduler import main as scheduler_main
+
+    return scheduler_main()
+
+
 def _check_config(args: argparse.Namespace) -> int:
     settings = load_settings()
     print(f"configuration OK: {len(settings.accounts)} accounts, {len(settings.routes)} routes")
@@ -115,6 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
     web.add_argument("--host", help="default: [web] host")
     web.add_argument("--port", type=int, help="default: [web] port")
     web.set_defaults(func=_web)
+
+    scheduler = sub.add_parser("scheduler", help="periodic reconciliation and polling (one active)")
+    scheduler.set_defaults(func=_scheduler)
 
     check = sub.add_parser("check-config", help="validate the configuration and exit")
     check.set_defaults(func=_check_config)

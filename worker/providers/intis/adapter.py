@@ -32,7 +32,7 @@ import json
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any, ClassVar, TypeVar
 from zoneinfo import ZoneInfo
@@ -48,6 +48,7 @@ from worker.providers.base import (
     HlrResult,
     HttpClient,
     HttpResponse,
+    IncomingMessage,
     ProviderError,
     RecipientOutcome,
     SendRequest,
@@ -128,6 +129,11 @@ MAX_BATCH = 50
 STATUS_BATCH = 50
 # Longer GET URLs are sent as a POST form instead (same parameters, same signature).
 MAX_URL = 2000
+# incoming.php is asked by period: each poll goes back this far before the previous one's
+# end (messages are stored once per id, so the overlap only guards against clock skew).
+INCOMING_OVERLAP = timedelta(minutes=5)
+# How far back the first incoming poll of an account looks.
+INCOMING_FIRST_LOOKBACK = timedelta(days=1)
 
 T = TypeVar("T")
 
@@ -954,6 +960,8 @@ class IntisAdapter(HttpClient):
     """
 
     kind: ClassVar[str] = "intis"
+    # Ids per status.php request for reconciliation (see STATUS_BATCH).
+    max_status_batch: ClassVar[int] = STATUS_BATCH
 
     def __init__(self, account: AccountConfig, session: aiohttp.ClientSession) -> None:
         super().__init__(account, session)
@@ -1162,6 +1170,40 @@ class IntisAdapter(HttpClient):
     async def prices(self) -> list[Price]:
         """The account's prices per network (``prices.php``)."""
         return await self._parsed("prices", {}, parse_prices)
+
+    async def poll_incoming(self, cursor: str | None) -> tuple[list[IncomingMessage], str | None]:
+        """Incoming SMS since ``cursor`` (the end of the previous poll, ISO), and the new cursor.
+
+        One ``incoming.php`` request by period (``from``/``to`` in the account's zone),
+        reaching INCOMING_OVERLAP before the cursor; the first poll looks back
+        INCOMING_FIRST_LOOKBACK.
+        """
+        now = datetime.now(self._zone)
+        try:
+            since = datetime.fromisoformat(cursor) if cursor else now - INCOMING_FIRST_LOOKBACK
+        except ValueError:
+            since = now - INCOMING_FIRST_LOOKBACK
+        start = since.astimezone(self._zone) - INCOMING_OVERLAP
+        rows = await self.incoming(
+            date_from=start.replace(tzinfo=None), date_to=now.replace(tzinfo=None)
+        )
+        messages = [
+            IncomingMessage(
+                provider_message_id=row.id,
+                sender=_digits(row.sender),
+                text=row.text,
+                recipient=row.phone or None,
+                received_at=self._local_time(row.date),
+                extra={"prefix": row.prefix} if row.prefix else {},
+            )
+            for row in rows
+            if row.id
+        ]
+        return messages, now.isoformat()
+
+    def _local_time(self, value: str) -> datetime | None:
+        parsed = _parse_time(value)
+        return parsed.replace(tzinfo=self._zone) if parsed is not None else None
 
 
 def _day(value: str | date) -> str:

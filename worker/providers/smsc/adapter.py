@@ -21,7 +21,7 @@ import math
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any, ClassVar
 from urllib.parse import urlencode, urlsplit
 
@@ -40,6 +40,7 @@ from worker.providers.base import (
     SendRequest,
     StatusReport,
 )
+from worker.providers.base import IncomingMessage as Incoming
 from worker.providers.smsc import codes
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,13 @@ FAILBACK_AFTER = 300.0
 
 # Retry-After hint for error 9: SMSC's caps are per minute, so one clears within one.
 _CAP_RETRY_AFTER = 60.0
+
+# SMSC writes its dates (get_answers' ``received``) in Moscow time, UTC+3 all year.
+MOSCOW = timezone(timedelta(hours=3))
+# Incoming messages asked for per get_answers call (SMSC's maximum is 10000).
+INCOMING_PAGE = 1000
+# How far back the first incoming poll of an account looks (hours; SMSC allows 168).
+INCOMING_FIRST_HOURS = 24
 
 
 def make_message_id(sms_id: int | str, phone: str) -> str:
@@ -559,6 +567,10 @@ class SmscAdapter(HttpClient):
     """
 
     kind: ClassVar[str] = "smsc"
+    # Ids per status.php request for reconciliation. SMSC documents no cap on the id/phone
+    # lists but allows one bulk status request a minute, so each carries many (POST past
+    # GET_QUERY_LIMIT). smsq's own ceiling, not an SMSC limit.
+    max_status_batch: ClassVar[int] = 1000
 
     def __init__(self, account: AccountConfig, session: aiohttp.ClientSession) -> None:
         super().__init__(account, session)
@@ -893,6 +905,67 @@ class SmscAdapter(HttpClient):
             for s in statuses
         ]
 
+    def expected_message_ids(self, request: SendRequest) -> list[str] | None:
+        """The ids a send of ``request`` gets, known before any answer (see the function)."""
+        return expected_message_ids(request)
+
+    async def history_page(
+        self, cursor: str | None, page_size: int = 1000
+    ) -> tuple[list[StatusReport], str | None, float | None]:
+        """One page of sent history (newest first) as status reports, for reconciliation.
+
+        Returns (reports, the cursor of the next older page or None at the end, the send
+        time of the oldest message on the page). One ``get_messages`` request: SMSC allows
+        3 identical ones a minute and 30 an hour (endpoint class ``history``).
+        """
+        page = await self.get_messages(
+            cnt=page_size, prev_id=int(cursor) if cursor and cursor.isdigit() else None
+        )
+        reports = [
+            MessageStatus(
+                id=str(m.id),
+                phone=m.phone,
+                status=m.status,
+                last_date=m.last_date,
+                last_timestamp=m.last_timestamp,
+                err=m.err,
+                raw={k: v for k, v in m.raw.items() if k != "message"},
+            ).report()
+            for m in page
+            if m.id is not None and m.phone
+        ]
+        int_ids = [m.int_id for m in page if m.int_id is not None]
+        next_cursor = str(min(int_ids)) if len(page) >= page_size and int_ids else None
+        sent = [m.send_timestamp for m in page if m.send_timestamp]
+        return reports, next_cursor, float(min(sent)) if sent else None
+
+    async def poll_incoming(self, cursor: str | None) -> tuple[list[Incoming], str | None]:
+        """Incoming SMS after ``cursor`` (the last incoming id seen), and the new cursor.
+
+        The first poll (no cursor) asks for the last INCOMING_FIRST_HOURS hours. One
+        ``get_answers`` request (endpoint class ``incoming``).
+        """
+        after = int(cursor) if cursor and cursor.isdigit() else None
+        rows = await self.get_answers(
+            after_id=after,
+            hour=None if after is not None else INCOMING_FIRST_HOURS,
+            cnt=INCOMING_PAGE,
+        )
+        messages = [
+            Incoming(
+                provider_message_id=str(r.id),
+                sender=r.phone,
+                text=r.message,
+                recipient=r.to_phone,
+                received_at=_smsc_time(r.received),
+                extra={"sent": r.sent} if r.sent else {},
+            )
+            for r in rows
+            if r.id
+        ]
+        highest = max([after or 0, *(r.id for r in rows)])
+        return messages, str(highest) if highest else cursor
+
     async def delete_message(self, sms_id: str, phone: str) -> None:
         """``status.php?del=1``: delete a sent message (SMSC error 5 when it cannot)."""
         params = {"id": sms_id, "phone": phone, "del": "1"}
@@ -1048,6 +1121,16 @@ def _as_list(data: Any) -> list[Mapping[str, Any]]:
     if isinstance(data, Mapping):
         return [data]
     raise ProviderError(ErrorClass.TRANSIENT, "unexpected answer shape")
+
+
+def _smsc_time(value: str | None) -> datetime | None:
+    """An SMSC date ``DD.MM.YYYY hh:mm:ss`` (Moscow time) as an aware datetime."""
+    if not value:
+        return None
+    try:
+        return datetime.strptime(value.strip(), "%d.%m.%Y %H:%M:%S").replace(tzinfo=MOSCOW)
+    except ValueError:
+        return None
 
 
 def _pairs(provider_message_ids: Sequence[str]) -> list[tuple[str, str]]:
