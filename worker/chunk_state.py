@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 import redis.asyncio as aredis
 
+from worker.limiter import Mark
 from worker.store import CHUNK_STATE_TTL
 
 _CAS = """
@@ -61,6 +62,10 @@ class ChunkOwner:
     async def take_over(self, account: str) -> None:
         """Own a chunk found ``claimed`` by a delivery that never sent it."""
         await self.client.set(self.key, self.value("claimed", account), ex=CHUNK_STATE_TTL)
+
+    def sending_mark(self, account: str) -> Mark:
+        """The move to ``sending``, for the rate limiter to make with its grant."""
+        return Mark(self.key, self.token, self.value("sending", account), CHUNK_STATE_TTL)
 
     async def sending(self, account: str) -> bool:
         """Mark the request as leaving; False when another delivery owns the chunk now."""

@@ -34,6 +34,7 @@ from worker.accounts import AccountState
 from worker.chunk_state import ChunkOwner
 from worker.config import DispatchSettings
 from worker.inbound import hlr_record
+from worker.limiter import MarkRefused
 from worker.providers.base import (
     ErrorClass,
     HlrResult,
@@ -141,13 +142,19 @@ async def limited_call(
     async def attempt() -> Any:
         lease = await lease_slot()
         try:
-            if limiter is not None and rules:
-                wait = await limiter.acquire(
-                    account, endpoint, rules, priority=priority, max_wait=SHORT_WAIT
-                )
+            if limiter is not None:
+                # One round trip: the permit (or the provider's pause), and with it the
+                # chunk's move to ``sending``: nothing stands between permit and request.
+                mark = owner.sending_mark(account) if owner is not None else None
+                try:
+                    wait = await limiter.acquire(
+                        account, endpoint, rules, priority=priority, max_wait=SHORT_WAIT, mark=mark
+                    )
+                except MarkRefused:
+                    raise LostClaim() from None
                 if wait:
                     raise Reschedule(wait)
-            if owner is not None and not await owner.sending(account):
+            elif owner is not None and not await owner.sending(account):
                 raise LostClaim()
             try:
                 return await call(*args)
@@ -249,34 +256,29 @@ class Claim:
     account: str | None
     accounts: list[AccountState]
     owner: ChunkOwner
-    paused_for: dict[str, float]  # seconds each route account's endpoint is paused by its provider
 
 
-async def _claim(rt: Runtime, chunk_key: str, route: Sequence[str], endpoint: str) -> Claim:
-    """Claim the chunk for the route's first account; read the route's account states and
-    provider pauses in the same round trip."""
+async def _claim(rt: Runtime, chunk_key: str, route: Sequence[str]) -> Claim:
+    """Claim the chunk for the route's first account; read the route's account states in the
+    same round trip."""
     owner = ChunkOwner(rt.async_redis(), chunk_key)
     pipe = rt.async_redis().pipeline(transaction=False)
     pipe.set(chunk_key, owner.value("claimed", route[0]), nx=True, ex=store.CHUNK_STATE_TTL)
     pipe.get(chunk_key)
     for name in route:
         pipe.hgetall(accounts.account_key(rt, name))
-    for name in route:
-        pipe.pttl(rt.limiter_key(name, endpoint) + ":pause")
-    claimed, value, *rest = await pipe.execute()
-    raw_states, pauses = rest[: len(route)], rest[len(route) :]
+    claimed, value, *raw_states = await pipe.execute()
     states = [accounts.parse_state(n, r) for n, r in zip(route, raw_states, strict=True)]
-    paused_for = {n: max(0, int(ms)) / 1000 for n, ms in zip(route, pauses, strict=True)}
     if claimed:
-        return Claim("claimed", route[0], states, owner, paused_for)
+        return Claim("claimed", route[0], states, owner)
     state, account, _ = chunk_state.parse((value or b"").decode())
     if state == "done":
-        return Claim("done", None, states, owner, paused_for)
+        return Claim("done", None, states, owner)
     if state == "claimed":
         # An earlier delivery claimed it and never sent it (it died, or was retried): ours now.
         await owner.take_over(account or route[0])
-        return Claim("claimed", account or route[0], states, owner, paused_for)
-    return Claim("interrupted", account or route[0], states, owner, paused_for)
+        return Claim("claimed", account or route[0], states, owner)
+    return Claim("interrupted", account or route[0], states, owner)
 
 
 T = TypeVar("T")
@@ -313,12 +315,6 @@ async def _on_route(
         if account is None:
             await owner.release()
             raise Reschedule(wait)
-        paused = claim.paused_for.get(account, 0.0)
-        if paused > SHORT_WAIT:
-            await owner.release()
-            raise Reschedule(paused)
-        if paused:
-            await asyncio.sleep(paused)
         adapter = rt.adapter(account)
         try:
             result = await limited_call(rt, account, endpoint, priority, call, adapter, owner=owner)
@@ -377,7 +373,7 @@ async def dispatch_chunk(
     'superseded' (another delivery owns it) or 'too_old' (an OTP past its max age)."""
     route = _route(route_arg)
     chunk_key = rt.keys.chunk(job_id, index)
-    claim = await _claim(rt, chunk_key, route, "send")
+    claim = await _claim(rt, chunk_key, route)
     if claim.state == "done":
         return "duplicate"
     request = SendRequest(
@@ -466,7 +462,7 @@ async def dispatch_hlr(
     """Look up one chunk of numbers; records one HLR result per number."""
     route = _route(route_arg)
     chunk_key = rt.keys.chunk(job_id, index)
-    claim = await _claim(rt, chunk_key, route, "hlr")
+    claim = await _claim(rt, chunk_key, route)
     if claim.state == "done":
         return "duplicate"
     results: list[HlrResult] = []

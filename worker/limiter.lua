@@ -2,14 +2,17 @@
 --
 -- KEYS[1]  the log: a sorted set of permits, scored by grant time (microseconds)
 -- KEYS[2]  the pause flag: while it exists nothing is granted (the provider throttled us)
+-- KEYS[3]  optional: a chunk state key, set to ARGV[#ARGV - 1] (ttl ARGV[#ARGV]) with the grant,
+--          only while its value ends in ":" .. ARGV[#ARGV - 2] (the owner's token)
 -- ARGV[1]  permit id (unique)
 -- ARGV[2]  priority reserve flag: 1 when the caller may use the reserved share (otp), else 0
 -- ARGV[3]  number of rules, then per rule: limit, window (microseconds), reserve
 --
 -- A permit is granted when, for every rule, fewer than `limit` permits were
 -- granted in the last `window` (fewer than `limit - reserve` for callers without
--- the reserve). Returns {1, 0} on grant, or {0, wait_us}: the time after which
--- the blocking rule could next grant (a hint; the caller asks again then).
+-- the reserve). Returns {1, 0} on grant, {0, wait_us}: the time after which the
+-- blocking rule could next grant (a hint; the caller asks again then), or {2, 0}
+-- when the chunk of KEYS[3] is owned by another token (nothing granted).
 local t = redis.call("TIME")
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local key = KEYS[1]
@@ -43,7 +46,17 @@ end
 if wait > 0 then
   return {0, s(wait)}
 end
-redis.call("ZREMRANGEBYSCORE", key, "-inf", s(now - longest))
-redis.call("ZADD", key, s(now), ARGV[1])
-redis.call("PEXPIRE", key, s(math.ceil(longest / 1000) + 1000))
+if KEYS[3] then
+  local token, value, ttl = ARGV[#ARGV - 2], ARGV[#ARGV - 1], ARGV[#ARGV]
+  local current = redis.call("GET", KEYS[3])
+  if (not current) or string.match(current, ":([^:]+)$") ~= token then
+    return {2, "0"}
+  end
+  redis.call("SET", KEYS[3], value, "EX", ttl)
+end
+if n > 0 then
+  redis.call("ZREMRANGEBYSCORE", key, "-inf", s(now - longest))
+  redis.call("ZADD", key, s(now), ARGV[1])
+  redis.call("PEXPIRE", key, s(math.ceil(longest / 1000) + 1000))
+end
 return {1, 0}

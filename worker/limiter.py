@@ -30,6 +30,24 @@ def _script(name: str) -> str:
     return resources.files("worker").joinpath(name).read_text(encoding="utf-8")
 
 
+class MarkRefused(Exception):
+    """The key to mark with the grant is owned by another token: nothing was granted."""
+
+
+@dataclass(frozen=True)
+class Mark:
+    """A key set to ``value`` atomically with a grant, if its value ends in ``:<token>``.
+
+    Dispatch uses it to move a chunk to ``sending`` in the same round trip as its
+    permit, so nothing stands between the permit and the request.
+    """
+
+    key: str
+    token: str
+    value: str
+    ttl: int
+
+
 def rate_key(prefix: str, account: str, endpoint: str) -> str:
     """The permit log of (account, endpoint); ``rate_key(...) + ':pause'`` is its pause flag."""
     return f"{prefix}:rl:{account}:{endpoint}"
@@ -70,20 +88,33 @@ class RateLimiter:
         return rate_key(self._prefix, account, endpoint)
 
     async def try_acquire(
-        self, account: str, endpoint: str, rules: list[Rule], *, priority: str = "bulk"
+        self,
+        account: str,
+        endpoint: str,
+        rules: list[Rule],
+        *,
+        priority: str = "bulk",
+        mark: Mark | None = None,
     ) -> float:
-        """Take a permit if one is free: returns 0.0, or the seconds to wait before asking again."""
-        if not rules:
+        """Take a permit if one is free: returns 0.0, or the seconds to wait before asking again.
+
+        With no rules the provider's pause is still honoured (and ``mark`` applied).
+        Raises MarkRefused when ``mark``'s key is owned by another token.
+        """
+        if not rules and mark is None:
             return 0.0
         key = self.key(account, endpoint)
+        keys = [key, key + ":pause"]
         args: list[Any] = [uuid.uuid4().hex, 1 if priority == "otp" else 0, len(rules)]
         for rule in rules:
-            args += [
-                rule.limit,
-                int((rule.window + margin_for(rule.window)) * 1_000_000),
-                rule.reserve,
-            ]
-        granted, wait_us = await self._acquire(keys=[key, key + ":pause"], args=args)
+            window_us = int((rule.window + margin_for(rule.window)) * 1_000_000)
+            args += [rule.limit, window_us, rule.reserve]
+        if mark is not None:
+            keys.append(mark.key)
+            args += [mark.token, mark.value, mark.ttl]
+        granted, wait_us = await self._acquire(keys=keys, args=args)
+        if int(granted) == 2:
+            raise MarkRefused(mark.key if mark else key)
         if int(granted):
             return 0.0
         return max(0.001, int(wait_us) / 1_000_000)
@@ -96,6 +127,7 @@ class RateLimiter:
         *,
         priority: str = "bulk",
         max_wait: float = 5.0,
+        mark: Mark | None = None,
     ) -> float:
         """Wait (in the event loop) for a permit for up to ``max_wait`` seconds.
 
@@ -104,7 +136,7 @@ class RateLimiter:
         """
         waited = 0.0
         while True:
-            wait = await self.try_acquire(account, endpoint, rules, priority=priority)
+            wait = await self.try_acquire(account, endpoint, rules, priority=priority, mark=mark)
             if wait == 0.0:
                 if waited:
                     metrics.LIMITER_WAIT_SECONDS.labels(endpoint).observe(waited)

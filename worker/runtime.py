@@ -18,7 +18,7 @@ from dramatiq.asyncio import get_event_loop_thread
 
 from producers.keys import Keys
 from worker.config import Settings
-from worker.limiter import ConcurrencyLimiter, RateLimiter, rate_key
+from worker.limiter import ConcurrencyLimiter, RateLimiter
 from worker.providers import provider_module
 from worker.providers.base import ProviderAdapter
 from worker.store import ChunkRecorder
@@ -71,9 +71,6 @@ class Runtime:
         if self.aredis is None:
             raise RuntimeError("runtime not started")
         return self.aredis
-
-    def limiter_key(self, account: str, endpoint: str) -> str:
-        return rate_key(self.keys.prefix, account, endpoint)
 
     def chunk_recorder(self) -> ChunkRecorder:
         if self._chunk_recorder is None:
