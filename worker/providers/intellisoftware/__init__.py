@@ -28,5 +28,11 @@ __all__ = [
     "IntelliSoftwareAdapter",
     "create_sandbox",
     "parse_webhook",
+    "sandbox_push_options",
     "verify_webhook",
 ]
+
+
+def sandbox_push_options(hook_url: str, secret: str) -> dict[str, str]:
+    """Sandbox options that forward its status reports to ``hook_url`` with ``?key=secret``."""
+    return {"status_report_url": f"{hook_url}?key={secret}", "push_retry_interval": "1"}

@@ -24,5 +24,11 @@ __all__ = [
     "IntisAdapter",
     "create_sandbox",
     "parse_webhook",
+    "sandbox_push_options",
     "verify_webhook",
 ]
+
+
+def sandbox_push_options(hook_url: str, secret: str) -> dict[str, str]:
+    """Sandbox options that send its delivery reports to ``hook_url`` with ``?key=secret``."""
+    return {"callback_url": f"{hook_url}?key={secret}", "callback_retry_interval": "2"}

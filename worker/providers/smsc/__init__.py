@@ -39,5 +39,15 @@ __all__ = [
     "SmscAdapter",
     "create_sandbox",
     "parse_webhook",
+    "sandbox_push_options",
     "verify_webhook",
 ]
+
+
+def sandbox_push_options(hook_url: str, secret: str) -> dict[str, str]:
+    """Sandbox options that send its callbacks to ``hook_url``, signed with ``secret``."""
+    return {
+        "callback_url": f"{hook_url}?charset=utf-8",
+        "callback_secret": secret,
+        "callback_retry_interval": "2",
+    }
