@@ -89,7 +89,13 @@ def sandboxes() -> Iterator[SandboxThread]:
     s.stop()
 
 
-def sandbox_settings(redis_url: str, sandboxes: SandboxThread, **dispatch: Any) -> Settings:
+def sandbox_settings(
+    redis_url: str,
+    sandboxes: SandboxThread,
+    *,
+    scheduler: dict[str, float] | None = None,
+    **dispatch: Any,
+) -> Settings:
     """Settings with one account per running sandbox, named '<kind>-sandbox'."""
     accounts: dict[str, Any] = {}
     env: dict[str, str] = {}
@@ -108,6 +114,7 @@ def sandbox_settings(redis_url: str, sandboxes: SandboxThread, **dispatch: Any) 
         "redis": {"url": redis_url},
         "accounts": accounts,
         "dispatch": {"backoff_initial": 0.05, "backoff_max": 0.5, **dispatch},
+        "scheduler": scheduler or {},
     }
     return parse_settings(data, env)
 

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from typing import Any
 
 from producers.client import SmsqClient
+from producers.status import FINAL_STATUSES
 from tests.conftest import SandboxThread, sandbox_settings
 from tests.test_dispatch import _set_faults
 from tests.test_providers_bulk import accepted_phones
+from worker.scheduler import Scheduler
 
 
 def test_five_xx_and_timeouts_lose_nothing_and_double_nothing(
@@ -18,7 +21,9 @@ def test_five_xx_and_timeouts_lose_nothing_and_double_nothing(
     try:
         faults = {"send.php": {"error_rate": 0.20, "timeout_rate": 0.05}}
         sandboxes.call(_set_faults(sandboxes, "intis", faults))
-        settings = sandbox_settings(redis_url, sandboxes, max_attempts=8)
+        quick = {"first_check": 0.5, "max_check_interval": 1.0, "reconcile_interval": 0.25}
+        quick |= {"tick_seconds": 0.05, "lease_seconds": 1.0}
+        settings = sandbox_settings(redis_url, sandboxes, scheduler=quick, max_attempts=8)
         settings.accounts["intis-sandbox"].__dict__["timeout"] = 1.0  # test-only: quick timeouts
         worker = make_worker(settings, threads=16)
         client = SmsqClient(redis_url)
@@ -42,8 +47,29 @@ def test_five_xx_and_timeouts_lose_nothing_and_double_nothing(
         assert all(rows[p].status == "submitted" for p in accepted)
         unknown = [r for r in status.recipients if r.status == "unknown"]
         assert all("reconciliation" in (r.reason or "") for r in unknown)
+        dispatched = dict(status.counts)
+
+        # Reconciliation then settles every submitted message: final, or unknown where the
+        # provider has no way to say (Intis gives no id for a request that timed out).
+        scheduler = Scheduler(settings).start()
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                status = client.status(job_id)
+                assert status is not None
+                if not {"queued", "submitted"} & set(status.counts):
+                    break
+                assert time.monotonic() < deadline, status.counts
+                time.sleep(0.2)
+        finally:
+            scheduler.stop()
+        finals = {s.value for s in FINAL_STATUSES}
+        assert set(status.counts) <= finals | {"unknown"}, status.counts
+        assert sum(status.counts.values()) == 10_000
+        assert status.counts.get("unknown", 0) == dispatched.get("unknown", 0)
+        faults = dict(Counter(e.fault for e in log if e.fault))
         print(
-            f"\nfault mix: {dict(status.counts)}; sandbox faults: {Counter(e.fault for e in log if e.fault)}"
+            f"\nfault mix: dispatched {dispatched}; reconciled {dict(status.counts)}; faults {faults}"
         )
     finally:
         sandboxes.stop()
