@@ -45,6 +45,9 @@ log = logging.getLogger("smsq.webhooks")
 WEBHOOK_QUEUE = "smsq-webhooks"
 WEBHOOK_ACTOR = "apply_webhook"
 SOURCE = "webhook"
+# A report for a message smsq has not recorded yet is tried again for this long.
+UNMATCHED_GRACE = 120.0
+UNMATCHED_RETRY = 3.0
 # Query parameters that carry a shared secret: masked in dead letters.
 SECRET_PARAMS = frozenset({"key"})
 
@@ -143,7 +146,7 @@ class WebhookApplier:
         return client, self._statuses, self._inbound
 
     async def apply(self, push_id: str) -> str:
-        """Apply one stored push; returns 'applied', 'missing' or 'dead_lettered'."""
+        """Apply one stored push; returns 'applied', 'deferred', 'missing' or 'dead_lettered'."""
         client, statuses, inbound = self._helpers()
         keys = self.runtime.keys
         raw: bytes | str | None = await client.hget(inbox_key(keys), push_id)
@@ -163,12 +166,31 @@ class WebhookApplier:
             await self._dead_letter(client, push_id, raw, f"{type(exc).__name__}: {exc}")
             return "dead_lettered"
 
+        unmatched = 0
         if content.reports:
-            await statuses.apply(account.name, content.reports, source=SOURCE)
+            unmatched = (
+                await statuses.apply(account.name, content.reports, source=SOURCE)
+            ).unmatched
         if content.incoming:
             await inbound.store_incoming(account.name, content.incoming, source=SOURCE)
         if content.hlr:
             await inbound.record_hlr(account.name, content.hlr)
+        if unmatched and time.time() - push.request.received_at < UNMATCHED_GRACE:
+            # A report can overtake the recording of its send: apply the push again shortly
+            # (idempotent); its other events are published once, on the last pass.
+            target, redis_id, body = build_message(
+                WEBHOOK_QUEUE,
+                WEBHOOK_ACTOR,
+                [push_id],
+                eta_ms=int((time.time() + UNMATCHED_RETRY) * 1000),
+            )
+            retry = client.pipeline(transaction=True)
+            write_message(retry, target, redis_id, body)
+            await retry.execute()
+            return "deferred"
+        if unmatched:
+            metrics.STATUS_REPORTS.labels(SOURCE, "given_up").inc(unmatched)
+            log.info("push %s: %d report(s) matched no message smsq sent", push_id, unmatched)
         pipe = client.pipeline(transaction=True)
         for event in content.events:
             pipe.xadd(
