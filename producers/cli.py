@@ -13,6 +13,7 @@ from typing import Any
 from producers.client import JobStatus, Overview, SmsqClient
 from producers.contract import JobRejected
 from producers.dead_letters import DeadLetter, DeadLetters, NotReplayable
+from producers.phones import mask_phone
 
 
 def _recipients(args: argparse.Namespace) -> list[str]:
@@ -151,6 +152,19 @@ def format_status(status: JobStatus, *, show_numbers: bool = False, limit: int =
         more = sum(status.counts.values()) - min(limit, len(status.recipients))
         if more > 0:
             lines.append(f"    ... {more} more (--limit N)")
+    if status.hlr and limit:
+        lines.append("  hlr results:")
+        for phone, result in list(status.hlr.items())[:limit]:
+            number = phone if show_numbers else mask_phone(phone)
+            if result.get("pending"):
+                lines.append(f"    {number:<16} pending")
+                continue
+            facts = " ".join(
+                f"{k}={result[k]}"
+                for k in ("ok", "mcc", "mnc", "network", "ported", "roaming", "error")
+                if result.get(k) is not None
+            )
+            lines.append(f"    {number:<16} {facts}")
     return "\n".join(lines)
 
 

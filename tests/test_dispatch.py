@@ -10,6 +10,7 @@ from typing import Any
 
 import redis
 
+from producers.cli import format_status
 from producers.client import SmsqClient
 from tests.conftest import SandboxThread, sandbox_settings
 
@@ -241,6 +242,9 @@ def test_hlr_job_records_one_result_per_number(redis_url: str, make_worker: Any)
         assert set(status.hlr) == {"447700900031", "79161234567"}
         assert all(h["ok"] and h["mcc"] for h in status.hlr.values())
         assert sum(status.counts.values()) == 2
+        text = format_status(status)
+        assert "hlr results:" in text and "mcc=" in text
+        assert "447700900031" not in text and "4477******31" in text
     finally:
         sandboxes.stop()
 
