@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -140,3 +141,34 @@ def test_overview_and_dead_letter_commands(cli_env: dict[str, str]) -> None:
     assert missing.returncode == 1 and "no dead letter" in missing.stderr
     assert run(cli_env, "dlq", "replay").returncode == 2
     assert "purged 0" in run(cli_env, "dlq", "purge").stdout
+
+
+def test_sandbox_command_takes_faults_at_start_up(tmp_path: Path) -> None:
+    from worker.redis_server import free_port
+
+    port = free_port()
+    faults = '{"send.php": {"error_rate": 0.5, "latency": 0.1}}'
+    proc = subprocess.Popen(
+        [*SMSQ, "sandbox", "intis", f"--port=intis={port}", f"--faults=intis={faults}"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                with urllib.request.urlopen(
+                    f"http://127.0.0.1:{port}/__sandbox/faults", timeout=1
+                ) as r:
+                    body = json.load(r)
+                break
+            except OSError:
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+        assert body["send.php"]["error_rate"] == 0.5 and body["send.php"]["latency"] == 0.1
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=20)
+    bad = run(dict(os.environ), "sandbox", "intis", "--faults=intis=notjson")
+    assert bad.returncode == 2 and "--faults intis" in bad.stderr

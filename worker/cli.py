@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import sys
 
@@ -11,7 +12,7 @@ from producers.cli import add_producer_commands
 from producers.client import SmsqClient
 from worker.config import ConfigError, load_settings
 from worker.providers import known_kinds
-from worker.providers.sandbox_kit import OutcomeMix
+from worker.providers.sandbox_kit import Fault, OutcomeMix
 
 
 def _client(args: argparse.Namespace) -> SmsqClient:
@@ -57,7 +58,18 @@ def _sandbox(args: argparse.Namespace) -> int:
             print(f"--option {item!r}: expected KIND.KEY=VALUE", file=sys.stderr)
             return 2
         options.setdefault(kind, {})[key] = value
-    asyncio.run(run_forever(args.kinds or known_kinds(), args.host, ports, mix, options))
+    faults: dict[str, dict[str, Fault]] = {}
+    for item in args.faults or []:
+        kind, _, spec = item.partition("=")
+        try:
+            faults[kind] = {k: Fault.from_mapping(v) for k, v in json.loads(spec).items()}
+        except (ValueError, TypeError, AttributeError) as exc:
+            print(
+                f"--faults {kind}: expected KIND='{{\"endpoint\": {{...}}}}': {exc}",
+                file=sys.stderr,
+            )
+            return 2
+    asyncio.run(run_forever(args.kinds or known_kinds(), args.host, ports, mix, options, faults))
     return 0
 
 
@@ -110,6 +122,13 @@ def build_parser() -> argparse.ArgumentParser:
     sandbox.add_argument("--undeliverable", type=float, default=0.07)
     sandbox.add_argument("--expired", type=float, default=0.03)
     sandbox.add_argument("--final-after", type=float, default=2.0, help="seconds to a final status")
+    sandbox.add_argument(
+        "--faults",
+        action="append",
+        help="""KIND='{"send.php": {"error_rate": 0.2, "timeout_rate": 0.05}}' (also PUT """
+        "/__sandbox/faults at run time; keys: latency, error_rate, timeout_rate, drop_rate, "
+        'malformed_rate; endpoint "*" for all)',
+    )
     sandbox.add_argument(
         "--option",
         action="append",

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from worker.providers import known_kinds, provider_module
-from worker.providers.sandbox_kit import OutcomeMix, RunningSandbox, SandboxState, serve
+from worker.providers.sandbox_kit import Fault, OutcomeMix, RunningSandbox, SandboxState, serve
 
 
 def sandbox_account(kind: str) -> dict[str, str]:
@@ -30,11 +30,12 @@ async def start_sandboxes(
     ports: Mapping[str, int] | None = None,
     mix: OutcomeMix | None = None,
     options: Mapping[str, Mapping[str, Any]] | None = None,
+    faults: Mapping[str, Mapping[str, Fault]] | None = None,
 ) -> dict[str, RunningSandbox]:
     """Start one sandbox per kind (all known kinds by default) on free or given ports."""
     running: dict[str, RunningSandbox] = {}
     for kind in kinds or known_kinds():
-        state = SandboxState(mix=mix or OutcomeMix())
+        state = SandboxState(mix=mix or OutcomeMix(), faults=(faults or {}).get(kind))
         app = provider_module(kind).create_sandbox(state, **dict((options or {}).get(kind, {})))
         running[kind] = await serve(app, host, (ports or {}).get(kind, 0))
     return running
@@ -46,8 +47,11 @@ async def run_forever(
     ports: Mapping[str, int],
     mix: OutcomeMix,
     options: Mapping[str, Mapping[str, Any]] | None = None,
+    faults: Mapping[str, Mapping[str, Fault]] | None = None,
 ) -> None:
-    running = await start_sandboxes(kinds, host=host, ports=ports, mix=mix, options=options)
+    running = await start_sandboxes(
+        kinds, host=host, ports=ports, mix=mix, options=options, faults=faults
+    )
     for kind, sandbox in running.items():
         print(f"{kind:<16} {sandbox.url}", flush=True)
     stop = asyncio.Event()
