@@ -137,3 +137,20 @@ def test_invalid_rules_are_refused() -> None:
         Rule(limit=0, window=1)
     with pytest.raises(ValueError):
         Rule(limit=5, window=1, reserve=5)
+
+
+async def test_a_permit_in_flight_counts_until_its_request_completes(redis_url: str) -> None:
+    client = aredis.Redis.from_url(redis_url)
+    limiter = RateLimiter(client, "smsq")
+    rule = [Rule(limit=1, window=0.3)]
+    assert await limiter.try_acquire("a", "send", rule, hold=30.0, permit_id="p1") == 0.0
+    await asyncio.sleep(0.5)  # longer than the window, but the request is still in flight
+    wait = await limiter.try_acquire("a", "send", rule)
+    assert 0 < wait <= 0.05  # ask again soon: in-flight requests usually finish quickly
+    await limiter.complete("a", "send", "p1")
+    completed = time.monotonic()
+    assert await limiter.try_acquire("a", "send", rule) > 0.2  # now counted from completion
+    while await limiter.try_acquire("a", "send", rule, permit_id="p2") != 0.0:
+        await asyncio.sleep(0.01)
+    assert time.monotonic() - completed >= 0.29
+    await client.aclose()

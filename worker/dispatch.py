@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -124,6 +125,12 @@ async def limited_call(
     rules = limits.for_endpoint(endpoint)
     limiter, concurrency = rt.limiter, rt.concurrency
     lease_time = rt.settings.accounts[account].timeout + 5.0
+    # A permit counts as in flight until its request completes; past the client's timeout
+    # (and failover to backup hosts) the provider can no longer see it arrive.
+    hold = (
+        rt.settings.accounts[account].timeout * (1 + len(rt.settings.accounts[account].backup_urls))
+        + 1.0
+    )
 
     async def lease_slot() -> str | None:
         if concurrency is None or not limits.max_in_flight:
@@ -142,17 +149,28 @@ async def limited_call(
     async def attempt() -> Any:
         lease = await lease_slot()
         try:
+            permit: str | None = None
             if limiter is not None:
                 # One round trip: the permit (or the provider's pause), and with it the
                 # chunk's move to ``sending``: nothing stands between permit and request.
                 mark = owner.sending_mark(account) if owner is not None else None
+                permit = uuid.uuid4().hex if rules else None
                 try:
                     wait = await limiter.acquire(
-                        account, endpoint, rules, priority=priority, max_wait=SHORT_WAIT, mark=mark
+                        account,
+                        endpoint,
+                        rules,
+                        priority=priority,
+                        max_wait=SHORT_WAIT,
+                        mark=mark,
+                        hold=hold,
+                        permit_id=permit,
                     )
                 except MarkRefused:
+                    permit = None
                     raise LostClaim() from None
                 if wait:
+                    permit = None  # nothing granted: nothing to complete
                     raise Reschedule(wait)
             elif owner is not None and not await owner.sending(account):
                 raise LostClaim()
@@ -165,6 +183,8 @@ async def limited_call(
                     await limiter.pause(account, endpoint, exc.retry_after or THROTTLE_PAUSE)
                 raise
         finally:
+            if permit is not None and limiter is not None:
+                await limiter.complete(account, endpoint, permit)
             if lease is not None and concurrency is not None:
                 await concurrency.release(account, lease)
 

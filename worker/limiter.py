@@ -75,7 +75,7 @@ class Rule:
 
 def margin_for(window: float) -> float:
     """Slack added to each window: requests leave the process a little after their permit."""
-    return min(0.25, window * 0.02)
+    return min(0.1, window * 0.01)
 
 
 class RateLimiter:
@@ -83,6 +83,7 @@ class RateLimiter:
         self._client = client
         self._prefix = prefix
         self._acquire = client.register_script(_script("limiter.lua"))
+        self._complete = client.register_script(_script("complete.lua"))
 
     def key(self, account: str, endpoint: str) -> str:
         return rate_key(self._prefix, account, endpoint)
@@ -95,17 +96,28 @@ class RateLimiter:
         *,
         priority: str = "bulk",
         mark: Mark | None = None,
+        hold: float = 0.0,
+        permit_id: str | None = None,
     ) -> float:
         """Take a permit if one is free: returns 0.0, or the seconds to wait before asking again.
 
-        With no rules the provider's pause is still honoured (and ``mark`` applied).
-        Raises MarkRefused when ``mark``'s key is owned by another token.
+        With ``hold`` (seconds, at least the request's timeout) the permit counts as in
+        flight until :meth:`complete` is called with ``permit_id``, then from the moment
+        the request completed: the provider saw it in between, so the cap holds where the
+        provider counts, however loaded this machine is. With no rules the provider's
+        pause is still honoured (and ``mark`` applied). Raises MarkRefused when
+        ``mark``'s key is owned by another token.
         """
         if not rules and mark is None:
             return 0.0
         key = self.key(account, endpoint)
         keys = [key, key + ":pause"]
-        args: list[Any] = [uuid.uuid4().hex, 1 if priority == "otp" else 0, len(rules)]
+        args: list[Any] = [
+            permit_id or uuid.uuid4().hex,
+            1 if priority == "otp" else 0,
+            int(hold * 1_000_000),
+            len(rules),
+        ]
         for rule in rules:
             window_us = int((rule.window + margin_for(rule.window)) * 1_000_000)
             args += [rule.limit, window_us, rule.reserve]
@@ -128,6 +140,8 @@ class RateLimiter:
         priority: str = "bulk",
         max_wait: float = 5.0,
         mark: Mark | None = None,
+        hold: float = 0.0,
+        permit_id: str | None = None,
     ) -> float:
         """Wait (in the event loop) for a permit for up to ``max_wait`` seconds.
 
@@ -136,7 +150,15 @@ class RateLimiter:
         """
         waited = 0.0
         while True:
-            wait = await self.try_acquire(account, endpoint, rules, priority=priority, mark=mark)
+            wait = await self.try_acquire(
+                account,
+                endpoint,
+                rules,
+                priority=priority,
+                mark=mark,
+                hold=hold,
+                permit_id=permit_id,
+            )
             if wait == 0.0:
                 if waited:
                     metrics.LIMITER_WAIT_SECONDS.labels(endpoint).observe(waited)
@@ -145,6 +167,10 @@ class RateLimiter:
                 return wait
             await asyncio.sleep(wait)
             waited += wait
+
+    async def complete(self, account: str, endpoint: str, permit_id: str) -> None:
+        """The permit's request is over (answered or failed): count it from now on."""
+        await self._complete(keys=[self.key(account, endpoint)], args=[permit_id])
 
     async def pause(self, account: str, endpoint: str, seconds: float) -> None:
         """Stop granting permits on the key for ``seconds`` (a provider said: too many requests)."""
