@@ -13,7 +13,7 @@ Two measurements in one run, each printed in one JSON object:
 
 ``violations`` is the number of sliding windows holding more than CAP
 requests (must be 0); ``utilisation`` is requests served over what the cap
-allows in the span observed (the ceiling: 1.0).
+allows, over the whole windows observed (the ceiling: 1.0).
 """
 
 from __future__ import annotations
@@ -51,14 +51,20 @@ def window_stats(times: list[float], cap: int, window: float) -> dict[str, Any]:
         worst = max(worst, count)
         violations += count > cap
     span = times[-1] - times[0] if times else 0.0
-    allowed = cap * (int(span // window) + 1)
+    # Utilisation over the whole windows from the first request: a last window cut short
+    # by the end of the run is not held against the limiter.
+    windows = max(1, int(span // window))
+    served = len([t for t in times if t < times[0] + windows * window]) if times else 0
+    allowed = cap * windows
     return {
         "requests": len(times),
         "span_seconds": round(span, 3),
         "max_in_any_window": worst,
         "violations": violations,
+        "whole_windows": windows,
+        "served_in_whole_windows": served,
         "allowed_by_cap": allowed,
-        "utilisation": round(len(times) / allowed, 4) if allowed else 0.0,
+        "utilisation": round(served / allowed, 4) if allowed else 0.0,
     }
 
 
