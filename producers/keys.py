@@ -49,6 +49,15 @@ class Keys:
         return f"{self.prefix}:awaiting:{account}"
 
     @property
+    def retention(self) -> str:
+        """Sorted set: finished job ids by the time their records are purged."""
+        return f"{self.prefix}:retention"
+
+    def purged(self, job_id: str) -> str:
+        """String: a job id whose records were purged (so it is not accepted again)."""
+        return f"{self.prefix}:purged:{job_id}"
+
+    @property
     def events(self) -> str:
         """Stream: one entry per status change, HLR result, incoming message, account event."""
         return f"{self.prefix}:events"

@@ -287,6 +287,16 @@ def test_incoming_messages_and_other_pushes_stored_once(
     wait_until(lambda: drained(redis_client), what="duplicate processed")
     assert redis_client.xlen("smsq:events") == len(events)
 
+    # SMSC retrying the same call confirmation publishes nothing new either.
+    async def call_again() -> None:
+        first = next(a for a in smsc.callback_log if a.kind == "call" and a.http_status == 200)
+        await smsc._deliver("call", first.key, dict(first.params))
+
+    stack.sandboxes.call(call_again())
+    wait_until(lambda: drained(redis_client), what="repeated call confirmation processed")
+    assert sum(a.kind == "call" and a.http_status == 200 for a in smsc.callback_log) == 2
+    assert redis_client.xlen("smsq:events") == len(events)
+
 
 def test_smsc_hlr_results_arrive_by_callback(
     stack: Stack, redis_client: redis.Redis, make_worker: Any

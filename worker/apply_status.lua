@@ -31,9 +31,13 @@ for i = 0, n - 1 do
     local job, phone = string.sub(ref, 1, sep - 1), string.sub(ref, sep + 1)
     local rkey = prefix .. ":job:" .. job .. ":rcpt"
     local current = redis.call("HGET", rkey, phone)
-    local record = current and cjson.decode(current) or {}
-    local previous = record["status"] or "queued"
-    if (RANK[status] or -1) > (RANK[previous] or 0) then
+    local record = current and cjson.decode(current) or nil
+    local previous = record and record["status"] or "queued"
+    if not record then
+      -- The job's records are gone (purged): nothing to update; forget the id.
+      redis.call("HDEL", index, pid)
+      unmatched = unmatched + 1
+    elseif (RANK[status] or -1) > (RANK[previous] or 0) then
       record["status"] = status
       record["raw_status"] = raw
       if rawerr ~= "" then record["raw_error"] = rawerr end

@@ -133,10 +133,11 @@ def _store_and_split(rt: Runtime, job: Job) -> str:
     job_key = rt.keys.job(job.job_id)
     with rt.redis.pipeline(transaction=True) as pipe:
         try:
-            pipe.watch(job_key)  # type: ignore[no-untyped-call]
+            tombstone = rt.keys.purged(job.job_id)
+            pipe.watch(job_key, tombstone)  # type: ignore[no-untyped-call]
             previous_state = pipe.hget(job_key, "state")
             resubmitted = previous_state == JobState.DEAD_LETTERED.value.encode()
-            if previous_state is not None and not resubmitted:
+            if (previous_state is not None and not resubmitted) or pipe.exists(tombstone):
                 log.info("job %s seen before; not accepted twice", job.job_id)
                 return "duplicate"
             first_id = 0
@@ -146,6 +147,7 @@ def _store_and_split(rt: Runtime, job: Job) -> str:
             pipe.multi()
             if resubmitted:  # a corrected job under the id of one that was dead-lettered
                 pipe.delete(job_key)
+                pipe.zrem(rt.keys.retention, job.job_id)
             store.write_job_record(
                 pipe, rt.keys, job, accounts=accounts, chunks=len(chunks), now=now
             )

@@ -50,8 +50,11 @@ class Lease:
         self._release = client.register_script(RELEASE)
 
     def acquire(self) -> bool:
-        """Take the lease if nobody holds it."""
-        return bool(self.client.set(self.key, self.token, nx=True, px=_ms(self.seconds)))
+        """Take the lease if nobody holds it, or extend it if we still do (after a Redis blip
+        a holder that stepped down takes its own lease back at once)."""
+        if self.client.set(self.key, self.token, nx=True, px=_ms(self.seconds)):
+            return True
+        return self.renew()
 
     def renew(self) -> bool:
         """Extend the lease by its full length; False when it is no longer ours."""

@@ -148,7 +148,7 @@ class TrackingKeys:
 
     @property
     def retention(self) -> str:
-        return f"{self.prefix}:retention"
+        return Keys(self.prefix).retention
 
     @property
     def retention_scan(self) -> str:
@@ -177,12 +177,13 @@ local noted = 0
 for i = 4, #ARGV, 4 do
   local job, phone, pid, reason = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   redis.call("ZREM", prefix .. ":unknown:" .. account, pid)
-  if leave then redis.call("ZREM", prefix .. ":awaiting:" .. account, pid) end
   local rkey = prefix .. ":job:" .. job .. ":rcpt"
   local raw = redis.call("HGET", rkey, phone)
-  if raw then
-    local record = cjson.decode(raw)
-    if record["status"] == "unknown" then
+  local record = raw and cjson.decode(raw)
+  -- Only a message still unknown is given up: a push may have moved it on meanwhile.
+  if (not record) or record["status"] == "unknown" then
+    if leave then redis.call("ZREM", prefix .. ":awaiting:" .. account, pid) end
+    if record then
       record["reason"] = reason
       redis.call("HSET", rkey, phone, cjson.encode(record))
       noted = noted + 1
@@ -417,14 +418,19 @@ async def _reconcile(rt: Runtime, account: str, clock: Callable[[], float]) -> d
                 try:
                     reports = await _query(rt, adapter, account, group, is_hlr, inbound)
                 except Reschedule:
-                    stop = True  # the next permit is far away: the next slot goes on
+                    # The next permit is far away: these ids back off (and meet their
+                    # deadlines) like polled ones; the next slot goes on.
+                    handled.extend(group)
+                    stop = True
                     break
                 except ProviderError as exc:
                     stats["errors"] += 1
                     log.warning("status poll of %s failed: %s", account, exc)
+                    # Back off (and settle at the deadline) even when the provider fails:
+                    # a batch that keeps failing must neither block newer ids nor live forever.
+                    handled.extend(group)
                     if exc.error_class is ErrorClass.REQUEST:
-                        handled.extend(group)  # these ids are refused: back off, go on
-                        continue
+                        continue  # these ids are refused: go on with the others
                     stop = True
                     break
                 stats["requests"] += 1
@@ -823,30 +829,62 @@ async def _find_finished(rt: Runtime, now: float) -> int:
     return found
 
 
+PURGED_TOMBSTONE = 7 * 24 * 3600  # a purged job id is refused for this long
+
+
 async def _purge(rt: Runtime, now: float) -> int:
-    """Delete the records of jobs whose retention has passed, with their index entries."""
+    """Delete the records of jobs whose retention has passed, with their index entries.
+
+    Each job is checked again first (a job id can be reused by a corrected resubmission,
+    and a job can reopen): one not finished any more leaves the retention list and keeps
+    its records. A purged id leaves a tombstone so a producer's late retry is not taken
+    for a new job. Pages are purged until none is due or the run's time is up.
+    """
     r = rt.async_redis()
     tk = TrackingKeys(rt.keys.prefix)
-    due = [_text(j) for j in await r.zrangebyscore(tk.retention, "-inf", now, 0, RETENTION_PAGE)]
-    for job in due:
-        by_account: dict[str, list[str]] = {}
-        async for _, raw in r.hscan_iter(rt.keys.recipients(job), count=1000):
-            data = json.loads(raw)
-            pid, account = data.get("provider_message_id"), data.get("account")
-            if pid and account:
-                by_account.setdefault(str(account), []).append(canonical_id(str(pid)))
-        pipe = r.pipeline(transaction=True)
-        for account, pids in by_account.items():
-            for start in range(0, len(pids), 1000):
-                part = pids[start : start + 1000]
-                pipe.hdel(rt.keys.message_index(account), *part)
-                pipe.zrem(rt.keys.awaiting(account), *part)
-                pipe.zrem(tk.unknown(account), *part)
-        pipe.delete(*job_keys(rt.keys, job))
-        pipe.zrem(rt.keys.jobs, job)
-        pipe.zrem(tk.retention, job)
-        await pipe.execute()
-    return len(due)
+    horizon = rt.settings.scheduler.horizon
+    purged = 0
+    started = time.monotonic()
+    while time.monotonic() - started < MAX_RUN_SECONDS:
+        due = [
+            _text(j) for j in await r.zrangebyscore(tk.retention, "-inf", now, 0, RETENTION_PAGE)
+        ]
+        if not due:
+            break
+        for job in due:
+            pipe = r.pipeline(transaction=False)
+            pipe.hmget(rt.keys.job(job), ["state", "created_at"])
+            pipe.hgetall(rt.keys.counts(job))
+            (state, created), raw_counts = await pipe.execute()
+            record = {"state": _text(state), "created_at": _text(created)}
+            counts = {_text(k): int(v) for k, v in raw_counts.items()}
+            if state is not None and not is_finished(record, counts, now, horizon):
+                reopen = r.pipeline(transaction=True)
+                for key in job_keys(rt.keys, job):
+                    reopen.persist(key)
+                reopen.zrem(tk.retention, job)
+                await reopen.execute()
+                continue
+            by_account: dict[str, list[str]] = {}
+            async for _, raw in r.hscan_iter(rt.keys.recipients(job), count=1000):
+                data = json.loads(raw)
+                pid, account = data.get("provider_message_id"), data.get("account")
+                if pid and account:
+                    by_account.setdefault(str(account), []).append(canonical_id(str(pid)))
+            pipe = r.pipeline(transaction=True)
+            for account, pids in by_account.items():
+                for start in range(0, len(pids), 1000):
+                    part = pids[start : start + 1000]
+                    pipe.hdel(rt.keys.message_index(account), *part)
+                    pipe.zrem(rt.keys.awaiting(account), *part)
+                    pipe.zrem(tk.unknown(account), *part)
+            pipe.delete(*job_keys(rt.keys, job))
+            pipe.set(rt.keys.purged(job), "1", ex=PURGED_TOMBSTONE)
+            pipe.zrem(rt.keys.jobs, job)
+            pipe.zrem(tk.retention, job)
+            await pipe.execute()
+            purged += 1
+    return purged
 
 
 # --------------------------------------------------------------------------- actors

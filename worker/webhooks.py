@@ -19,6 +19,7 @@ raises, and Dramatiq retries the message with backoff.
 from __future__ import annotations
 
 import base64
+import hashlib
 import binascii
 import json
 import logging
@@ -45,6 +46,9 @@ log = logging.getLogger("smsq.webhooks")
 WEBHOOK_QUEUE = "smsq-webhooks"
 WEBHOOK_ACTOR = "apply_webhook"
 SOURCE = "webhook"
+# A push event (call confirmation, subscription change) seen again within this long is a
+# provider's retry and is not published twice.
+EVENT_DEDUP_SECONDS = 86400
 # A report for a message smsq has not recorded yet is tried again for this long.
 UNMATCHED_GRACE = 120.0
 UNMATCHED_RETRY = 3.0
@@ -191,8 +195,20 @@ class WebhookApplier:
         if unmatched:
             metrics.STATUS_REPORTS.labels(SOURCE, "given_up").inc(unmatched)
             log.info("push %s: %d report(s) matched no message smsq sent", push_id, unmatched)
+        fresh = list(content.events)
+        if fresh:
+            # A provider's retry of the same push is a new push: publish each event once.
+            seen = client.pipeline(transaction=False)
+            for event in fresh:
+                fingerprint = hashlib.sha256(
+                    json.dumps([account.name, dict(event)], sort_keys=True).encode()
+                ).hexdigest()
+                seen.set(
+                    f"{keys.prefix}:pushseen:{fingerprint}", "1", nx=True, ex=EVENT_DEDUP_SECONDS
+                )
+            fresh = [e for e, new in zip(fresh, await seen.execute(), strict=True) if new]
         pipe = client.pipeline(transaction=True)
-        for event in content.events:
+        for event in fresh:
             pipe.xadd(
                 keys.events,
                 _event(account.name, event),

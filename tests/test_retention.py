@@ -1,0 +1,78 @@
+"""Retention never purges a live job, never lets a purged id in again, and late reports find nothing."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import redis
+import redis.asyncio as aredis
+
+from producers.status import Status
+from tests.conftest import SandboxThread, sandbox_settings
+from tests.test_poison_messages import message, push_raw
+from tests.test_reconcile import KEYS, at, make_settings, runtime, seed_job
+from worker import reconcile
+from worker.providers.base import StatusReport
+from worker.status_apply import StatusApplier
+
+
+async def test_a_job_that_reopened_is_not_purged(redis_url: str, redis_client: redis.Redis) -> None:
+    settings = make_settings(redis_url, None, scheduler={"retention": 100, "horizon": 1000})
+    now = time.time()
+    seed_job(redis_client, "reused", state="dead_lettered", counts={}, created_at=now - 5)
+    async with runtime(settings) as rt:
+        assert (await reconcile.sweep_retention(rt, clock=at(now, 0)))["finished"] == 1
+        # The id is taken again by a live job before its purge time (what intake does).
+        seed_job(redis_client, "reused", state="done", counts={"submitted": 1}, created_at=now)
+        redis_client.persist(KEYS.job("reused"))
+        result = await reconcile.sweep_retention(rt, clock=at(now, 150))
+    assert result["purged"] == 0
+    assert redis_client.hget(KEYS.job("reused"), "state") == b"done"
+    assert redis_client.hlen(KEYS.recipients("reused")) == 1
+    assert redis_client.zscore(KEYS.retention, "reused") is None
+    assert redis_client.ttl(KEYS.job("reused")) == -1
+
+
+async def test_every_due_job_is_purged_and_late_reports_leave_no_orphans(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    settings = make_settings(redis_url, None, scheduler={"retention": 100, "horizon": 1000})
+    now = time.time()
+    for i in range(1200):  # more than one page
+        seed_job(redis_client, f"old{i}", state="done", counts={"delivered": 1}, created_at=now - 5)
+    async with runtime(settings) as rt:
+        assert (await reconcile.sweep_retention(rt, clock=at(now, 0)))["finished"] == 1200
+        assert (await reconcile.sweep_retention(rt, clock=at(now, 150)))["purged"] == 1200
+    assert (
+        redis_client.zcard(KEYS.jobs) == 0
+        and redis_client.hlen(KEYS.message_index("intis-sandbox")) == 0
+    )
+    assert redis_client.exists(KEYS.purged("old7"))
+    # A provider's late retry of a report for a purged job changes nothing.
+    redis_client.hset(KEYS.message_index("intis-sandbox"), "old70001", "old7|447700900001")
+    client = aredis.Redis.from_url(redis_url)
+    late = StatusReport(
+        provider_message_id="old70001", status=Status.DELIVERED, raw_status="deliver"
+    )
+    result = await StatusApplier(client, "smsq").apply("intis-sandbox", [late], "webhook")
+    await client.aclose()
+    assert (result.applied, result.unmatched) == (0, 1)
+    assert not redis_client.exists(KEYS.recipients("old7"), KEYS.counts("old7"))
+    assert redis_client.xlen("smsq:events") == 0
+
+
+def test_a_purged_job_id_is_not_accepted_again(
+    redis_url: str, redis_client: redis.Redis, make_worker: Any
+) -> None:
+    sandboxes = SandboxThread(["intis"])
+    try:
+        worker = make_worker(sandbox_settings(redis_url, sandboxes))
+        redis_client.set(KEYS.purged("done-long-ago"), "1", ex=3600)
+        job = {"job_id": "done-long-ago", "provider": "intis", "sender": "smstest", "text": "x"}
+        push_raw(redis_client, message([{**job, "recipients": ["+447700900401"]}]))
+        worker.join()
+        assert not redis_client.exists(KEYS.job("done-long-ago"))
+        assert [e for e in sandboxes.log("intis") if e.path.endswith("/send.php")] == []
+    finally:
+        sandboxes.stop()
