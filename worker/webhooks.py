@@ -19,8 +19,8 @@ raises, and Dramatiq retries the message with backoff.
 from __future__ import annotations
 
 import base64
-import hashlib
 import binascii
+import hashlib
 import json
 import logging
 import time
