@@ -3,6 +3,7 @@ through the real worker reaching final statuses by polling within the providers'
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import os
@@ -352,3 +353,20 @@ def test_smsc_caps_hold_while_status_history_and_incoming_are_polled(
         assert not [e for e in log if _error_9(e.body)], "SMSC answered error 9"
     finally:
         sandboxes.stop()
+
+
+async def test_a_run_lease_renews_itself_while_held(redis_url: str) -> None:
+    import redis.asyncio as aredis
+
+    from worker.lease import AsyncLease
+
+    client = aredis.Redis.from_url(redis_url)
+    lease = AsyncLease(client, "smsq:lock:test", 0.3)
+    assert await lease.acquire()
+    await asyncio.sleep(0.8)  # well past its length: still held, renewed
+    assert not await AsyncLease(client, "smsq:lock:test", 0.3).acquire()
+    assert await lease.release()
+    successor = AsyncLease(client, "smsq:lock:test", 0.3)
+    assert await successor.acquire()
+    await successor.release()
+    await client.aclose()

@@ -12,6 +12,7 @@ keeps two runs of the same periodic task from overlapping in the worker.
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import redis
@@ -75,7 +76,12 @@ class Lease:
 
 
 class AsyncLease:
-    """The same lease for an asyncio client (one holder per key, compare-and-set release)."""
+    """The same lease for an asyncio client (one holder per key, compare-and-set release).
+
+    While held it renews itself every third of its length, so a run that takes longer
+    than the lease (slow provider, long retries) keeps it; a holder that dies stops
+    renewing and the lease lapses.
+    """
 
     def __init__(self, client: aredis.Redis, key: str, seconds: float) -> None:
         self.client = client
@@ -83,9 +89,28 @@ class AsyncLease:
         self.seconds = seconds
         self.token = uuid.uuid4().hex
         self._release = client.register_script(RELEASE)
+        self._renew = client.register_script(RENEW)
+        self._keeper: asyncio.Task[None] | None = None
 
     async def acquire(self) -> bool:
-        return bool(await self.client.set(self.key, self.token, nx=True, px=_ms(self.seconds)))
+        if not await self.client.set(self.key, self.token, nx=True, px=_ms(self.seconds)):
+            return False
+        self._keeper = asyncio.create_task(self._keep())
+        return True
+
+    async def _keep(self) -> None:
+        while True:
+            await asyncio.sleep(self.seconds / 3)
+            try:
+                if not int(
+                    await self._renew(keys=[self.key], args=[self.token, _ms(self.seconds)])
+                ):
+                    return  # no longer ours
+            except Exception:  # Redis trouble: try again next time; the lease may lapse
+                continue
 
     async def release(self) -> bool:
+        if self._keeper is not None:
+            self._keeper.cancel()
+            self._keeper = None
         return bool(int(await self._release(keys=[self.key], args=[self.token])))
