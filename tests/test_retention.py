@@ -76,3 +76,32 @@ def test_a_purged_job_id_is_not_accepted_again(
         assert [e for e in sandboxes.log("intis") if e.path.endswith("/send.php")] == []
     finally:
         sandboxes.stop()
+
+
+async def test_old_incoming_messages_and_dead_letters_are_trimmed(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    from datetime import UTC, datetime
+
+    from worker.inbound import Inbound
+    from worker.providers.base import IncomingMessage
+
+    settings = make_settings(redis_url, None, scheduler={"retention": 100, "horizon": 1000})
+    now = time.time()
+    client = aredis.Redis.from_url(redis_url)
+    inbound = Inbound(client, KEYS)
+    old = IncomingMessage(
+        "1", "447700900501", "old", received_at=datetime.fromtimestamp(now - 500, UTC)
+    )
+    new = IncomingMessage(
+        "2", "447700900502", "new", received_at=datetime.fromtimestamp(now - 5, UTC)
+    )
+    await inbound.store_incoming("intis-sandbox", [old, new], "poll")
+    await client.aclose()
+    redis_client.hset(KEYS.dead_letters, mapping={"a": "{}", "b": "{}"})
+    redis_client.zadd(KEYS.dead_letter_index, {"a": now - 500, "b": now - 5})
+    async with runtime(settings) as rt:
+        result = await reconcile.sweep_retention(rt, clock=at(now, 0))
+    assert (result["incoming"], result["dead_letters"]) == (1, 1)
+    assert redis_client.hkeys("smsq:mo:intis-sandbox") == [b"2"]
+    assert redis_client.hkeys(KEYS.dead_letters) == [b"b"]

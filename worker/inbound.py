@@ -22,10 +22,12 @@ from worker.providers.base import HlrResult, IncomingMessage
 from worker.status_apply import EVENTS_MAXLEN, canonical_id
 
 _STORE_INCOMING = """
--- KEYS[1] mo hash, KEYS[2] events stream; ARGV: maxlen, then per message: id, json, sender, text, at, source
+-- KEYS[1] mo hash (its time index: KEYS[1] .. ":index"), KEYS[2] events stream;
+-- ARGV: maxlen, then per message: id, json, sender, text, at, source
 local new = 0
 for i = 2, #ARGV, 6 do
   if redis.call("HSETNX", KEYS[1], ARGV[i], ARGV[i + 1]) == 1 then
+    redis.call("ZADD", KEYS[1] .. ":index", ARGV[i + 4], ARGV[i])
     redis.call("XADD", KEYS[2], "MAXLEN", "~", ARGV[1], "*", "type", "incoming",
                "provider_message_id", ARGV[i], "sender", ARGV[i + 2], "text", ARGV[i + 3],
                "at", ARGV[i + 4], "source", ARGV[i + 5], "account", string.match(KEYS[1], "[^:]+$"))
@@ -80,7 +82,20 @@ class Inbound:
         self._hlr = client.register_script(_RECORD_HLR)
 
     def incoming_key(self, account: str) -> str:
+        """Hash id -> message; ``+ ':index'``: sorted set of ids by arrival, for retention."""
         return f"{self._keys.prefix}:mo:{account}"
+
+    async def trim_incoming(self, client: aredis.Redis, account: str, before: float) -> int:
+        """Forget messages that arrived before ``before`` (epoch seconds); returns how many."""
+        key = self.incoming_key(account)
+        old = await client.zrangebyscore(key + ":index", "-inf", before, 0, 10_000)
+        if not old:
+            return 0
+        pipe = client.pipeline(transaction=True)
+        pipe.hdel(key, *old)
+        pipe.zrem(key + ":index", *old)
+        await pipe.execute()
+        return len(old)
 
     async def store_incoming(
         self, account: str, messages: Sequence[IncomingMessage], source: str

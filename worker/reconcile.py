@@ -750,9 +750,33 @@ async def sweep_retention(rt: Runtime, *, clock: Callable[[], float] = time.time
         now = clock()
         finished = await _find_finished(rt, now)
         purged = await _purge(rt, now)
-        return {"finished": finished, "purged": purged}
+        before = now - rt.settings.scheduler.retention
+        inbound = Inbound(r, rt.keys)
+        trimmed = 0
+        for account in rt.settings.accounts:
+            trimmed += await inbound.trim_incoming(r, account, before)
+        letters = await _trim_dead_letters(rt, before)
+        return {
+            "finished": finished,
+            "purged": purged,
+            "incoming": trimmed,
+            "dead_letters": letters,
+        }
     finally:
         await lease.release()
+
+
+async def _trim_dead_letters(rt: Runtime, before: float) -> int:
+    """Dead letters older than the retention go (an operator had that long to replay them)."""
+    r = rt.async_redis()
+    old = await r.zrangebyscore(rt.keys.dead_letter_index, "-inf", before, 0, 10_000)
+    if not old:
+        return 0
+    pipe = r.pipeline(transaction=True)
+    pipe.hdel(rt.keys.dead_letters, *old)
+    pipe.zrem(rt.keys.dead_letter_index, *old)
+    await pipe.execute()
+    return len(old)
 
 
 def _grace(retention: float) -> float:
