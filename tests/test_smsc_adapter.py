@@ -8,6 +8,7 @@ import json
 import socket
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from types import SimpleNamespace
 from typing import Any
 
 import aiohttp
@@ -15,6 +16,7 @@ import pytest
 from aiohttp import web
 
 from producers.status import Status
+from worker.providers import failover
 from worker.providers.base import AccountConfig, ErrorClass, ProviderError, SendRequest
 from worker.providers.sandbox_kit import (
     Fault,
@@ -28,6 +30,7 @@ from worker.providers.smsc import SANDBOX_ACCOUNT, Adapter, codes
 from worker.providers.smsc.adapter import (
     DEFAULT_BACKUP_URLS,
     DEFAULT_BATCH,
+    FAILBACK_AFTER,
     MAX_BATCH,
     SmscAdapter,
     expected_message_ids,
@@ -881,6 +884,30 @@ async def test_failover_on_5xx_between_two_sandboxes(
         # The backup stays preferred: the next call goes straight to it.
         await adapter.balance()
         assert broken_state.log.for_path("balance.php") == []
+    finally:
+        await broken.stop()
+
+
+async def test_primary_is_tried_first_again_after_failback_after(
+    sandbox: RunningSandbox,
+    session: aiohttp.ClientSession,
+    mix: OutcomeMix,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    now = [1000.0]
+    monkeypatch.setattr(failover, "time", SimpleNamespace(monotonic=lambda: now[0]))
+    broken_state = SandboxState(mix, faults={"*": Fault(error_rate=1.0)})
+    broken = await serve(create_sandbox(broken_state, caps=False))
+    try:
+        adapter = SmscAdapter(account(broken.url, backup_urls=(sandbox.url,)), session)
+        await adapter.balance()  # the primary fails, the backup answers and is preferred
+        now[0] += FAILBACK_AFTER
+        await adapter.balance()
+        assert len(broken_state.log.for_path("balance.php")) == 1
+        now[0] += 1.0
+        await adapter.balance()  # past FAILBACK_AFTER: the primary first again
+        assert len(broken_state.log.for_path("balance.php")) == 2
+        assert len(sandbox.state.log.for_path("balance.php")) == 3
     finally:
         await broken.stop()
 

@@ -78,6 +78,7 @@ from worker.providers.base import (
     SendRequest,
     StatusReport,
 )
+from worker.providers.failover import HostFailover, raise_all_failed
 from worker.providers.intellisoftware.codes import (
     BALANCE_PREFIX,
     DEFAULT_COUNTRY_CODE,
@@ -317,6 +318,13 @@ class IntelliSoftwareAdapter(HttpClient):
     def __init__(self, account: AccountConfig, session: aiohttp.ClientSession) -> None:
         super().__init__(account, session)
         self._country_code = str(account.options.get("default_country_code", DEFAULT_COUNTRY_CODE))
+        self._failover = HostFailover(
+            self.kind,
+            self.gateways,
+            # The error's class already tells whether an attempt may have been acted on.
+            may_fail_over=lambda exc, _idempotent: self._may_fail_over(exc),
+            exhausted=raise_all_failed,  # no preferred gateway: the primary is always first
+        )
 
     # --- the port -----------------------------------------------------------------------
 
@@ -643,14 +651,12 @@ class IntelliSoftwareAdapter(HttpClient):
     @staticmethod
     def _may_fail_over(exc: ProviderError) -> bool:
         """Whether an attempt's failure allows trying the next gateway (see module doc)."""
-        if exc.error_class is ErrorClass.TRANSIENT:
-            return True  # connect failure; or any transport failure of an idempotent call
-        if exc.error_class is ErrorClass.AMBIGUOUS:
-            # A 5xx answer (raw_code is the HTTP status), should the base class ever call it
-            # ambiguous, still fails over (the provider's guidance); a read timeout or a
-            # dropped connection after sending does not.
-            return exc.raw_code is not None and exc.raw_code.startswith("5")
-        return False
+        # TRANSIENT: a connect failure, a 500/503 the gateway itself answered, or any
+        # transport failure of an idempotent call (the provider's "fail over on 5xx").
+        # AMBIGUOUS never fails over: a send that may have been taken (a proxy's 502/504 in
+        # front of the gateway, a read timeout or a dropped connection after sending) could
+        # go out twice through the backup.
+        return exc.error_class is ErrorClass.TRANSIENT
 
     async def _call(
         self,
@@ -662,37 +668,15 @@ class IntelliSoftwareAdapter(HttpClient):
         encoding: str | None = None,
     ) -> HttpResponse:
         """POST ``form()`` to ``path`` on the primary, failing over to the backups."""
-        gateways = self.gateways
-        failures: list[ProviderError] = []
-        for n, base in enumerate(gateways):
-            try:
-                return await self.request(
-                    "POST",
-                    base + path,
-                    endpoint=endpoint,
-                    data=form(),  # a fresh body per attempt (FormData is single-use)
-                    idempotent=idempotent,
-                    encoding=encoding,
-                )
-            except ProviderError as exc:
-                if not self._may_fail_over(exc):
-                    raise
-                failures.append(exc)
-                if n + 1 < len(gateways):
-                    log.warning(
-                        "intellisoftware %s: gateway %d of %d failed (%s: %s); trying the next",
-                        endpoint,
-                        n + 1,
-                        len(gateways),
-                        exc.error_class.value,
-                        exc.reason,
-                    )
-        if not failures:
-            raise ProviderError(ErrorClass.REQUEST, "no gateway URL configured")
-        acted = any(f.error_class is ErrorClass.AMBIGUOUS for f in failures)
-        last = failures[-1]
-        raise ProviderError(
-            ErrorClass.AMBIGUOUS if acted else ErrorClass.TRANSIENT,
-            f"all {len(gateways)} gateway(s) failed; last: {last.reason}",
-            raw_code=last.raw_code,
-        ) from last
+        return await self._failover.call(
+            lambda base: self.request(
+                "POST",
+                base + path,
+                endpoint=endpoint,
+                data=form(),  # a fresh body per attempt (FormData is single-use)
+                idempotent=idempotent,
+                encoding=encoding,
+            ),
+            endpoint=endpoint,
+            idempotent=idempotent,
+        )

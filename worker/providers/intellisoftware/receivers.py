@@ -13,13 +13,13 @@ IntelliSoftware signs nothing. Two ways to know a push is theirs:
   :func:`verify_shared_secret` (constant-time);
 - the gateway's source addresses: :func:`verify_source_ip` (addresses or CIDR networks).
 
+Both are the checks of :mod:`worker.providers.webhook_auth`, as ValueError.
+
 Malformed input raises ValueError naming the field (never echoing a number or secret).
 """
 
 from __future__ import annotations
 
-import hmac
-import ipaddress
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -36,6 +36,7 @@ from worker.providers.intellisoftware.codes import (
     message_key,
     report_status,
 )
+from worker.providers.webhook_auth import check_shared_secret, check_source, parse_networks
 
 Fields = Mapping[str, object]
 
@@ -287,10 +288,7 @@ def verify_shared_secret(provided: str | None, expected: str) -> None:
     """
     if not expected:
         raise ValueError("no shared secret configured for IntelliSoftware pushes")
-    if not provided:
-        raise ValueError("push carries no shared secret")
-    if not hmac.compare_digest(provided.encode("utf-8"), expected.encode("utf-8")):
-        raise ValueError("push carries a wrong shared secret")
+    check_shared_secret(provided, expected)
 
 
 def verify_source_ip(remote: str | None, allowed: Iterable[str]) -> None:
@@ -299,21 +297,7 @@ def verify_source_ip(remote: str | None, allowed: Iterable[str]) -> None:
     Raises ValueError when the allow-list is empty or malformed, when the address is
     missing or not an IP address, or when it is not allowed.
     """
-    networks = []
-    for entry in allowed:
-        try:
-            networks.append(ipaddress.ip_network(entry.strip(), strict=False))
-        except ValueError:
-            raise ValueError(f"allow-list entry {entry!r} is not an address or network") from None
+    networks = parse_networks(allowed)
     if not networks:
         raise ValueError("empty IP allow-list for IntelliSoftware pushes")
-    if not remote:
-        raise ValueError("push has no source address")
-    try:
-        address = ipaddress.ip_address(remote.strip())
-    except ValueError:
-        raise ValueError("push source is not an IP address") from None
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    if not any(address.version == n.version and address in n for n in networks):
-        raise ValueError(f"push source {address} is not in the allow-list")
+    check_source(remote, networks)

@@ -2,7 +2,8 @@
 
 The gateway POSTs form fields for forwarded SMS, status reports, MMS notifications and
 subscription-list events (see :mod:`.receivers`), to the URLs set on the Forwarding tab
-of the account's Preferences. It signs nothing, so smsq authenticates a push by
+of the account's Preferences. It signs nothing, so smsq authenticates a push as
+:mod:`worker.providers.webhook_auth` does for every provider:
 
 - a shared secret in the URL: configure ``https://<smsq web>/hooks/<account>?key=<secret>``
   and ``accounts.<account>.webhook_secret`` with the same secret (compared in constant
@@ -29,48 +30,23 @@ from worker.providers.base import (
     StatusReport,
     WebhookAnswer,
     WebhookContent,
-    WebhookRejected,
 )
 from worker.providers.intellisoftware.receivers import (
     InboundMms,
     InboundSms,
     SubscriptionEvent,
     parse_push,
-    verify_shared_secret,
-    verify_source_ip,
 )
+from worker.providers.webhook_auth import KEY_PARAM, verify_push
 
 __all__ = ["KEY_PARAM", "parse_webhook", "push_fields", "verify_webhook"]
-
-KEY_PARAM = "key"  # the shared secret's query parameter
-IPS_OPTION = "webhook_ips"
-OK = WebhookAnswer(200, "OK", "text/plain")
-
-
-def _ips(account: AccountConfig) -> list[str]:
-    raw = account.options.get(IPS_OPTION) or []
-    entries = raw.split(",") if isinstance(raw, str) else [str(e) for e in raw]
-    return [e.strip() for e in entries if e.strip()]
 
 
 def verify_webhook(account: AccountConfig, request: InboundRequest) -> WebhookAnswer:
     """Check the ``key`` query parameter and/or the source address; WebhookRejected(403) else."""
-    ips = _ips(account)
-    if not account.webhook_secret and not ips:
-        raise WebhookRejected(
-            403,
-            f"pushes to account {account.name!r} are not authenticated: set "
-            f"accounts.{account.name}.webhook_secret and put it in the forwarding URL as "
-            f"?{KEY_PARAM}=<secret>, and/or set accounts.{account.name}.options.{IPS_OPTION}",
-        )
-    try:
-        if ips:
-            verify_source_ip(request.remote, ips)
-        if account.webhook_secret:
-            verify_shared_secret(request.query.get(KEY_PARAM), account.webhook_secret)
-    except ValueError as exc:
-        raise WebhookRejected(403, str(exc)) from None
-    return OK
+    return verify_push(
+        account, request, secret_use=f"and put it in the forwarding URL as ?{KEY_PARAM}=<secret>"
+    )
 
 
 def _charset(content_type: str) -> str:

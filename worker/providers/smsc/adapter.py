@@ -16,9 +16,7 @@ Callbacks carry ``id`` and ``phone`` separately and build the same string.
 from __future__ import annotations
 
 import json
-import logging
 import math
-import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta, timezone
@@ -41,9 +39,8 @@ from worker.providers.base import (
     StatusReport,
 )
 from worker.providers.base import IncomingMessage as Incoming
+from worker.providers.failover import HostFailover, raise_last
 from worker.providers.smsc import codes
-
-log = logging.getLogger(__name__)
 
 # Recipients per send request. SMSC documents no cap on the number of phones in one
 # send.php call; what it documents is that a GET query must stay under ~2000
@@ -552,6 +549,17 @@ def _transport_failure(exc: ProviderError) -> bool:
     return _server_error(exc) or isinstance(exc.__cause__, aiohttp.ClientError | TimeoutError)
 
 
+def _may_fail_over(exc: ProviderError, idempotent: bool) -> bool:
+    """SMSC's failover rule (see :class:`SmscAdapter`).
+
+    Never after an AMBIGUOUS failure (a send that may have been taken, e.g. a proxy's 502/504
+    or a timeout after sending): trying another host could send it twice.
+    """
+    if exc.error_class is ErrorClass.AMBIGUOUS:
+        return False
+    return _connect_failure(exc) or _server_error(exc) or (idempotent and _transport_failure(exc))
+
+
 class SmscAdapter(HttpClient):
     """SMSC over HTTP: the smsq port (send / status / hlr / balance) plus typed calls
     for every documented endpoint.
@@ -563,7 +571,8 @@ class SmscAdapter(HttpClient):
     that timed out after leaving is AMBIGUOUS and is raised, never re-sent to
     another host (it could go out twice). An SMSC error answer (``error_code``) is
     final and never failed over. A backup that answered stays preferred for
-    ``FAILBACK_AFTER`` seconds, then the primary is tried first again.
+    ``FAILBACK_AFTER`` seconds, then the primary is tried first again. When every
+    host failed, the last one's failure is raised (:mod:`worker.providers.failover`).
     """
 
     kind: ClassVar[str] = "smsc"
@@ -574,9 +583,13 @@ class SmscAdapter(HttpClient):
 
     def __init__(self, account: AccountConfig, session: aiohttp.ClientSession) -> None:
         super().__init__(account, session)
-        self._hosts = self._host_list(account)
-        self._preferred = 0
-        self._preferred_since = 0.0
+        self._failover = HostFailover(
+            self.kind,
+            self._host_list(account),
+            may_fail_over=_may_fail_over,
+            failback_after=FAILBACK_AFTER,
+            exhausted=raise_last,
+        )
 
     # -- configuration ------------------------------------------------------------
 
@@ -598,7 +611,7 @@ class SmscAdapter(HttpClient):
     @property
     def hosts(self) -> tuple[str, ...]:
         """Primary first, then the backups, in the order they are tried."""
-        return self._hosts
+        return self._failover.hosts
 
     @property
     def max_batch(self) -> int:
@@ -615,15 +628,6 @@ class SmscAdapter(HttpClient):
 
     # -- transport ----------------------------------------------------------------
 
-    def _host_order(self) -> list[int]:
-        if self._preferred and time.monotonic() - self._preferred_since > FAILBACK_AFTER:
-            self._preferred = 0
-        order = list(range(len(self._hosts)))
-        if self._preferred:
-            order.remove(self._preferred)
-            order.insert(0, self._preferred)
-        return order
-
     async def _call(
         self,
         script: str,
@@ -639,42 +643,18 @@ class SmscAdapter(HttpClient):
         # GET by default (as SMSC's examples); POST when long, or always when the account
         # sets options.always_post (keeps psw out of proxies' URL logs).
         use_post = bool(self._option("always_post")) or len(urlencode(query)) > GET_QUERY_LIMIT
-        last_exc: ProviderError | None = None
-        response: HttpResponse | None = None
-        for index in self._host_order():
-            url = f"{self._hosts[index]}/sys/{script}"
-            try:
-                if use_post:
-                    response = await self.request(
-                        "POST", url, endpoint=endpoint, data=query, idempotent=idempotent
-                    )
-                else:
-                    response = await self.request(
-                        "GET", url, endpoint=endpoint, params=query, idempotent=idempotent
-                    )
-            except ProviderError as exc:
-                can_fail_over = (
-                    _connect_failure(exc)
-                    or _server_error(exc)
-                    or (idempotent and _transport_failure(exc))
+
+        async def attempt(host: str) -> HttpResponse:
+            url = f"{host}/sys/{script}"
+            if use_post:
+                return await self.request(
+                    "POST", url, endpoint=endpoint, data=query, idempotent=idempotent
                 )
-                if not can_fail_over:
-                    raise
-                last_exc = exc
-                log.warning(
-                    "smsc %s: %s unreachable (%s), trying the next host",
-                    endpoint,
-                    urlsplit(url).hostname,
-                    exc.reason,
-                )
-                continue
-            if index != self._preferred:
-                self._preferred = index
-                self._preferred_since = time.monotonic()
-            break
-        if response is None:
-            assert last_exc is not None
-            raise last_exc
+            return await self.request(
+                "GET", url, endpoint=endpoint, params=query, idempotent=idempotent
+            )
+
+        response = await self._failover.call(attempt, endpoint=endpoint, idempotent=idempotent)
         try:
             data = json.loads(response.text)
         except ValueError:

@@ -8,9 +8,10 @@ too; add ``&charset=utf-8`` or ``&fmt=3`` as you like): SMSC replaces the secret
 hash of ``id:phone:status:<secret>`` (or ``phone:mes:to`` / ``phone:ts``), which
 :func:`verify_webhook` checks in constant time against ``account.webhook_secret``.
 
-Authentication, as for every provider: ``webhook_secret`` (a signature is then required)
-and/or ``options.webhook_ips`` (addresses or CIDR networks the push must come from);
-with both configured both must pass, with neither every push is refused (403). SMSC
+Authentication, as for every provider (:mod:`worker.providers.webhook_auth`):
+``webhook_secret`` (a signature is then required) and/or ``options.webhook_ips``
+(addresses or CIDR networks the push must come from); with both configured both must
+pass, with neither every push is refused (403). SMSC
 retries on any answer but 200 and 404, so a refusal is 403 (bad signature, source) or
 400 (a signed body that cannot be decoded), never 404.
 """
@@ -18,7 +19,6 @@ retries on any answer but 200 and 404, so a refusal is 403 (bad signature, sourc
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 from collections.abc import Mapping
 
 from worker.providers.base import (
@@ -40,67 +40,31 @@ from worker.providers.smsc.callbacks import (
     handle_callback,
     verify_signature,
 )
+from worker.providers.webhook_auth import verify_push
 
 __all__ = ["parse_webhook", "verify_webhook"]
 
-IPS_OPTION = "webhook_ips"
-OK = WebhookAnswer(200, "OK", "text/plain")
 
-
-def allowed_networks(
-    account: AccountConfig,
-) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
-    """The account's ``options.webhook_ips`` (a list or a comma-separated string)."""
-    raw = account.options.get(IPS_OPTION) or []
-    entries = raw.split(",") if isinstance(raw, str) else [str(e) for e in raw]
-    networks = []
-    for entry in (e.strip() for e in entries):
-        if not entry:
-            continue
-        try:
-            networks.append(ipaddress.ip_network(entry, strict=False))
-        except ValueError:
-            raise WebhookRejected(
-                403, f"accounts.{account.name}.options.{IPS_OPTION}: {entry!r} is not an address"
-            ) from None
-    return networks
-
-
-def _check_source(
-    remote: str, networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network]
-) -> None:
+def _check_signature(secret: str, request: InboundRequest) -> None:
+    """The md5/sha1/crc32 signature: 400 if the body cannot be decoded, 403 if it is wrong."""
     try:
-        address = ipaddress.ip_address(remote.strip())
-    except ValueError:
-        raise WebhookRejected(403, "push source is not an IP address") from None
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    if not any(address.version == n.version and address in n for n in networks):
-        raise WebhookRejected(403, f"push source {address} is not in {IPS_OPTION}")
+        decoded = decode_callback(
+            request.body, content_type=request.content_type, query=request.query
+        )
+    except CallbackError as exc:
+        raise WebhookRejected(400, f"undecodable SMSC callback: {exc}") from None
+    if not verify_signature(decoded.params, secret, charset=decoded.charset):
+        raise WebhookRejected(403, "SMSC callback signature missing or wrong")
 
 
 def verify_webhook(account: AccountConfig, request: InboundRequest) -> WebhookAnswer:
     """Check the source and the md5/sha1/crc32 signature; raise WebhookRejected otherwise."""
-    networks = allowed_networks(account)
-    if not account.webhook_secret and not networks:
-        raise WebhookRejected(
-            403,
-            f"pushes to account {account.name!r} are not authenticated: set "
-            f"accounts.{account.name}.webhook_secret (the md5/sha1/crc32 secret of the SMSC "
-            f"handler URL) and/or accounts.{account.name}.options.{IPS_OPTION}",
-        )
-    if networks:
-        _check_source(request.remote, networks)
-    if account.webhook_secret:
-        try:
-            decoded = decode_callback(
-                request.body, content_type=request.content_type, query=request.query
-            )
-        except CallbackError as exc:
-            raise WebhookRejected(400, f"undecodable SMSC callback: {exc}") from None
-        if not verify_signature(decoded.params, account.webhook_secret, charset=decoded.charset):
-            raise WebhookRejected(403, "SMSC callback signature missing or wrong")
-    return OK
+    return verify_push(
+        account,
+        request,
+        secret_use="(the md5/sha1/crc32 secret of the SMSC handler URL)",
+        check_secret=_check_signature,
+    )
 
 
 def _incoming_id(sms: IncomingSms) -> str:

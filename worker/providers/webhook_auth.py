@@ -1,0 +1,127 @@
+"""How a provider's push to ``/hooks/<account>`` is authenticated: one rule for all.
+
+Two means, configured per account:
+
+- a secret, ``accounts.<account>.webhook_secret``: by default a shared secret the push
+  carries in the URL (``?key=<secret>``, compared in constant time); a provider that
+  signs its pushes checks its signature with the secret instead (SMSC);
+- an allow-list of source addresses, ``accounts.<account>.options.webhook_ips``: a list
+  or a comma-separated string of addresses or CIDR networks (an IPv4-mapped IPv6 source
+  is matched as IPv4).
+
+With both configured both must pass; with neither, every push is refused (403, with what
+to configure). :func:`verify_push` applies the rule; the checks below it raise ValueError
+(never echoing a secret), for callers outside the web layer.
+"""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+from collections.abc import Callable, Iterable, Sequence
+
+from worker.providers.base import AccountConfig, InboundRequest, WebhookAnswer, WebhookRejected
+
+__all__ = [
+    "IPS_OPTION",
+    "KEY_PARAM",
+    "OK",
+    "allowed_networks",
+    "check_key",
+    "check_shared_secret",
+    "check_source",
+    "parse_networks",
+    "verify_push",
+]
+
+KEY_PARAM = "key"  # the shared secret's query parameter
+IPS_OPTION = "webhook_ips"
+OK = WebhookAnswer(200, "OK", "text/plain")
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+SecretCheck = Callable[[str, InboundRequest], None]
+
+
+def parse_networks(entries: Iterable[str]) -> list[Network]:
+    """Addresses or CIDR networks; ValueError naming the first entry that is neither."""
+    networks: list[Network] = []
+    for entry in entries:
+        try:
+            networks.append(ipaddress.ip_network(entry.strip(), strict=False))
+        except ValueError:
+            raise ValueError(f"allow-list entry {entry!r} is not an address or network") from None
+    return networks
+
+
+def check_source(remote: str | None, networks: Sequence[Network]) -> None:
+    """ValueError unless ``remote`` is an IP address inside one of ``networks``."""
+    if not remote:
+        raise ValueError("push has no source address")
+    try:
+        address = ipaddress.ip_address(remote.strip())
+    except ValueError:
+        raise ValueError("push source is not an IP address") from None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    if not any(address.version == n.version and address in n for n in networks):
+        raise ValueError(f"push source {address} is not in the allow-list")
+
+
+def check_shared_secret(provided: str | None, expected: str) -> None:
+    """ValueError unless ``provided`` equals ``expected`` (compared in constant time)."""
+    if not provided:
+        raise ValueError("push carries no shared secret")
+    if not hmac.compare_digest(provided.encode("utf-8"), expected.encode("utf-8")):
+        raise ValueError("push carries a wrong shared secret")
+
+
+def allowed_networks(account: AccountConfig) -> list[Network]:
+    """The account's ``options.webhook_ips``; WebhookRejected(403) if an entry is no address."""
+    raw = account.options.get(IPS_OPTION) or []
+    entries = raw.split(",") if isinstance(raw, str) else [str(e) for e in raw]
+    try:
+        return parse_networks(e.strip() for e in entries if e.strip())
+    except ValueError as exc:
+        raise WebhookRejected(403, f"accounts.{account.name}.options.{IPS_OPTION}: {exc}") from None
+
+
+def check_key(secret: str, request: InboundRequest) -> None:
+    """The default secret check: the ``key`` query parameter; WebhookRejected(403) else."""
+    provided = request.query.get(KEY_PARAM)
+    if not provided:
+        raise WebhookRejected(403, f"push carries no shared secret ({KEY_PARAM} parameter)")
+    try:
+        check_shared_secret(provided, secret)
+    except ValueError as exc:
+        raise WebhookRejected(403, str(exc)) from None
+
+
+def verify_push(
+    account: AccountConfig,
+    request: InboundRequest,
+    *,
+    secret_use: str,
+    check_secret: SecretCheck = check_key,
+) -> WebhookAnswer:
+    """Apply the rule (module doc) to one push; raise WebhookRejected, or answer 200 OK.
+
+    ``secret_use`` tells, in the refusal of an unauthenticated account, what to do with
+    the secret ("and put it in the handler URL as ?key=<secret>"); ``check_secret(secret,
+    request)`` checks the secret when one is configured (default: :func:`check_key`).
+    """
+    networks = allowed_networks(account)
+    if not account.webhook_secret and not networks:
+        raise WebhookRejected(
+            403,
+            f"pushes to account {account.name!r} are not authenticated: set "
+            f"accounts.{account.name}.webhook_secret {secret_use}, and/or set "
+            f"accounts.{account.name}.options.{IPS_OPTION}",
+        )
+    if networks:
+        try:
+            check_source(request.remote, networks)
+        except ValueError as exc:
+            raise WebhookRejected(403, str(exc)) from None
+    if account.webhook_secret:
+        check_secret(account.webhook_secret, request)
+    return OK
