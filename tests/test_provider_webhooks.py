@@ -137,7 +137,8 @@ def test_smsc_status_callback_verified_and_parsed(algorithm: str, fmt: int) -> N
     check = smsc_sign(algorithm, f"14:79999999999:1:{SECRET}", "utf-8")
     params = dict(SMSC_STATUS, charset="utf-8", **{algorithm: check})
     body, ctype = smsc_body(params, fmt, "utf-8")
-    content = accepted("smsc", account("smsc"), request(body, content_type=ctype))
+    configured = account("smsc", callback_algorithm=algorithm)
+    content = accepted("smsc", configured, request(body, content_type=ctype))
     assert [r.provider_message_id for r in content.reports] == [make_message_id(14, "79999999999")]
     assert content.reports[0].provider_message_id == "14:79999999999"
     report = content.reports[0]
@@ -168,7 +169,9 @@ def test_smsc_incoming_sms_each_charset(charset: str) -> None:
 def test_smsc_call_confirmation_becomes_an_event() -> None:
     params = dict(SMSC_CALL, sha1=smsc_sign("sha1", f"79999999999:1640708862:{SECRET}"))
     body, ctype = smsc_body(params, 0, "cp1251")
-    content = accepted("smsc", account("smsc"), request(body, content_type=ctype))
+    content = accepted(
+        "smsc", account("smsc", callback_algorithm="sha1"), request(body, content_type=ctype)
+    )
     assert content.events == [
         {
             "type": "call_confirmation",
@@ -437,3 +440,32 @@ def test_intis_malformed_report_raises_value_error() -> None:
     provider_module("intis").verify_webhook(account("intis"), req)
     with pytest.raises(ValueError, match="state"):
         provider_module("intis").parse_webhook(account("intis"), req)
+
+
+def test_smsc_signature_algorithm_is_pinned_per_account() -> None:
+    # crc32 alone (forgeable by anyone who saw one signed push) against the default md5 account
+    params = dict(SMSC_STATUS, crc32=smsc_sign("crc32", f"14:79999999999:1:{SECRET}"))
+    body, ctype = smsc_body(params, 0, "cp1251")
+    error = refused("smsc", account("smsc"), request(body, content_type=ctype))
+    assert error.status == 403 and "md5" in error.reason
+    # a wrong md5 next to a right crc32: only the configured md5 counts
+    params["md5"] = smsc_sign("md5", "14:79999999999:1:guess")
+    body, ctype = smsc_body(params, 0, "cp1251")
+    assert refused("smsc", account("smsc"), request(body, content_type=ctype)).status == 403
+    # crc32 when the operator chose it explicitly
+    del params["md5"]
+    body, ctype = smsc_body(params, 0, "cp1251")
+    accepted("smsc", account("smsc", callback_algorithm="crc32"), request(body, content_type=ctype))
+    # an unknown algorithm in the configuration is refused with the key to fix
+    error = refused(
+        "smsc", account("smsc", callback_algorithm="sha256"), request(body, content_type=ctype)
+    )
+    assert error.status == 403 and "callback_algorithm" in error.reason
+
+
+def test_a_captured_status_signature_cannot_be_recut_as_a_call_confirmation() -> None:
+    status_signature = smsc_sign("md5", f"14:79999999999:1:{SECRET}")
+    forged = dict(SMSC_CALL, phone="14", ts="79999999999:1", md5=status_signature)
+    body, ctype = smsc_body(forged, 0, "cp1251")
+    error = refused("smsc", account("smsc"), request(body, content_type=ctype))
+    assert error.status == 403 and "not a number" in error.reason
