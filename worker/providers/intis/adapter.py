@@ -304,6 +304,8 @@ def _bool(value: object) -> bool | None:
 
 
 def _digits(value: str) -> str:
+    if value.isdigit():  # the usual case (phone keys), without a per-character loop
+        return value
     return "".join(c for c in value if c.isdigit())
 
 
