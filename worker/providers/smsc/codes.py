@@ -3,7 +3,7 @@ request error codes, each with its text and its place in smsq's status model.
 
 The raw code is always kept beside the mapped one (see :class:`StatusCode`,
 :class:`DeliveryError`, :class:`RequestError`). Sources: the SMSC section of
-``/work/shared/providers/README.md`` and SMSC's ``status_messages`` /
+the provider reference (``providers/README.md``) and SMSC's ``status_messages`` /
 ``get.php`` pages; where an interpretation was needed, a comment says so.
 """
 
