@@ -1,6 +1,6 @@
 """IntelliSoftware's result codes, status-report values and enumerations, as tables.
 
-Sources: the HTTP interface page (the provider docs (``intellisoftware-http-api.txt``))
+Sources: the HTTP interface page (``intellisoftware-http-api.txt`` in the provider docs)
 and the README's "IntelliSoftware: extras" (codes gathered from the SDKs). Every
 ``ERR:`` code carries the :class:`ErrorClass` the core reacts to; every status-report
 value carries the :class:`Status` it maps onto (the raw value is always kept beside it).
