@@ -549,6 +549,8 @@ async def test_status_reports_pushed(
             {"msgid": gateway_id, "status": expected, "toaddr": "44771012345"},
             {"msgid": gateway_id, "status": expected, "toaddr": "44771054321"},
         ]
+        # The sandbox logs a push once its answer is back, just after the hook saw it.
+        await _wait(lambda: [p.status for p in sandbox_of(app).pushes].count(200) == 2)
         statuses = [p.status for p in sandbox_of(app).pushes]
         assert statuses.count(500) == 1 and statuses.count(200) == 2  # retried after the 500
         for m in running.state.messages.values():
