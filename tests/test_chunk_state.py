@@ -68,7 +68,7 @@ async def test_a_second_recording_of_a_chunk_changes_nothing(
 ) -> None:
     seed_job(redis_client, queued=2)
     client = aredis.Redis.from_url(redis_url)
-    recorder = ChunkRecorder(client, Keys())
+    recorder = ChunkRecorder(client, Keys(), first_check=30.0)
     first = [
         RecipientOutcome("111", Status.SUBMITTED, "p1"),
         RecipientOutcome("222", Status.REJECTED, reason="r"),

@@ -48,7 +48,7 @@ from prometheus_client import Gauge
 
 from producers.keys import Keys
 from producers.status import FINAL_STATUSES, JobState, Status
-from worker import accounts, store
+from worker import accounts
 from worker.dispatch import Reschedule, limited_call
 from worker.inbound import Inbound
 from worker.lease import AsyncLease
@@ -298,44 +298,25 @@ async def fetch_due(
 ) -> list[Due]:
     """Up to ``limit`` ids whose next check has come, oldest first, described.
 
-    The first check is ``first_check`` after submission. Dispatch files new ids at
-    ``store.RECONCILE_FIRST_CHECK`` after submission, so an id never polled is due at its
-    score shifted by the difference (and one filed too early is refiled once).
+    Dispatch files a new id at ``first_check`` after submission, so the awaiting set's
+    score is always the next check time.
     """
     r = rt.async_redis()
-    shift = rt.settings.scheduler.first_check - store.RECONCILE_FIRST_CHECK
     now += DUE_SLACK
-    window = now + max(0.0, -shift)
     out: list[Due] = []
-    refile: list[Due] = []
     offset = 0
     while len(out) < limit:
         raw: list[Any] = await r.zrangebyscore(
-            rt.keys.awaiting(account), "-inf", window, start=offset, num=limit, withscores=True
+            rt.keys.awaiting(account), "-inf", now, start=offset, num=limit, withscores=True
         )
         if not raw:
             break
         offset += len(raw)
         page = [Due(_text(pid), float(score)) for pid, score in raw if _text(pid) not in exclude]
         await describe(rt, account, page, jobs)
-        for d in page:
-            due_at = d.score + shift if d.polls is None and d.status is not None else d.score
-            if due_at <= now:
-                out.append(d)
-            elif d.polls is None and shift > 0:
-                d.score = due_at
-                refile.append(d)
-                exclude.add(d.pid)
+        out.extend(page)
         if len(raw) < limit:
             break
-    if refile:  # filed before first_check: due at first_check, marked as seen
-        tk = TrackingKeys(rt.keys.prefix)
-        pipe = r.pipeline(transaction=False)
-        for d in refile:
-            if d.job and d.phone:
-                pipe.hsetnx(tk.polls(d.job), d.phone, 0)
-        pipe.zadd(rt.keys.awaiting(account), {d.pid: d.score for d in refile}, xx=True)
-        await pipe.execute()
     return out[:limit]
 
 

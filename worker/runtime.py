@@ -74,7 +74,9 @@ class Runtime:
 
     def chunk_recorder(self) -> ChunkRecorder:
         if self._chunk_recorder is None:
-            self._chunk_recorder = ChunkRecorder(self.async_redis(), self.keys)
+            self._chunk_recorder = ChunkRecorder(
+                self.async_redis(), self.keys, self.settings.scheduler.first_check
+            )
         return self._chunk_recorder
 
     def close(self) -> None:

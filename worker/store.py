@@ -22,7 +22,6 @@ from worker.providers.base import RecipientOutcome
 from worker.status_apply import EVENTS_MAXLEN, canonical_id
 
 CHUNK_STATE_TTL = 7 * 24 * 3600
-RECONCILE_FIRST_CHECK = 30.0  # seconds after submit before the first status poll
 DEAD_LETTER_PAYLOAD_LIMIT = 64 * 1024
 
 
@@ -141,8 +140,9 @@ def chunk_outcomes_json(outcomes: Iterable[RecipientOutcome]) -> tuple[str, Coun
 class ChunkRecorder:
     """Records a dispatched chunk's outcomes with ``record_chunk.lua`` (one round trip)."""
 
-    def __init__(self, client: Any, keys: Keys) -> None:
+    def __init__(self, client: Any, keys: Keys, first_check: float) -> None:
         self._keys = keys
+        self._first_check = first_check  # seconds after submit before the first status poll
         script = resources.files("worker").joinpath("record_chunk.lua").read_text(encoding="utf-8")
         self._script = client.register_script(script)
 
@@ -165,7 +165,7 @@ class ChunkRecorder:
             "",
             f"{now:.3f}",
             EVENTS_MAXLEN,
-            f"{now + RECONCILE_FIRST_CHECK:.3f}",
+            f"{now + self._first_check:.3f}",
             chunk_key,
             CHUNK_STATE_TTL,
             payload,
