@@ -25,7 +25,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +35,7 @@ from producers.client import SmsqClient
 from worker.providers import provider_module
 from worker.providers.base import AccountConfig, SendRequest
 from worker.redis_server import RedisServer, free_port
-from worker.sandboxes import sandbox_account
+from worker.sandboxes import sandbox_account, wait_until_serving
 
 TEXT = "Your December statement is ready."
 SENDER = "smsq"
@@ -105,7 +104,7 @@ def main() -> int:
                 )
             )
             url = f"http://127.0.0.1:{port}"
-            _wait(url + "/__sandbox/faults")
+            wait_until_serving(url + "/__sandbox/faults")
             account = AccountConfig(
                 name="bench",
                 kind=kind,
@@ -189,18 +188,6 @@ def main() -> int:
                     p.wait(timeout=20)
                 except subprocess.TimeoutExpired:
                     p.kill()
-
-
-def _wait(url: str) -> None:
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            with urllib.request.urlopen(url, timeout=1):
-                return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
 
 
 def _wait_done(client: SmsqClient, job_id: str, timeout: float) -> dict[str, str]:

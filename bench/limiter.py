@@ -38,7 +38,7 @@ import redis.asyncio as aredis
 from producers.client import SmsqClient
 from worker.limiter import RateLimiter, Rule
 from worker.redis_server import RedisServer, free_port
-from worker.sandboxes import sandbox_account
+from worker.sandboxes import sandbox_account, wait_until_serving
 
 
 def window_stats(times: list[float], cap: int, window: float) -> dict[str, Any]:
@@ -129,7 +129,7 @@ def end_to_end(url: str, cap: int, window: float, seconds: float, processes: int
                 subprocess.Popen([*cmd, f"--option={kind}.balance=1e9"], stdout=subprocess.DEVNULL)
             )
             base = f"http://127.0.0.1:{port}"
-            _wait(base + "/__sandbox/faults")
+            wait_until_serving(base + "/__sandbox/faults")
             config = Path(tmp) / "bench.toml"
             config.write_text(
                 f'[accounts.capped]\nkind = "{kind}"\nbase_url = "{base}"\nlogin = "{creds["login"]}"\n'
@@ -175,18 +175,6 @@ def end_to_end(url: str, cap: int, window: float, seconds: float, processes: int
                     p.kill()
     times = [e["at"] for e in log if e["path"].endswith("/send.php")]
     return window_stats(times, cap, window)
-
-
-def _wait(url: str) -> None:
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            with urllib.request.urlopen(url, timeout=1):
-                return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
 
 
 def main() -> int:

@@ -122,3 +122,26 @@ def test_a_provider_pause_holds_sends_even_without_rate_rules(
         assert len(sends) == 1 and sends[0].at >= paused_until - 0.05
     finally:
         sandboxes.stop()
+
+
+def test_a_dispatch_failing_on_every_try_ends_failed_with_a_reason(
+    redis_url: str, redis_client: redis.Redis, make_worker: Any
+) -> None:
+    sandboxes = SandboxThread(["intis"])
+    try:
+        worker = make_worker(sandbox_settings(redis_url, sandboxes))
+        seed_job(redis_client)
+        # A route naming an account this worker does not have: every try raises.
+        args = [*ARGS[:2], ["gone-account"], *ARGS[3:]]
+        worker.app.dispatch_chunk.send_with_options(args=args, retries=5)  # its last try
+        worker.join()
+        record = json.loads(redis_client.hget("smsq:job:job-c:rcpt", "447700900201") or b"{}")
+        assert record["status"] == "failed" and "every try" in record["reason"]
+        assert counts(redis_client) == {"failed": 1}
+        letters = [json.loads(v) for v in redis_client.hvals("smsq:dlq")]
+        assert [d["source"] for d in letters] == ["dispatch:dispatch_chunk"]
+        assert "KeyError" in letters[0]["reasons"][0] and letters[0]["job_id"] == "job-c"
+        assert redis_client.llen("dramatiq:smsq-dispatch.XQ") == 0
+        assert sent_numbers(sandboxes) == []
+    finally:
+        sandboxes.stop()

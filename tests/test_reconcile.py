@@ -20,7 +20,7 @@ import redis
 from producers.keys import Keys
 from producers.status import Status
 from tests.conftest import SandboxThread
-from worker import dispatch, reconcile
+from worker import dispatch, metrics, reconcile
 from worker.config import Settings, parse_settings
 from worker.providers.base import RecipientOutcome, SendRequest, StatusReport
 from worker.providers.intis.sandbox import INTIS_KEY
@@ -424,7 +424,7 @@ async def test_balance_is_stored_and_exported(redis_url: str, redis_client: redi
             assert await reconcile.poll_balance(rt, "smsc-sandbox") == "321.50"
         stored = redis_client.hgetall("smsq:account:smsc-sandbox")
         assert stored[b"balance"] == b"321.50" and stored[b"currency"] == b"RUB"
-        assert reconcile.ACCOUNT_BALANCE.labels("smsc-sandbox")._value.get() == 321.5
+        assert metrics.ACCOUNT_BALANCE.labels("smsc-sandbox")._value.get() == 321.5
     finally:
         sandboxes.stop()
 

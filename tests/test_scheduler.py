@@ -22,7 +22,7 @@ import redis
 from producers.client import SmsqClient
 from tests.conftest import SandboxThread
 from tests.test_reconcile import make_settings
-from worker import reconcile
+from worker import metrics
 from worker.providers.sandbox_kit import OutcomeMix
 from worker.sandboxes import sandbox_account
 from worker.scheduler import Scheduler
@@ -185,7 +185,7 @@ def test_a_backlog_of_queued_runs_collapses_into_the_newest(
         scheduler.run_due(t0 + i)
 
     def runs(result: str) -> float:
-        value: float = reconcile.RUNS.labels("reconcile", result)._value.get()
+        value: float = metrics.SCHEDULED_RUNS.labels("reconcile", result)._value.get()
         return value
 
     before = runs("ok"), runs("superseded")

@@ -50,14 +50,6 @@ def parse_state(name: str, raw: dict[bytes, bytes]) -> AccountState:
     )
 
 
-async def read_states(rt: Runtime, accounts: Sequence[str]) -> list[AccountState]:
-    pipe = rt.async_redis().pipeline(transaction=False)
-    for name in accounts:
-        pipe.hgetall(account_key(rt, name))
-    raws = await pipe.execute()
-    return [parse_state(n, r) for n, r in zip(accounts, raws, strict=True)]
-
-
 async def pause(rt: Runtime, name: str, reason: str) -> float:
     """Pause the account; returns the time its first probe is due."""
     now = time.time()

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import dramatiq
+from dramatiq.asyncio import get_event_loop_thread
 from dramatiq.middleware import CurrentMessage
 
 from producers.wire import INTAKE_ACTOR, INTAKE_OTP_QUEUE, INTAKE_QUEUE
@@ -21,6 +22,8 @@ from worker import dispatch, intake, metrics, queues, reconcile, store, webhooks
 from worker.broker import SafeRedisBroker, build_broker
 from worker.config import Settings
 from worker.runtime import Runtime, RuntimeMiddleware
+
+DISPATCH_MAX_RETRIES = 5  # Dramatiq retries of a dispatch that raised; the last one gives up
 
 
 @dataclass
@@ -65,17 +68,31 @@ def create_app(settings: Settings, **broker_options: Any) -> App:
         message_id = message.message_id if message is not None else None
         intake.accept_job(runtime, args, kwargs, enqueued_at=enqueued_at, message_id=message_id)
 
-    async def dispatch_chunk(*args: Any) -> None:
-        await dispatch.dispatch_chunk(runtime, *args)
+    def on_loop(actor: str, args: tuple[Any, ...]) -> None:
+        # Sync wrappers, so the retry count is read on the worker thread (CurrentMessage
+        # does not cross into the event loop); the work runs on the loop as usual.
+        message = CurrentMessage.get_current_message()
+        retries = int(message.options.get("retries", 0)) if message is not None else 0
+        thread = get_event_loop_thread()
+        if thread is None:
+            raise RuntimeError("the AsyncIO middleware is not running")
+        final = retries >= DISPATCH_MAX_RETRIES
+        thread.run_coroutine(dispatch.dispatch_or_give_up(runtime, actor, args, final=final))
 
-    async def dispatch_hlr(*args: Any) -> None:
-        await dispatch.dispatch_hlr(runtime, *args)
+    def dispatch_chunk(*args: Any) -> None:
+        on_loop(queues.SEND_ACTOR, args)
+
+    def dispatch_hlr(*args: Any) -> None:
+        on_loop(queues.HLR_ACTOR, args)
 
     accept = dramatiq.actor(
         broker=broker, actor_name=INTAKE_ACTOR, queue_name=INTAKE_QUEUE, max_retries=5
     )(accept_job)
     send = dramatiq.actor(
-        broker=broker, actor_name=queues.SEND_ACTOR, queue_name=queues.DISPATCH_QUEUE, max_retries=5
+        broker=broker,
+        actor_name=queues.SEND_ACTOR,
+        queue_name=queues.DISPATCH_QUEUE,
+        max_retries=DISPATCH_MAX_RETRIES,
     )(dispatch_chunk)
     hlr = dramatiq.actor(
         broker=broker, actor_name=queues.HLR_ACTOR, queue_name=queues.DISPATCH_QUEUE, max_retries=5

@@ -67,10 +67,6 @@ class ChunkOwner:
         """The move to ``sending``, for the rate limiter to make with its grant."""
         return Mark(self.key, self.token, self.value("sending", account), CHUNK_STATE_TTL)
 
-    async def sending(self, account: str) -> bool:
-        """Mark the request as leaving; False when another delivery owns the chunk now."""
-        return await self._cas(self.value("sending", account))
-
     async def not_sent(self, account: str) -> None:
         """The request did not reach the provider (or it refused it): back to claimed."""
         await self._cas(self.value("claimed", account))

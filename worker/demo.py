@@ -26,7 +26,7 @@ from producers.client import SmsqClient
 from producers.status import FINAL_STATUSES, Status
 from worker.providers import known_kinds, provider_module
 from worker.redis_server import RedisServer, free_port
-from worker.sandboxes import sandbox_account
+from worker.sandboxes import sandbox_account, wait_until_serving
 
 TIMEOUT = 180.0
 
@@ -60,18 +60,6 @@ def _write_config(
     path = directory / "smsq-demo.toml"
     path.write_text("\n".join(lines), encoding="utf-8")
     return path, env
-
-
-def _wait_http(url: str, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with urllib.request.urlopen(url, timeout=1):
-                return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{url} did not answer within {timeout}s") from None
-            time.sleep(0.1)
 
 
 def _stop(proc: subprocess.Popen[bytes] | None, name: str) -> None:
@@ -182,7 +170,7 @@ def run_demo(*, bulk: int = 1000, otp: int = 5, workers: int = 1) -> int:
             _start("sandbox", sandbox_args, dict(os.environ), logs, procs)
             urls = {k: f"http://127.0.0.1:{p}" for k, p in ports.items()}
             for url in urls.values():
-                _wait_http(url + "/__sandbox/faults")
+                wait_until_serving(url + "/__sandbox/faults")
             print("sandboxes: " + ", ".join(f"{k} {u}" for k, u in urls.items()))
 
             config, env_secrets = _write_config(logs, urls, redis_url, web_port, hook_secrets)
@@ -196,7 +184,7 @@ def run_demo(*, bulk: int = 1000, otp: int = 5, workers: int = 1) -> int:
             )
             _start("web", ["web"], env, logs, procs)
             _start("scheduler", ["scheduler"], env, logs, procs)
-            _wait_http(f"http://127.0.0.1:{web_port}/health")
+            wait_until_serving(f"http://127.0.0.1:{web_port}/health")
             print(f"worker, scheduler and web (http://127.0.0.1:{web_port}) running")
 
             client = SmsqClient(redis_url, providers=None)

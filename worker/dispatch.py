@@ -123,7 +123,7 @@ async def limited_call(
     """
     limits = rt.settings.limits_for(account)
     rules = limits.for_endpoint(endpoint)
-    limiter, concurrency = rt.limiter, rt.concurrency
+    limiter, concurrency = rt.rate_limiter(), rt.concurrency_limiter()
     lease_time = rt.settings.accounts[account].timeout + 5.0
     # A permit counts as in flight until its request completes; past the client's timeout
     # (and failover to backup hosts) the provider can no longer see it arrive.
@@ -133,7 +133,7 @@ async def limited_call(
     )
 
     async def lease_slot() -> str | None:
-        if concurrency is None or not limits.max_in_flight:
+        if not limits.max_in_flight:
             return None
         waited = 0.0
         while True:
@@ -149,43 +149,39 @@ async def limited_call(
     async def attempt() -> Any:
         lease = await lease_slot()
         try:
-            permit: str | None = None
-            if limiter is not None:
-                # One round trip: the permit (or the provider's pause), and with it the
-                # chunk's move to ``sending``: nothing stands between permit and request.
-                mark = owner.sending_mark(account) if owner is not None else None
-                permit = uuid.uuid4().hex if rules else None
-                try:
-                    wait = await limiter.acquire(
-                        account,
-                        endpoint,
-                        rules,
-                        priority=priority,
-                        max_wait=SHORT_WAIT,
-                        mark=mark,
-                        hold=hold,
-                        permit_id=permit,
-                    )
-                except MarkRefused:
-                    permit = None
-                    raise LostClaim() from None
-                if wait:
-                    permit = None  # nothing granted: nothing to complete
-                    raise Reschedule(wait)
-            elif owner is not None and not await owner.sending(account):
-                raise LostClaim()
+            # One round trip: the permit (or the provider's pause), and with it the chunk's
+            # move to ``sending``: nothing stands between permit and request.
+            mark = owner.sending_mark(account) if owner is not None else None
+            permit: str | None = uuid.uuid4().hex if rules else None
+            try:
+                wait = await limiter.acquire(
+                    account,
+                    endpoint,
+                    rules,
+                    priority=priority,
+                    max_wait=SHORT_WAIT,
+                    mark=mark,
+                    hold=hold,
+                    permit_id=permit,
+                )
+            except MarkRefused:
+                permit = None
+                raise LostClaim() from None
+            if wait:
+                permit = None  # nothing granted: nothing to complete
+                raise Reschedule(wait)
             try:
                 return await call(*args)
             except ProviderError as exc:
                 if owner is not None and exc.error_class in NOT_SENT:
                     await owner.not_sent(account)
-                if exc.error_class is ErrorClass.THROTTLED and limiter is not None:
+                if exc.error_class is ErrorClass.THROTTLED:
                     await limiter.pause(account, endpoint, exc.retry_after or THROTTLE_PAUSE)
                 raise
         finally:
-            if permit is not None and limiter is not None:
+            if permit is not None:
                 await limiter.complete(account, endpoint, permit)
-            if lease is not None and concurrency is not None:
+            if lease is not None:
                 await concurrency.release(account, lease)
 
     return await with_retries(rt.settings.dispatch, attempt)
@@ -308,7 +304,6 @@ T = TypeVar("T")
 class Attempt(Generic[T]):
     """What one dispatch did: the account that carried it, and the result or the failure."""
 
-    status: str  # 'sent', 'rescheduled'
     account: str
     result: T | None = None
     error: ProviderError | None = None
@@ -338,13 +333,13 @@ async def _on_route(
         adapter = rt.adapter(account)
         try:
             result = await limited_call(rt, account, endpoint, priority, call, adapter, owner=owner)
-            return Attempt("sent", account, result=result)
+            return Attempt(account, result=result)
         except Reschedule:
             await owner.release()
             raise
         except ProviderError as exc:
             if exc.error_class is not ErrorClass.ACCOUNT:
-                return Attempt("sent", account, error=exc)
+                return Attempt(account, error=exc)
             probe_at = await accounts.pause(rt, account, exc.reason)
             states = [
                 AccountState(s.name, True, exc.reason, probe_at) if s.name == account else s
@@ -526,3 +521,60 @@ async def dispatch_hlr(
             await pipe.execute()
     await _finish(rt, job_id, chunk_key, account, rt.adapter(account).kind, outcomes)
     return "sent" if claim.state == "claimed" else claim.state
+
+
+def _chunk_of(actor: str, args: Sequence[Any]) -> tuple[str, int, list[str], list[str]]:
+    """(job id, chunk index, route, recipients) of a dispatch message's arguments."""
+    job_id, index, route_arg = str(args[0]), int(args[1]), args[2]
+    recipients = args[5] if actor == SEND_ACTOR else args[3]
+    if not isinstance(recipients, list) or not all(isinstance(p, str) for p in recipients):
+        raise TypeError("recipients must be a list of numbers")
+    return job_id, index, _route(route_arg), recipients
+
+
+async def dispatch_or_give_up(
+    rt: Runtime, actor: str, args: tuple[Any, ...], *, final: bool
+) -> None:
+    """Run a dispatch actor's work; on its last try, an unexpected failure is given up cleanly.
+
+    Earlier tries re-raise (Dramatiq retries with backoff). On the last one, the chunk's
+    recipients are recorded ``failed`` with the reason and a dead letter says what failed,
+    instead of the message ending in Dramatiq's own dead-letter set with everyone still
+    ``queued``. If even that cannot be written (Redis down), the error propagates.
+    """
+    run = dispatch_chunk if actor == SEND_ACTOR else dispatch_hlr
+    try:
+        await run(rt, *args)
+    except Exception as exc:
+        if not final:
+            raise
+        reason = f"dispatch failed on every try: {type(exc).__name__}"
+        log.exception("%s gave up", actor)
+        try:
+            job_id, index, route, recipients = _chunk_of(actor, args)
+        except (IndexError, TypeError, ValueError):
+            job_id, index, route, recipients = "", -1, [], []
+        pipe = rt.async_redis().pipeline(transaction=True)
+        store.dead_letter(
+            pipe,
+            rt.keys,
+            source=f"dispatch:{actor}",
+            reasons=[reason],
+            payload={"job_id": job_id, "chunk": index, "recipients": len(recipients)},
+            job_id=job_id or None,
+        )
+        await pipe.execute()
+        metrics.DEAD_LETTERS.labels("dispatch").inc()
+        if job_id and recipients:
+            chunk_key = rt.keys.chunk(job_id, index)
+            raw = await rt.async_redis().get(chunk_key)
+            value = raw.decode() if isinstance(raw, bytes) else (raw or "")
+            state, in_flight, _ = chunk_state.parse(value) if value else ("", None, None)
+            account = in_flight or (route[0] if route else "unknown")
+            # Caught sending, the provider may have it: unknown, for reconciliation.
+            status = Status.UNKNOWN if state == "sending" else Status.FAILED
+            outcomes = [RecipientOutcome(p, status, reason=reason) for p in recipients]
+            tally = await rt.chunk_recorder().record(job_id, chunk_key, account, outcomes)
+            acc = rt.settings.accounts.get(account)
+            for recorded, n in tally.items():
+                metrics.RECIPIENTS.labels(acc.kind if acc else "unknown", recorded.value).inc(n)

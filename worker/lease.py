@@ -65,10 +65,6 @@ class Lease:
         """Give the lease up (only if it is still ours)."""
         return bool(int(self._release(keys=[self.key], args=[self.token])))
 
-    def holder(self) -> str | None:
-        value = self.client.get(self.key)
-        return value.decode() if isinstance(value, bytes) else value
-
     def remaining(self) -> float:
         """Seconds until the current lease (anyone's) expires; 0.0 when there is none."""
         ms = int(self.client.pttl(self.key))

@@ -69,3 +69,25 @@ INCOMING = Counter(
     "Incoming messages (MO) stored for the first time, by source.",
     ["source"],
 )
+# "mostrecent": with several worker processes (multiprocess exposition) the last reading wins.
+ACCOUNT_BALANCE = Gauge(
+    "smsq_account_balance",
+    "Provider account balance, in the account's currency.",
+    ["account"],
+    multiprocess_mode="mostrecent",
+)
+AWAITING = Gauge(
+    "smsq_awaiting_messages",
+    "Messages awaiting a final status (reconciliation backlog), per account.",
+    ["account"],
+    multiprocess_mode="mostrecent",
+)
+SCHEDULED_RUNS = Counter(
+    "smsq_scheduled_runs_total", "Runs of the periodic tasks, by result.", ["task", "result"]
+)
+SCHEDULER_ACTIVE = Gauge(
+    "smsq_scheduler_active", "1 while this scheduler instance holds the lease."
+)
+SCHEDULER_SLOTS = Counter(
+    "smsq_scheduler_slots_total", "Time slots claimed and enqueued, by task.", ["task"]
+)

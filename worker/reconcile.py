@@ -43,12 +43,10 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import dramatiq
-from prometheus_client import Counter as PromCounter
-from prometheus_client import Gauge
 
 from producers.keys import Keys
 from producers.status import FINAL_STATUSES, JobState, Status
-from worker import accounts
+from worker import accounts, metrics
 from worker.dispatch import Reschedule, limited_call
 from worker.inbound import Inbound
 from worker.lease import AsyncLease
@@ -76,24 +74,6 @@ RETENTION_PAGES = 20  # job pages one retention sweep examines
 RETENTION_RESCAN = 300.0  # seconds of the newest jobs every retention pass reads again
 DUE_SLACK = 0.01  # seconds: times are stored to the millisecond
 FINAL = frozenset(s.value for s in FINAL_STATUSES)
-
-# "mostrecent": with several worker processes (multiprocess exposition) the last reading wins.
-ACCOUNT_BALANCE = Gauge(
-    "smsq_account_balance",
-    "Provider account balance, in the account's currency.",
-    ["account"],
-    multiprocess_mode="mostrecent",
-)
-AWAITING = Gauge(
-    "smsq_awaiting_messages",
-    "Messages awaiting a final status (reconciliation backlog), per account.",
-    ["account"],
-    multiprocess_mode="mostrecent",
-)
-RUNS = PromCounter(
-    "smsq_scheduled_runs_total", "Runs of the periodic tasks, by result.", ["task", "result"]
-)
-
 
 # --------------------------------------------------------------------------- capabilities
 
@@ -543,7 +523,7 @@ async def _record_run(rt: Runtime, account: str, stats: Counter[str], now: float
     for name in ("checked", "requests", "applied", "expired", "gave_up", "errors"):
         record[name] = int(stats[name])
     await r.hset(TrackingKeys(rt.keys.prefix).last_run(account), mapping=record)
-    AWAITING.labels(account).set(int(pending))
+    metrics.AWAITING.labels(account).set(int(pending))
 
 
 # --------------------------------------------------------------------------- history
@@ -691,7 +671,7 @@ async def poll_balance(rt: Runtime, account: str) -> str | None:
     }
     await rt.async_redis().hset(accounts.account_key(rt, account), mapping=mapping)
     try:
-        ACCOUNT_BALANCE.labels(account).set(float(Decimal(balance.amount)))
+        metrics.ACCOUNT_BALANCE.labels(account).set(float(Decimal(balance.amount)))
     except (InvalidOperation, ValueError):
         log.warning("balance of %s is not a number", account)
     amount: str = balance.amount
@@ -914,15 +894,15 @@ def register_actors(broker: Any, runtime: Runtime) -> dict[str, Any]:
         task: str, account: str, slot: int | None, work: Callable[[], Awaitable[Any]]
     ) -> None:
         if await superseded(runtime, task, account, slot):
-            RUNS.labels(task, "superseded").inc()
+            metrics.SCHEDULED_RUNS.labels(task, "superseded").inc()
             return
         try:
             result = await work()
         except Exception:
-            RUNS.labels(task, "error").inc()
+            metrics.SCHEDULED_RUNS.labels(task, "error").inc()
             raise
         busy = isinstance(result, dict) and result.get("skipped")
-        RUNS.labels(task, "skipped" if busy else "ok").inc()
+        metrics.SCHEDULED_RUNS.labels(task, "skipped" if busy else "ok").inc()
 
     async def reconcile_account_actor(account: str, slot: int | None = None) -> None:
         await run("reconcile", account, slot, lambda: reconcile_account(runtime, account))

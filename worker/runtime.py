@@ -63,9 +63,19 @@ class Runtime:
         try:
             return self.adapters[account]
         except KeyError:
-            raise RuntimeError(
-                f"no adapter for account {account!r}: runtime not started?"
-            ) from None
+            if account not in self.settings.accounts:
+                raise KeyError(f"account {account!r} is not configured here") from None
+            raise RuntimeError(f"no adapter for account {account!r}: runtime not started") from None
+
+    def rate_limiter(self) -> RateLimiter:
+        if self.limiter is None:
+            raise RuntimeError("runtime not started")
+        return self.limiter
+
+    def concurrency_limiter(self) -> ConcurrencyLimiter:
+        if self.concurrency is None:
+            raise RuntimeError("runtime not started")
+        return self.concurrency
 
     def async_redis(self) -> aredis.Redis:
         if self.aredis is None:

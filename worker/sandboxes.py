@@ -10,11 +10,26 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import time
+import urllib.request
 from collections.abc import Mapping
 from typing import Any
 
 from worker.providers import known_kinds, provider_module
 from worker.providers.sandbox_kit import Fault, OutcomeMix, RunningSandbox, SandboxState, serve
+
+
+def wait_until_serving(url: str, timeout: float = 20.0) -> None:
+    """Block until ``url`` answers an HTTP GET (a server we just started), or raise TimeoutError."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=1):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{url} did not answer within {timeout:.0f}s") from None
+            time.sleep(0.05)
 
 
 def sandbox_account(kind: str) -> dict[str, str]:

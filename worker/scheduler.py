@@ -40,11 +40,10 @@ from types import FrameType
 from typing import Any
 
 import redis
-from prometheus_client import Counter, Gauge
 
 from producers.keys import Keys
 from producers.wire import NAMESPACE, build_message
-from worker import logs
+from worker import logs, metrics
 from worker.config import Settings, load_settings
 from worker.lease import Lease
 from worker.providers import provider_module
@@ -64,8 +63,6 @@ log = logging.getLogger("smsq.scheduler")
 
 ALL_ACCOUNTS = "all"  # the account part of the keys of tasks that are not per account
 
-LEADER = Gauge("smsq_scheduler_active", "1 while this scheduler instance holds the lease.")
-SLOTS = Counter("smsq_scheduler_slots_total", "Time slots claimed and enqueued, by task.", ["task"])
 
 # KEYS: slot key, queue's message hash, queue list, newest-slot key.
 # ARGV: owner, key ttl ms, redis message id, message body, slot number.
@@ -185,7 +182,7 @@ class Scheduler:
                 continue
             if self._enqueue(task, account, slot):
                 claimed += 1
-                SLOTS.labels(task.name).inc()
+                metrics.SCHEDULER_SLOTS.labels(task.name).inc()
             self._last_slot[(task.name, account)] = slot
         self.claimed += claimed
         return claimed
@@ -208,7 +205,7 @@ class Scheduler:
 
     def _set_leader(self, value: bool) -> None:
         self._leader = value
-        LEADER.set(1 if value else 0)
+        metrics.SCHEDULER_ACTIVE.set(1 if value else 0)
 
     # -- lifecycle ----------------------------------------------------------------
 
