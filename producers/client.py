@@ -21,7 +21,7 @@ import redis
 
 from producers.contract import new_job_id, validate_job
 from producers.keys import DEFAULT_PREFIX, Keys
-from producers.phones import mask_phone
+from producers.phones import AcceptNumbers, mask_phone
 from producers.wire import INTAKE_OTP_QUEUE, INTAKE_QUEUE, NAMESPACE, enqueue_payload
 
 
@@ -39,6 +39,7 @@ class RecipientRow:
     raw_status: str | None = None  # the provider's own status, once a report was applied
     raw_error: str | None = None
     source: str | None = None  # what set the status: dispatch, poll, history, webhook
+    country: str | None = None  # region code from the number (ISO 3166-1 alpha-2)
 
     @classmethod
     def from_record(cls, phone: str, record: dict[str, Any]) -> RecipientRow:
@@ -107,13 +108,18 @@ class SmsqClient:
         prefix: str = DEFAULT_PREFIX,
         providers: Collection[str] | None = None,
         namespace: str = NAMESPACE,
+        numbers: AcceptNumbers | None = "valid",
     ) -> None:
+        """``numbers``: what a recipient must be for the local check (with the
+        ``phonenumbers`` package installed; the worker checks again with its own
+        setting): "valid", "possible", or None for the form only."""
         if client is None:
             client = redis.Redis.from_url(redis_url or "redis://127.0.0.1:6379/0")
         self.redis = client
         self.keys = Keys(prefix)
         self.providers = providers
         self.namespace = namespace
+        self.numbers: AcceptNumbers | None = numbers
 
     def enqueue_payload(self, payload: Mapping[str, Any]) -> str:
         """Validate a wire payload (raises JobRejected) and enqueue it; returns the job id.
@@ -124,7 +130,7 @@ class SmsqClient:
         body = dict(payload)
         if not body.get("job_id"):
             body["job_id"] = new_job_id()
-        job = validate_job(body, providers=self.providers)
+        job = validate_job(body, providers=self.providers, numbers=self.numbers)
         enqueue_payload(self.redis, body, namespace=self.namespace)
         return job.job_id
 

@@ -34,7 +34,13 @@ from functools import cache
 from importlib import resources
 from typing import Any, Literal, TypeAlias
 
-from producers.phones import InvalidPhone, normalize_phone
+from producers.phones import (
+    AcceptNumbers,
+    InvalidPhone,
+    check_number,
+    normalize_phone,
+    number_library,
+)
 from producers.segments import Segments, count_segments
 
 __all__ = [
@@ -178,6 +184,7 @@ class SendJob:
     validity: int | None
     priority: Priority = "bulk"
     metadata: dict[str, Any] = field(default_factory=dict, hash=False)
+    countries: tuple[str, ...] = ()  # region code per recipient ("" unknown); () unchecked
     kind: Literal["send"] = "send"
 
 
@@ -192,6 +199,7 @@ class HlrJob:
     duplicates: int
     priority: Priority = "bulk"
     metadata: dict[str, Any] = field(default_factory=dict, hash=False)
+    countries: tuple[str, ...] = ()  # region code per recipient ("" unknown); () unchecked
     kind: Literal["hlr"] = "hlr"
 
 
@@ -211,12 +219,18 @@ def validate_job(
     *,
     providers: Collection[str] | None = None,
     now: datetime | None = None,
+    numbers: AcceptNumbers | None = "valid",
 ) -> Job:
     """Check a wire payload and return the job it describes.
 
     ``providers``, when given, holds the provider kinds and route names this
     deployment knows; any other ``provider`` is refused. ``now`` (aware) is
     the time ``scheduled_at`` is judged against; it defaults to the clock.
+    ``numbers`` is what libphonenumber must say of each recipient (see
+    :func:`producers.phones.check_number`): ``"valid"`` (the default) or
+    ``"possible"``; ``None``, or the library not installed, checks the form
+    only (the worker always checks). The region of every checked recipient is
+    in the job's ``countries``.
 
     Raises :class:`JobRejected` listing every job-level problem. Recipients
     that are not usable phone numbers go to the job's ``rejected`` instead.
@@ -246,7 +260,11 @@ def validate_job(
         text, segments = _text(payload.get("text"), errors)
         scheduled_at = _scheduled_at(payload.get("scheduled_at"), now, errors)
         validity = _validity(payload.get("validity"), errors)
-    recipients, rejected, duplicates = _recipients(payload.get("recipients"), errors)
+    if numbers is not None and number_library() is None:
+        numbers = None
+    recipients, rejected, duplicates, countries = _recipients(
+        payload.get("recipients"), errors, numbers
+    )
     priority = _priority(payload.get("priority"), errors)
     metadata = _metadata(payload.get("metadata"), errors)
 
@@ -263,6 +281,7 @@ def validate_job(
             duplicates=duplicates,
             priority=priority,
             metadata=metadata,
+            countries=countries,
         )
     assert segments is not None
     return SendJob(
@@ -278,6 +297,7 @@ def validate_job(
         validity=validity,
         priority=priority,
         metadata=metadata,
+        countries=countries,
     )
 
 
@@ -476,9 +496,14 @@ def _validity(value: object, errors: list[str]) -> int | None:
 
 
 def _recipients(
-    value: object, errors: list[str]
-) -> tuple[tuple[str, ...], tuple[RejectedRecipient, ...], int]:
-    nothing: tuple[tuple[str, ...], tuple[RejectedRecipient, ...], int] = ((), (), 0)
+    value: object, errors: list[str], numbers: AcceptNumbers | None
+) -> tuple[tuple[str, ...], tuple[RejectedRecipient, ...], int, tuple[str, ...]]:
+    nothing: tuple[tuple[str, ...], tuple[RejectedRecipient, ...], int, tuple[str, ...]] = (
+        (),
+        (),
+        0,
+        (),
+    )
     if value is None:
         errors.append("recipients is required: a list of phone numbers")
         return nothing
@@ -497,17 +522,21 @@ def _recipients(
 
     seen: set[str] = set()
     valid: list[str] = []
+    regions: list[str] = []
     rejected: list[RejectedRecipient] = []
-    add, keep = seen.add, valid.append
+    add, keep, region_of = seen.add, valid.append, regions.append
     for index, raw in enumerate(value):
         try:
             phone = normalize_phone(raw)
+            if phone in seen:
+                continue
+            if numbers is not None:
+                region_of(check_number(phone, numbers))
         except InvalidPhone as exc:
             rejected.append(RejectedRecipient(index, _raw_text(raw), exc.reason))
             continue
-        if phone not in seen:
-            add(phone)
-            keep(phone)
+        add(phone)
+        keep(phone)
     if not valid:
         first = rejected[0]
         errors.append(
@@ -516,7 +545,7 @@ def _recipients(
         )
         return nothing
     duplicates = count - len(rejected) - len(valid)
-    return tuple(valid), tuple(rejected), duplicates
+    return tuple(valid), tuple(rejected), duplicates, tuple(regions)
 
 
 def _priority(value: object, errors: list[str]) -> Priority:

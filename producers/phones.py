@@ -6,18 +6,46 @@ form every provider adapter receives (``"79161234567"``), or raises
 :class:`InvalidPhone` with a reason a person can act on. It never guesses a
 country: a number in national format (leading ``0``) is refused.
 
+:func:`check_number` then asks libphonenumber (the ``phonenumbers`` package)
+whether the digits are a number that can exist: a number in a range no
+operator was given (``+1 000 000 0000``, UK drama numbers ``+44 7700 900xxx``),
+of a wrong length for its country, or with a country code nobody has
+(``+999…``) is refused with the library's reason, and the region of a valid
+number (``"GB"``) is returned. The worker always has the library; this package
+does not require it (it depends on ``redis`` only): without it,
+:func:`check_number` is not available (see :func:`number_library`) and only
+:func:`normalize_phone`'s checks apply.
+
 :func:`mask_phone` hides most of a number for logs and error messages.
 """
 
 from __future__ import annotations
 
+from types import ModuleType
+from typing import Literal
+
 __all__ = [
+    "ACCEPT_NUMBERS",
     "MAX_PHONE_DIGITS",
     "MIN_PHONE_DIGITS",
+    "AcceptNumbers",
     "InvalidPhone",
+    "check_number",
     "mask_phone",
     "normalize_phone",
+    "number_library",
 ]
+
+AcceptNumbers = Literal["valid", "possible"]
+# "valid": what libphonenumber calls a valid number (a range assigned in its country's plan);
+# "possible": any number of a possible length for its country code.
+ACCEPT_NUMBERS: tuple[AcceptNumbers, ...] = ("valid", "possible")
+
+_phonenumbers: ModuleType | None
+try:
+    import phonenumbers as _phonenumbers
+except ImportError:  # the producers package depends on redis only
+    _phonenumbers = None
 
 MIN_PHONE_DIGITS = 8
 MAX_PHONE_DIGITS = 15  # E.164
@@ -189,3 +217,75 @@ def mask_phone(phone: str) -> str:
     if n - 6 >= 3:
         return s[:4] + "*" * (n - 6) + s[-2:]
     return "*" * (n - 2) + s[-2:]
+
+
+def number_library() -> ModuleType | None:
+    """The ``phonenumbers`` module when it is installed, else ``None``."""
+    return _phonenumbers
+
+
+_POSSIBLE_REASONS = {
+    "INVALID_COUNTRY_CODE": "no country has this country code",
+    "TOO_SHORT": "too short for its country",
+    "TOO_LONG": "too long for its country",
+    "INVALID_LENGTH": "a length no number of its country has",
+    "IS_POSSIBLE_LOCAL_ONLY": "a local number only (the area code is missing)",
+}
+_PARSE_REASONS = {
+    "INVALID_COUNTRY_CODE": "no country has this country code",
+    "NOT_A_NUMBER": "not a phone number",
+    "TOO_SHORT_AFTER_IDD": "too short after the country code",
+    "TOO_SHORT_NSN": "too short after the country code",
+    "TOO_LONG": "too long",
+}
+
+
+def check_number(digits: str, accept: AcceptNumbers = "valid") -> str:
+    """Check normalised ``digits`` with libphonenumber; return the number's region code.
+
+    With ``accept="valid"`` (the default) the number must be one the library
+    calls valid (``is_valid_number``: a length and a range its country's
+    numbering plan assigns); with ``"possible"``, a possible length for its
+    country code is enough. The region is ISO 3166-1 alpha-2 (``"GB"``), or
+    ``"001"`` for non-geographic numbers, or ``""`` when the library cannot
+    tell. Raises :class:`InvalidPhone` with the library's reason otherwise, and
+    RuntimeError when the library is not installed.
+    """
+    pn = _phonenumbers
+    if pn is None:
+        raise RuntimeError("number checks need the phonenumbers package (pip install phonenumbers)")
+    try:
+        number = pn.parse("+" + digits, None)
+    except pn.NumberParseException as exc:
+        name = getattr(exc.error_type, "name", None) or _parse_error_name(pn, exc.error_type)
+        reason = _PARSE_REASONS.get(name, "not a phone number")
+        raise InvalidPhone(f"libphonenumber: {reason}") from None
+    region = pn.region_code_for_number(number)
+    if region is not None and pn.is_valid_number_for_region(number, region):
+        return str(region)
+    main = pn.region_code_for_country_code(number.country_code)
+    possible = pn.is_possible_number_with_reason(number)
+    if possible != pn.ValidationResult.IS_POSSIBLE:
+        name = _enum_name(pn.ValidationResult, possible)
+        where = "" if main in ("ZZ", "001") else f" ({main})"
+        raise InvalidPhone(f"libphonenumber: {_POSSIBLE_REASONS.get(name, 'not possible')}{where}")
+    if accept == "possible":
+        return "" if main == "ZZ" else str(main)
+    where = "" if main in ("ZZ", "001") else f" for {main}"
+    raise InvalidPhone(
+        f"libphonenumber: not a valid number{where} (possible length, but no such number range)"
+    )
+
+
+def _enum_name(enum: object, value: int) -> str:
+    for name in dir(enum):
+        if not name.startswith("_") and getattr(enum, name) == value:
+            return name
+    return ""
+
+
+def _parse_error_name(pn: ModuleType, code: object) -> str:
+    for name in dir(pn.NumberParseException):
+        if name.isupper() and getattr(pn.NumberParseException, name) == code:
+            return name
+    return ""

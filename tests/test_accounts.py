@@ -68,7 +68,7 @@ def test_paused_account_keeps_work_queued_until_a_probe_resumes_it(
         worker = make_worker(settings)
         client = SmsqClient(redis_url)
         job_id = client.enqueue_send(
-            provider="solo", sender="smstest", text="wait for me", recipients=["+447700900041"]
+            provider="solo", sender="smstest", text="wait for me", recipients=["+447400123041"]
         )
         deadline = time.monotonic() + 10
         while redis_client.hget("smsq:account:primary", "state") != b"paused":
@@ -93,7 +93,7 @@ def test_paused_account_keeps_work_queued_until_a_probe_resumes_it(
         types = [e[b"type"] for _, e in redis_client.xrange("smsq:events")]
         assert types.index(b"account_paused") < types.index(b"account_resumed")
         assert (
-            json.loads(redis_client.hget(f"smsq:job:{job_id}:rcpt", "447700900041") or b"{}")[
+            json.loads(redis_client.hget(f"smsq:job:{job_id}:rcpt", "447400123041") or b"{}")[
                 "account"
             ]
             == "primary"

@@ -16,7 +16,7 @@ from tests.test_dispatch import sent_numbers
 from worker.providers.base import RecipientOutcome
 from worker.store import ChunkRecorder
 
-ARGS = ["job-c", 0, ["intis-sandbox"], "smstest", "hi", ["447700900201"], None, None, "bulk", 1]
+ARGS = ["job-c", 0, ["intis-sandbox"], "smstest", "hi", ["447400123201"], None, None, "bulk", 1]
 
 
 def seed_job(client: redis.Redis, job: str = "job-c", chunks: int = 1, queued: int = 1) -> None:
@@ -40,7 +40,7 @@ def test_a_claimed_but_unsent_chunk_is_taken_over_and_sent(
         redis_client.set("smsq:chunk:job-c:0", "claimed:intis-sandbox:deadbeef")  # its worker died
         worker.app.dispatch_chunk.send(*ARGS)
         worker.join()
-        assert sent_numbers(sandboxes) == ["447700900201"]
+        assert sent_numbers(sandboxes) == ["447400123201"]
         assert counts(redis_client) == {"submitted": 1}
         assert redis_client.get("smsq:chunk:job-c:0") == b"done"
     finally:
@@ -100,7 +100,7 @@ def test_an_otp_past_its_max_age_is_failed_not_sent(
         worker.app.dispatch_chunk.send(*otp)
         worker.join()
         assert sent_numbers(sandboxes) == []
-        record = json.loads(redis_client.hget("smsq:job:job-c:rcpt", "447700900201") or b"{}")
+        record = json.loads(redis_client.hget("smsq:job:job-c:rcpt", "447400123201") or b"{}")
         assert record["status"] == "failed" and "otp_max_age" in record["reason"]
     finally:
         sandboxes.stop()
@@ -135,7 +135,7 @@ def test_a_dispatch_failing_on_every_try_ends_failed_with_a_reason(
         args = [*ARGS[:2], ["gone-account"], *ARGS[3:]]
         worker.app.dispatch_chunk.send_with_options(args=args, retries=5)  # its last try
         worker.join()
-        record = json.loads(redis_client.hget("smsq:job:job-c:rcpt", "447700900201") or b"{}")
+        record = json.loads(redis_client.hget("smsq:job:job-c:rcpt", "447400123201") or b"{}")
         assert record["status"] == "failed" and "every try" in record["reason"]
         assert counts(redis_client) == {"failed": 1}
         letters = [json.loads(v) for v in redis_client.hvals("smsq:dlq")]

@@ -69,7 +69,7 @@ def test_send_status_and_worker_process(cli_env: dict[str, str]) -> None:
             "--text",
             "Hello from the CLI",
             "--to",
-            "+44 7700 900123",
+            "+44 7400 123123",
             "--to",
             "+7 916 123-45-67",
             "--to",
@@ -88,12 +88,12 @@ def test_send_status_and_worker_process(cli_env: dict[str, str]) -> None:
         assert data["counts"] == {"submitted": 2, "rejected": 1}
         text = run(cli_env, "status", job_id)
         assert "submitted  2" in text.stdout.replace("submitted 2", "submitted  2")
-        assert "447700900123" not in text.stdout and "79161234567" not in text.stdout
-        assert "4477******23" in text.stdout
+        assert "447400123123" not in text.stdout and "79161234567" not in text.stdout
+        assert "4474******23" in text.stdout
         shown = run(cli_env, "status", job_id, "--show-numbers")
-        assert "447700900123" in shown.stdout
+        assert "447400123123" in shown.stdout
 
-        hlr = run(cli_env, "hlr", "--provider", "default", "--to", "+447700900123")
+        hlr = run(cli_env, "hlr", "--provider", "default", "--to", "+447400123123")
         assert hlr.returncode == 0, hlr.stderr
     finally:
         worker.send_signal(signal.SIGTERM)
@@ -104,7 +104,7 @@ def test_send_status_and_worker_process(cli_env: dict[str, str]) -> None:
             raise
     assert worker.returncode == 0, (worker.stderr.read() if worker.stderr else "")[-2000:]
     log = worker.stderr.read() if worker.stderr else ""
-    assert "447700900123" not in log
+    assert "447400123123" not in log
 
 
 def test_bad_jobs_are_refused_with_reasons(cli_env: dict[str, str]) -> None:

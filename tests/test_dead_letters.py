@@ -27,7 +27,7 @@ def test_replay_goes_through_validation_again(
             "provider": "promo",  # no such route yet
             "sender": "smstest",
             "text": "hello again",
-            "recipients": ["+447700900051"],
+            "recipients": ["+447400123051"],
         }
         enqueue_payload(redis_client, payload)
         push_raw(redis_client, b"{broken")
@@ -78,7 +78,7 @@ def test_overview_shows_queues_accounts_limits_and_dead_letters(
 ) -> None:
     client = SmsqClient(redis_url)
     enqueue_payload(
-        redis_client, {"provider": "x", "sender": "s", "text": "t", "recipients": ["+447700900061"]}
+        redis_client, {"provider": "x", "sender": "s", "text": "t", "recipients": ["+447400123061"]}
     )
     redis_client.hset(
         "smsq:account:acct", mapping={"state": "paused", "reason": "no money", "probe_at": 1e12}

@@ -74,11 +74,11 @@ def test_same_job_id_is_accepted_once(redis_url: str, make_worker: Any) -> None:
                 provider="intis",
                 sender="smstest",
                 text="once",
-                recipients=["+447700900001"],
+                recipients=["+447400123001"],
                 job_id="dup-1",
             )
         worker.join()
-        assert sent_numbers(sandboxes) == ["447700900001"]
+        assert sent_numbers(sandboxes) == ["447400123001"]
         status = client.status("dup-1")
         assert status is not None and status.counts == {"submitted": 1}
     finally:
@@ -88,7 +88,7 @@ def test_same_job_id_is_accepted_once(redis_url: str, make_worker: Any) -> None:
 def test_impossible_numbers_and_stop_list_are_rejected_alone(
     redis_url: str, make_worker: Any
 ) -> None:
-    sandboxes = SandboxThread(["intis"], intis={"stop_list": {"447700900002"}})
+    sandboxes = SandboxThread(["intis"], intis={"stop_list": {"447400123002"}})
     try:
         worker = make_worker(sandbox_settings(redis_url, sandboxes))
         client = SmsqClient(redis_url)
@@ -96,7 +96,7 @@ def test_impossible_numbers_and_stop_list_are_rejected_alone(
             provider="intis",
             sender="smstest",
             text="mixed",
-            recipients=["+447700900001", "+447700900002", "12", "not a phone", "+44 7700 900001"],
+            recipients=["+447400123001", "+447400123002", "12", "not a phone", "+44 7400 123001"],
         )
         worker.join()
         status = client.status(job_id, recipients=True)
@@ -104,7 +104,7 @@ def test_impossible_numbers_and_stop_list_are_rejected_alone(
         assert status.counts == {"submitted": 1, "rejected": 3}
         assert status.record["duplicates"] == "1"
         rows = {r.phone: r for r in status.recipients}
-        assert rows["447700900002"].status == "rejected" and rows["447700900002"].code == "13"
+        assert rows["447400123002"].status == "rejected" and rows["447400123002"].code == "13"
         rejected_raw = [r for r in status.recipients if r.phone.startswith("#")]
         assert len(rejected_raw) == 2 and all(r.reason for r in rejected_raw)
     finally:
@@ -146,7 +146,7 @@ def test_timeout_after_sending_makes_recipients_unknown_not_resent(
         worker = make_worker(settings)
         client = SmsqClient(redis_url)
         job_id = client.enqueue_send(
-            provider="intis", sender="smstest", text="slow", recipients=["+447700900009"]
+            provider="intis", sender="smstest", text="slow", recipients=["+447400123009"]
         )
         worker.join()
         status = client.status(job_id, recipients=True)
@@ -170,7 +170,7 @@ def test_redelivered_chunks_are_never_resent(
             "intis-sandbox",
             "smstest",
             "hi",
-            ["447700900011"],
+            ["447400123011"],
             None,
             None,
             "bulk",
@@ -184,16 +184,16 @@ def test_redelivered_chunks_are_never_resent(
         # a chunk whose earlier attempt died mid-request
         redis_client.set("smsq:chunk:job-x:1", "inflight")
         send.send(
-            "job-x", 1, "intis-sandbox", "smstest", "hi", ["447700900012"], None, None, "bulk", 2
+            "job-x", 1, "intis-sandbox", "smstest", "hi", ["447400123012"], None, None, "bulk", 2
         )
         app_worker.join()
-        assert sent_numbers(sandboxes) == ["447700900011"]
+        assert sent_numbers(sandboxes) == ["447400123011"]
         records = {
             k.decode(): json.loads(v)
             for k, v in redis_client.hgetall("smsq:job:job-x:rcpt").items()
         }
-        assert records["447700900011"]["status"] == "submitted"
-        assert records["447700900012"]["status"] == "unknown"
+        assert records["447400123011"]["status"] == "submitted"
+        assert records["447400123012"]["status"] == "unknown"
         counts = {
             k.decode(): int(v) for k, v in redis_client.hgetall("smsq:job:job-x:counts").items()
         }
@@ -215,7 +215,7 @@ def test_scheduled_job_is_recorded_now_and_dispatched_later(
             provider="intis",
             sender="smstest",
             text="later",
-            recipients=["+447700900021"],
+            recipients=["+447400123021"],
             scheduled_at=at,
         )
         time.sleep(1.0)
@@ -223,7 +223,7 @@ def test_scheduled_job_is_recorded_now_and_dispatched_later(
         assert status is not None and status.state == "accepted" and status.counts == {"queued": 1}
         assert sent_numbers(sandboxes) == []
         worker.join(timeout=30)
-        assert sent_numbers(sandboxes) == ["447700900021"]
+        assert sent_numbers(sandboxes) == ["447400123021"]
         first_send = next(e for e in sandboxes.log("intis") if e.path.endswith("/send.php"))
         assert first_send.at >= at.timestamp() - 0.05
     finally:
@@ -235,16 +235,16 @@ def test_hlr_job_records_one_result_per_number(redis_url: str, make_worker: Any)
     try:
         worker = make_worker(sandbox_settings(redis_url, sandboxes))
         client = SmsqClient(redis_url)
-        job_id = client.enqueue_hlr(provider="intis", recipients=["+447700900031", "+79161234567"])
+        job_id = client.enqueue_hlr(provider="intis", recipients=["+447400123031", "+79161234567"])
         worker.join()
         status = client.status(job_id, recipients=True)
         assert status is not None and status.state == "done"
-        assert set(status.hlr) == {"447700900031", "79161234567"}
+        assert set(status.hlr) == {"447400123031", "79161234567"}
         assert all(h["ok"] and h["mcc"] for h in status.hlr.values())
         assert sum(status.counts.values()) == 2
         text = format_status(status)
         assert "hlr results:" in text and "mcc=" in text
-        assert "447700900031" not in text and "4477******31" in text
+        assert "447400123031" not in text and "4474******31" in text
     finally:
         sandboxes.stop()
 

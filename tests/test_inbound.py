@@ -19,12 +19,12 @@ async def test_incoming_stored_once_and_published_once(
     client = aredis.Redis.from_url(redis_url)
     inbound = Inbound(client, Keys())
     msg = IncomingMessage(
-        "00042", "447700900071", "STOP", "smsq", datetime(2026, 11, 22, tzinfo=UTC)
+        "00042", "447400123071", "STOP", "smsq", datetime(2026, 11, 22, tzinfo=UTC)
     )
     assert await inbound.store_incoming("acct", [msg, msg], "webhook") == 1
     assert (
         await inbound.store_incoming(
-            "acct", [IncomingMessage("42", "447700900071", "STOP")], "poll"
+            "acct", [IncomingMessage("42", "447400123071", "STOP")], "poll"
         )
         == 0
     )
@@ -40,17 +40,17 @@ async def test_incoming_stored_once_and_published_once(
 async def test_hlr_result_recorded_once_per_number(
     redis_url: str, redis_client: redis.Redis
 ) -> None:
-    redis_client.hset("smsq:msgid:acct", "7:447700900081", "job-h|447700900081")
-    redis_client.hset("smsq:job:job-h:hlr", "447700900081", json.dumps({"pending": True}))
+    redis_client.hset("smsq:msgid:acct", "7:447400123081", "job-h|447400123081")
+    redis_client.hset("smsq:job:job-h:hlr", "447400123081", json.dumps({"pending": True}))
     client = aredis.Redis.from_url(redis_url)
     inbound = Inbound(client, Keys())
     result = HlrResult(
-        "447700900081", True, provider_message_id="7:447700900081", imsi="25001", mcc="250"
+        "447400123081", True, provider_message_id="7:447400123081", imsi="25001", mcc="250"
     )
     assert await inbound.record_hlr("acct", [result]) == 1
     assert await inbound.record_hlr("acct", [result]) == 0  # a retried callback changes nothing
     assert await inbound.record_hlr("acct", [HlrResult("1", True, provider_message_id="nope")]) == 0
-    record = json.loads(redis_client.hget("smsq:job:job-h:hlr", "447700900081") or b"{}")
+    record = json.loads(redis_client.hget("smsq:job:job-h:hlr", "447400123081") or b"{}")
     assert record["ok"] is True and record["imsi"] == "25001" and record["pending"] is False
     assert redis_client.xlen("smsq:events") == 1
     await client.aclose()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from typing import Any
@@ -11,8 +12,9 @@ import redis
 from producers.client import RecipientRow, SmsqClient
 from tests.conftest import SandboxThread, sandbox_settings
 from tests.test_poison_messages import message, push_raw
+from worker.config import IntakeSettings
 
-JOB = {"provider": "intis", "sender": "smstest", "text": "hi", "recipients": ["+447700900091"]}
+JOB = {"provider": "intis", "sender": "smstest", "text": "hi", "recipients": ["+447400123091"]}
 
 
 def test_a_redelivered_job_without_id_is_accepted_once(
@@ -76,5 +78,48 @@ def test_a_corrected_job_under_a_dead_lettered_id_is_accepted(
 
 def test_recipient_rows_accept_fields_from_status_reports() -> None:
     record = {"status": "delivered", "raw_status": "deliver", "source": "poll", "future_field": 1}
-    row = RecipientRow.from_record("447700900091", record)
+    row = RecipientRow.from_record("447400123091", record)
     assert row.status == "delivered" and row.raw_status == "deliver" and row.source == "poll"
+
+
+def test_intake_rejects_numbers_libphonenumber_calls_invalid_and_records_countries(
+    redis_url: str, redis_client: redis.Redis, make_worker: Any
+) -> None:
+    sandboxes = SandboxThread(["intis"])
+    try:
+        worker = make_worker(sandbox_settings(redis_url, sandboxes))
+        examples = ["+1 000 000 0000", "+99912345678", "+7 000 000 00 00"]
+        recipients = [*examples, "+447400123456", "+79161234567"]
+        push_raw(redis_client, message([{**JOB, "job_id": "lib", "recipients": recipients}]))
+        worker.join()
+        status = SmsqClient(redis_url).status("lib", recipients=True)
+        assert status is not None and status.counts == {"rejected": 3, "submitted": 2}
+        rows = {r.phone: r for r in status.recipients}
+        assert rows["447400123456"].country == "GB" and rows["79161234567"].country == "RU"
+        assert rows["447400123456"].status == "submitted"  # the country outlives the send
+        for i, raw in enumerate(examples):
+            row = rows[f"#{i}:{raw}"]
+            assert row.status == "rejected" and (row.reason or "").startswith("libphonenumber: ")
+        sent = [e.params.get("phone", "") for e in sandboxes.log("intis") if "send" in e.path]
+        assert sent == ["447400123456,79161234567"]
+    finally:
+        sandboxes.stop()
+
+
+def test_a_deployment_may_accept_merely_possible_numbers(
+    redis_url: str, redis_client: redis.Redis, make_worker: Any
+) -> None:
+    sandboxes = SandboxThread(["intis"])
+    try:
+        settings = sandbox_settings(redis_url, sandboxes)
+        settings = dataclasses.replace(settings, intake=IntakeSettings(accept_numbers="possible"))
+        worker = make_worker(settings)
+        recipients = ["+1 000 000 0000", "+99912345678"]
+        push_raw(redis_client, message([{**JOB, "job_id": "poss", "recipients": recipients}]))
+        worker.join()
+        status = SmsqClient(redis_url).status("poss", recipients=True)
+        assert status is not None and status.counts == {"rejected": 1, "submitted": 1}
+        rows = {r.phone: r for r in status.recipients}
+        assert rows["10000000000"].country == "US"
+    finally:
+        sandboxes.stop()

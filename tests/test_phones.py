@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from producers.phones import InvalidPhone, mask_phone, normalize_phone
+from producers.phones import InvalidPhone, check_number, mask_phone, normalize_phone
 
 
 @pytest.mark.parametrize(
@@ -157,3 +157,47 @@ def test_mask_of_a_normalised_number_hides_its_middle() -> None:
     masked = mask_phone(phone)
     assert masked.startswith("7916") and masked.endswith("67")
     assert "12345" not in masked
+
+
+# ---------------------------------------------------------------- libphonenumber
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        ("+1 000 000 0000", "not a valid number for US"),
+        ("+99912345678", "no country has this country code"),
+        ("+7 000 000 00 00", "not a valid number for RU"),
+        ("+44 7700 900123", "not a valid number for GB"),  # a drama (fiction) range
+        ("+4412345678901", "too long for its country (GB)"),
+    ],
+)
+def test_numbers_the_library_does_not_call_valid_are_refused(raw: str, reason: str) -> None:
+    with pytest.raises(InvalidPhone) as err:
+        check_number(normalize_phone(raw))
+    assert err.value.reason.startswith("libphonenumber: ")
+    assert reason in err.value.reason
+    assert normalize_phone(raw) not in err.value.reason
+
+
+@pytest.mark.parametrize(
+    ("raw", "region"),
+    [
+        ("+447400123456", "GB"),
+        ("+447911123456", "GG"),  # a Guernsey mobile range inside +44
+        ("+7 916 123-45-67", "RU"),
+        ("+4915123456789", "DE"),
+        ("+33612345678", "FR"),
+        ("+12025550123", "US"),
+        ("+390612345678", "IT"),
+    ],
+)
+def test_valid_numbers_give_their_region(raw: str, region: str) -> None:
+    assert check_number(normalize_phone(raw)) == region
+
+
+def test_merely_possible_numbers_pass_when_the_deployment_accepts_them() -> None:
+    assert check_number("10000000000", "possible") == "US"
+    assert check_number("70000000000", "possible") == "RU"
+    with pytest.raises(InvalidPhone, match="no country has this country code"):
+        check_number("99912345678", "possible")  # not even possible

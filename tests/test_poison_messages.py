@@ -94,7 +94,7 @@ def test_malformed_messages_are_dead_lettered_and_the_worker_goes_on(
                 "provider": "intis-sandbox",
                 "sender": "smstest",
                 "text": "still serving",
-                "recipients": ["+447700900123"],
+                "recipients": ["+447400123123"],
             },
         )
         worker.join()
@@ -139,7 +139,7 @@ def test_messages_that_would_kill_threads_or_vanish_are_dead_lettered(
             "provider": "intis",
             "sender": "smstest",
             "text": "x",
-            "recipients": ["+447700900001"],
+            "recipients": ["+447400123001"],
         }
         # Names another queue: Dramatiq would look up a consumer by it and kill the thread.
         push_raw(redis_client, message([job], queue_name="smsq-intake-typo"))
@@ -155,7 +155,7 @@ def test_messages_that_would_kill_threads_or_vanish_are_dead_lettered(
         push_raw(
             redis_client,
             message(
-                ["job", 0, ["intis-sandbox"], "s", "t", ["447700900002"]],
+                ["job", 0, ["intis-sandbox"], "s", "t", ["447400123002"]],
                 actor_name="dispatch_chunk",
             ),
         )

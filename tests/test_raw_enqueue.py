@@ -56,7 +56,7 @@ def test_raw_redis_job_is_dispatched(
                 "provider": "intis",
                 "sender": "smstest",
                 "text": "Code 1234",
-                "recipients": ["+447700900001"],
+                "recipients": ["+447400123001"],
                 "priority": "otp",
             },
             queue="smsq-intake-otp",
@@ -71,7 +71,7 @@ def test_raw_redis_job_is_dispatched(
 
         sends = [e for e in sandboxes.log("intis") if e.path.endswith("/send.php")]
         sent = [p for e in sends for p in e.params["phone"].split(",")]
-        assert sorted(sent) == sorted([n[1:] for n in numbers] + ["447700900001"])
+        assert sorted(sent) == sorted([n[1:] for n in numbers] + ["447400123001"])
         assert len(sends) == 4  # 50 + 50 + 20, and the OTP
         record = json.loads(redis_client.hget("smsq:job:raw-1:rcpt", "79005550000") or b"{}")
         assert record["status"] == "submitted" and record["provider_message_id"]

@@ -31,7 +31,7 @@ from worker.sandboxes import sandbox_account
 from worker.status_apply import StatusApplier, canonical_id
 
 KEYS = Keys()
-PHONES = ["447700900101", "447700900102", "447700900103"]
+PHONES = ["447400123101", "447400123102", "447400123103"]
 
 
 def make_settings(
@@ -388,7 +388,7 @@ async def test_incoming_polling_stores_each_message_once(
                     {
                         "id": f"55{len(intis.incoming)}",
                         "date": stamp,
-                        "sender": "447700900555",
+                        "sender": "447400123555",
                         "prefix": "",
                         "text": f"hi {i}",
                     }
@@ -448,8 +448,8 @@ def seed_job(
             n += 1
             pid = f"{job}{n:04d}"
             record = {"status": status, "account": account, "provider_message_id": pid}
-            client.hset(KEYS.recipients(job), f"4477009{n:05d}", json.dumps(record))
-            client.hset(KEYS.message_index(account), pid, f"{job}|4477009{n:05d}")
+            client.hset(KEYS.recipients(job), f"4474001{n:05d}", json.dumps(record))
+            client.hset(KEYS.message_index(account), pid, f"{job}|4474001{n:05d}")
 
 
 async def test_retention_expires_finished_jobs_only(

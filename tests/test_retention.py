@@ -50,7 +50,7 @@ async def test_every_due_job_is_purged_and_late_reports_leave_no_orphans(
     )
     assert redis_client.exists(KEYS.purged("old7"))
     # A provider's late retry of a report for a purged job changes nothing.
-    redis_client.hset(KEYS.message_index("intis-sandbox"), "old70001", "old7|447700900001")
+    redis_client.hset(KEYS.message_index("intis-sandbox"), "old70001", "old7|447400123001")
     client = aredis.Redis.from_url(redis_url)
     late = StatusReport(
         provider_message_id="old70001", status=Status.DELIVERED, raw_status="deliver"
@@ -70,7 +70,7 @@ def test_a_purged_job_id_is_not_accepted_again(
         worker = make_worker(sandbox_settings(redis_url, sandboxes))
         redis_client.set(KEYS.purged("done-long-ago"), "1", ex=3600)
         job = {"job_id": "done-long-ago", "provider": "intis", "sender": "smstest", "text": "x"}
-        push_raw(redis_client, message([{**job, "recipients": ["+447700900401"]}]))
+        push_raw(redis_client, message([{**job, "recipients": ["+447400123401"]}]))
         worker.join()
         assert not redis_client.exists(KEYS.job("done-long-ago"))
         assert [e for e in sandboxes.log("intis") if e.path.endswith("/send.php")] == []
@@ -91,10 +91,10 @@ async def test_old_incoming_messages_and_dead_letters_are_trimmed(
     client = aredis.Redis.from_url(redis_url)
     inbound = Inbound(client, KEYS)
     old = IncomingMessage(
-        "1", "447700900501", "old", received_at=datetime.fromtimestamp(now - 500, UTC)
+        "1", "447400123501", "old", received_at=datetime.fromtimestamp(now - 500, UTC)
     )
     new = IncomingMessage(
-        "2", "447700900502", "new", received_at=datetime.fromtimestamp(now - 5, UTC)
+        "2", "447400123502", "new", received_at=datetime.fromtimestamp(now - 5, UTC)
     )
     await inbound.store_incoming("intis-sandbox", [old, new], "poll")
     await client.aclose()

@@ -43,7 +43,7 @@ from worker.providers.smsc.adapter import (
 from worker.providers.smsc.sandbox import SmscCaps, create_sandbox, sandbox_of
 
 PHONE_RU = "79161234567"
-PHONE_UK = "447700900123"
+PHONE_UK = "447400123123"
 
 
 def account(url: str, **kw: Any) -> AccountConfig:

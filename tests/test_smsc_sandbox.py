@@ -18,7 +18,7 @@ from worker.providers.sandbox_kit import Fault, OutcomeMix, RunningSandbox, Sand
 from worker.providers.smsc.sandbox import SmscCaps, create_sandbox, sandbox_of
 
 AUTH = {"login": "testuser", "psw": "testpass"}
-RU, UK = "79161234567", "447700900123"
+RU, UK = "79161234567", "447400123123"
 
 
 class Client:

@@ -41,7 +41,7 @@ SCRIPT = textwrap.dedent(
     SMSC._url = sys.argv[1].rstrip("/") + "/sys/"
     client = SMSC(login="testuser", password="testpass", sender="MyShop")
     out = {}
-    sent = client.send(to=["79161234567", "447700900123"], message=SMSMessage(text="Привет, мир"))
+    sent = client.send(to=["79161234567", "447400123123"], message=SMSMessage(text="Привет, мир"))
     assert sent.error is None, sent.error
     out["send"] = {"id": sent.message_id, "count": sent.count, "cost": sent.cost}
     cost = client.get_cost(to="79161234567", message=SMSMessage(text="x" * 200))
@@ -50,7 +50,7 @@ SCRIPT = textwrap.dedent(
     first = client.get_status(to="79161234567", msg_id=str(sent.message_id))
     time.sleep(float(sys.argv[2]))
     both = client.get_status(
-        to=["79161234567", "447700900123"], msg_id=[str(sent.message_id)] * 2
+        to=["79161234567", "447400123123"], msg_id=[str(sent.message_id)] * 2
     )
     out["status"] = [first[0].status.status_id] + [s.status.status_id for s in both]
     out["status_name"] = both[0].status.name

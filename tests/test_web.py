@@ -224,7 +224,7 @@ def test_intake_needs_a_configured_bearer_token(
     headers = {"Content-Type": "application/json"}
     if authorization is not None:
         headers["Authorization"] = authorization
-    payload = {"kind": "hlr", "provider": "intis-main", "recipients": ["+447700900001"]}
+    payload = {"kind": "hlr", "provider": "intis-main", "recipients": ["+447400123001"]}
     status, body = http("POST", web_server.url + "/v1/jobs", json.dumps(payload).encode(), headers)
     assert status == 401 and json.loads(body)["errors"]
     assert redis_client.llen("dramatiq:smsq-intake") == 0
@@ -256,7 +256,7 @@ def test_intake_refuses_malformed_json_and_large_bodies(
     headers = {"Authorization": f"Bearer {TOKENS[0]}", "Content-Type": "application/json"}
     status, body = http("POST", web_server.url + "/v1/jobs", b"{nope", headers)
     assert status == 400 and "not JSON" in json.loads(body)["errors"][0]
-    big = {"kind": "hlr", "provider": "intis-main", "recipients": ["+447700900001"] * 400}
+    big = {"kind": "hlr", "provider": "intis-main", "recipients": ["+447400123001"] * 400}
     status, _ = post_json(web_server.url + "/v1/jobs", big)
     assert status == 413
     assert redis_client.llen("dramatiq:smsq-intake") == 0
@@ -277,7 +277,7 @@ def test_intake_accepts_and_a_worker_dispatches(
                 "provider": "intis",
                 "sender": "smstest",
                 "text": "Hello from HTTP",
-                "recipients": ["+447700900101", "+44 7700 900102", "12"],
+                "recipients": ["+447400123101", "+44 7400 123102", "12"],
             }
             status, body = post_json(server.url + "/v1/jobs", payload)
             assert status == 202 and body["job_id"] == "web-job-1"
@@ -301,7 +301,7 @@ def test_intake_accepts_and_a_worker_dispatches(
             for e in sandboxes.log("intis")
             if e.path.endswith("/send.php") and e.status == 200
         ]
-        assert sorted(sent) == ["447700900101,447700900102"] * 2  # each job once
+        assert sorted(sent) == ["447400123101,447400123102"] * 2  # each job once
     finally:
         sandboxes.stop()
 
@@ -362,16 +362,16 @@ def test_logs_show_no_secret_token_phone_or_body(
     web_server: WebServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    intis_push(web_server.url, phone="447700900555")
+    intis_push(web_server.url, phone="447400123555")
     intis_push(web_server.url, key="wrong-" + HOOK_SECRET)
     post_json(
         web_server.url + "/v1/jobs",
-        {"kind": "hlr", "provider": "intis-main", "recipients": ["+447700900556"]},
+        {"kind": "hlr", "provider": "intis-main", "recipients": ["+447400123556"]},
     )
     post_json(web_server.url + "/v1/jobs", {"kind": "hlr"}, token="bad-" + TOKENS[0])
     text = caplog.text
     assert "/hooks/intis-main" in text  # the access log is there ...
-    for secret in (HOOK_SECRET, TOKENS[0], "447700900555", "447700900556", "message-id"):
+    for secret in (HOOK_SECRET, TOKENS[0], "447400123555", "447400123556", "message-id"):
         assert secret not in text  # ... without query strings, bodies or tokens
 
 
@@ -420,7 +420,7 @@ intake_tokens = [{{ env = "WEB_TEST_TOKEN" }}]
 
         wait_until(healthy, timeout=15, what="smsq web to answer")
         assert process.poll() is None
-        assert intis_push(url, phone="447700900557") == (200, b"OK")
+        assert intis_push(url, phone="447400123557") == (200, b"OK")
         assert post_json(url + "/v1/jobs", {"kind": "hlr"})[0] == 422
         client = redis.Redis.from_url(redis_url)
         assert client.hlen("smsq:inbox") == 1 and client.llen("dramatiq:smsq-webhooks") == 1
@@ -430,5 +430,5 @@ intake_tokens = [{{ env = "WEB_TEST_TOKEN" }}]
         _, stderr = process.communicate(timeout=15)
     assert process.returncode == 0
     assert "GET /hooks/intis-main 200" in stderr  # the access log, without the query
-    for secret in (HOOK_SECRET, TOKENS[0], "447700900557"):
+    for secret in (HOOK_SECRET, TOKENS[0], "447400123557"):
         assert secret not in stderr

@@ -39,17 +39,17 @@ def test_an_early_report_is_applied_when_its_message_is_recorded(
 
         # Now the send's outcome is recorded (as dispatch would).
         redis_client.hset(
-            "smsq:job:j-race:rcpt", "447700900301", json.dumps({"status": "submitted"})
+            "smsq:job:j-race:rcpt", "447400123301", json.dumps({"status": "submitted"})
         )
         redis_client.hset("smsq:job:j-race:counts", "submitted", 1)
         redis_client.hset(
-            "smsq:msgid:intis-sandbox", "4092112510348380960001", "j-race|447700900301"
+            "smsq:msgid:intis-sandbox", "4092112510348380960001", "j-race|447400123301"
         )
         deadline = time.monotonic() + 15
         while redis_client.hexists(inbox_key(worker.app.runtime.keys), push_id):
             assert time.monotonic() < deadline
             time.sleep(0.2)
-        record = json.loads(redis_client.hget("smsq:job:j-race:rcpt", "447700900301") or b"{}")
+        record = json.loads(redis_client.hget("smsq:job:j-race:rcpt", "447400123301") or b"{}")
         assert record["status"] == "delivered" and record["source"] == "webhook"
         assert [e[b"status"] for _, e in redis_client.xrange("smsq:events")] == [b"delivered"]
     finally:

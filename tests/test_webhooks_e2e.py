@@ -139,7 +139,7 @@ def test_jobs_through_all_three_sandboxes_reach_final_statuses_via_callbacks(
     worker = make_worker(stack.settings)
     client = SmsqClient(stack.settings.redis_url)
     numbers = {
-        kind: [f"+44770090{i:04d}" for i in range(base, base + 8)]
+        kind: [f"+44740012{i:04d}" for i in range(base, base + 8)]
         for kind, base in (("smsc", 1000), ("intellisoftware", 2000), ("intis", 3000))
     }
     jobs = {
@@ -247,7 +247,7 @@ def test_incoming_messages_and_other_pushes_stored_once(
     async def receive() -> None:
         smsc.add_incoming("+79161234567", "Да, подтверждаю", sms_id="42")
         smsc.confirm_call("79161234568")
-        gateway.receive_sms("447700900900", "STOP", usercontext="campaign-7")
+        gateway.receive_sms("447400123900", "STOP", usercontext="campaign-7")
 
     stack.sandboxes.call(receive())
 
@@ -346,7 +346,7 @@ def test_push_is_persisted_before_200_and_applied_by_a_later_worker(
         try:
             client = SmsqClient(redis_url)
             job_id = client.enqueue_send(
-                provider="intis", sender="smstest", text="Hi", recipients=["+447700900301"]
+                provider="intis", sender="smstest", text="Hi", recipients=["+447400123301"]
             )
             first.join()
         finally:
@@ -364,12 +364,12 @@ def test_push_is_persisted_before_200_and_applied_by_a_later_worker(
             [message_id] = redis_client.lrange("dramatiq:smsq-webhooks", 0, -1)
             body = json.loads(redis_client.hget("dramatiq:smsq-webhooks.msgs", message_id) or b"")
             assert body["args"] == [push_id.decode()]
-            assert recipient_statuses(client, job_id) == {"447700900301": "submitted"}
+            assert recipient_statuses(client, job_id) == {"447400123301": "submitted"}
 
             second = WorkerHarness(create_app(settings)).start()
             try:
                 wait_until(lambda: drained(redis_client), what="the stored push applied")
-                assert recipient_statuses(client, job_id) == {"447700900301": "delivered"}
+                assert recipient_statuses(client, job_id) == {"447400123301": "delivered"}
                 events = status_events(redis_client)
                 assert [(e["status"], e["source"]) for e in events] == [
                     ("submitted", "dispatch"),
@@ -439,7 +439,7 @@ def test_intis_sandbox_retries_reports_until_the_web_process_answers(
         settings = with_webhook_secrets(sandbox_settings(redis_url, sandboxes), SECRETS)
         make_worker(settings)
         client = SmsqClient(redis_url)
-        phones = ["447700900401", "447700900402", "447700900403"]
+        phones = ["447400123401", "447400123402", "447400123403"]
         job_id = client.enqueue_send(
             provider="intis", sender="smstest", text="Hi", recipients=["+" + p for p in phones]
         )

@@ -39,6 +39,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from producers.keys import DEFAULT_PREFIX
+from producers.phones import ACCEPT_NUMBERS, AcceptNumbers
 from worker.limiter import Rule
 from worker.providers import known_kinds, provider_module
 from worker.providers.base import AccountConfig
@@ -77,6 +78,15 @@ class DispatchSettings:
     backoff_max: float = 30.0
     probe_interval: float = 30.0  # seconds between balance probes of a paused account
     otp_max_age: float = 600.0  # an otp chunk not sent within this long after intake fails
+
+
+@dataclass(frozen=True)
+class IntakeSettings:
+    """``[intake]``: what a recipient must be to be sent to."""
+
+    # "valid": a number libphonenumber calls valid; "possible": one of a possible length
+    # for its country code (e.g. a range newer than the library's data).
+    accept_numbers: AcceptNumbers = "valid"
 
 
 @dataclass(frozen=True)
@@ -128,6 +138,7 @@ class Settings:
     limits: Mapping[str, AccountLimits] = field(default_factory=dict)
     web: WebSettings = field(default_factory=WebSettings)
     scheduler: SchedulerSettings = field(default_factory=SchedulerSettings)
+    intake: IntakeSettings = field(default_factory=IntakeSettings)
 
     def limits_for(self, account: str) -> AccountLimits:
         return self.limits.get(account) or AccountLimits()
@@ -299,7 +310,7 @@ def parse_settings(data: Mapping[str, Any], env: Mapping[str, str] | None = None
     problems: list[str] = []
     data = _deep_copy(data)
     _apply_overrides(data, env, problems)
-    sections = {"redis", "accounts", "routes", "dispatch", "web", "scheduler"}
+    sections = {"redis", "accounts", "routes", "dispatch", "web", "scheduler", "intake"}
     for unknown in sorted(set(data) - sections):
         problems.append(f"{unknown}: unknown section (known: {', '.join(sorted(sections))})")
 
@@ -347,6 +358,7 @@ def parse_settings(data: Mapping[str, Any], env: Mapping[str, str] | None = None
 
     web = _web(data.get("web", {}), env, problems)
     scheduler = _plain_section("scheduler", SchedulerSettings, data.get("scheduler", {}), problems)
+    intake = _intake(data.get("intake", {}), problems)
 
     if problems:
         raise ConfigError(problems)
@@ -359,7 +371,24 @@ def parse_settings(data: Mapping[str, Any], env: Mapping[str, str] | None = None
         limits=limits,
         web=web,
         scheduler=scheduler,
+        intake=intake,
     )
+
+
+def _intake(raw: Any, problems: list[str]) -> IntakeSettings:
+    if not isinstance(raw, dict):
+        problems.append("intake: must be a table")
+        return IntakeSettings()
+    known = set(IntakeSettings.__dataclass_fields__)
+    for key in sorted(set(raw) - known):
+        problems.append(f"intake.{key}: unknown setting (known: {', '.join(sorted(known))})")
+    accept = raw.get("accept_numbers", IntakeSettings.accept_numbers)
+    if accept not in ACCEPT_NUMBERS:
+        problems.append(
+            f"intake.accept_numbers: must be one of {', '.join(ACCEPT_NUMBERS)}, got {accept!r}"
+        )
+        return IntakeSettings()
+    return IntakeSettings(accept_numbers=accept)
 
 
 def _plain_section(name: str, cls: Any, raw: Any, problems: list[str]) -> Any:

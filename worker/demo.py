@@ -249,7 +249,7 @@ def _enqueue_samples(
                     provider=f"{kind}-sandbox",
                     sender=sandbox_account(kind).get("sender", "smsq"),
                     text=f"Your code is {100000 + i * 7919 % 900000}",
-                    recipients=[f"+44 7700 900{i:03d}"],
+                    recipients=[f"+44 7400 123{i:03d}"],
                     priority="otp",
                     validity=300,
                 ),

@@ -18,6 +18,7 @@ from typing import Any
 import redis
 
 from producers.contract import HlrJob, Job, JobRejected, SendJob, validate_job
+from producers.phones import number_library
 from producers.status import JobState
 from producers.wire import NAMESPACE, build_message, write_message
 from worker import metrics, store
@@ -25,6 +26,9 @@ from worker.queues import HLR_ACTOR, SEND_ACTOR, dispatch_queue
 from worker.runtime import Runtime
 
 log = logging.getLogger("smsq.intake")
+
+if number_library() is None:  # pragma: no cover - a dependency of the worker
+    raise ImportError("smsq's worker checks numbers with phonenumbers: pip install phonenumbers")
 
 CLIENT_ID_MAX = 2_147_483_647  # the largest client message id the providers accept
 
@@ -61,7 +65,10 @@ def accept_job(
         payload = {**payload, "job_id": message_id}
     try:
         job = validate_job(
-            payload, providers=rt.settings.provider_names(), now=_judged_at(enqueued_at)
+            payload,
+            providers=rt.settings.provider_names(),
+            now=_judged_at(enqueued_at),
+            numbers=rt.settings.intake.accept_numbers,
         )
         result = _store_and_split(rt, job)
     except JobRejected as exc:

@@ -40,13 +40,22 @@ local function flush(key, cmd, args)
   end
 end
 
+-- What intake (and routing) recorded about a recipient stays in its record.
+local KEEP = {"country"}
 local idx, aw = {}, {}
 for i, o in ipairs(outcomes) do
   local previous = "queued"
-  if current[i] then previous = cjson.decode(current[i]).status or "queued" end
+  local old = nil
+  if current[i] then
+    old = cjson.decode(current[i])
+    previous = old.status or "queued"
+  end
   left[previous] = (left[previous] or 0) + 1
   local rec = {status = o.s, at = at, account = account,
                provider_message_id = o.id, parts = o.n, cost = o.c, code = o.k, reason = o.r}
+  if old then
+    for _, name in ipairs(KEEP) do rec[name] = old[name] end
+  end
   records[#records + 1] = o.p
   records[#records + 1] = cjson.encode(rec)
   tally[o.s] = (tally[o.s] or 0) + 1

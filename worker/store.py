@@ -39,10 +39,12 @@ def recipient_record(
     code: str | None = None,
     reason: str | None = None,
     at: float | None = None,
+    country: str | None = None,
 ) -> str:
     """The JSON kept per recipient (fields with no value are left out)."""
     record: dict[str, Any] = {"status": status.value, "at": round(at or time.time(), 3)}
     for name, value in (
+        ("country", country),
         ("account", account),
         ("provider_message_id", provider_message_id),
         ("parts", parts),
@@ -93,10 +95,21 @@ def write_job_record(
     pipe.hset(keys.job(job.job_id), mapping=record)
     pipe.zadd(keys.jobs, {job.job_id: now})
     queued = recipient_record(Status.QUEUED, at=now)
+    by_country: dict[str, str] = {}  # one record text per country
+    countries = job.countries if len(job.countries) == len(job.recipients) else ()
     rcpt_key = keys.recipients(job.job_id)
     batch: dict[str, str] = {}
-    for phone in job.recipients:
-        batch[phone] = queued
+    for i, phone in enumerate(job.recipients):
+        if countries and countries[i]:
+            region = countries[i]
+            record_text = by_country.get(region)
+            if record_text is None:
+                record_text = by_country[region] = recipient_record(
+                    Status.QUEUED, at=now, country=region
+                )
+            batch[phone] = record_text
+        else:
+            batch[phone] = queued
         if len(batch) >= 10_000:
             pipe.hset(rcpt_key, mapping=batch)
             batch = {}

@@ -192,7 +192,9 @@ async def post_job(request: web.Request) -> web.Response:
     except (ValueError, UnicodeDecodeError) as exc:
         return web.json_response({"errors": [f"the body is not JSON: {exc}"]}, status=400)
     try:
-        job = validate_job(payload, providers=settings.provider_names())
+        job = validate_job(
+            payload, providers=settings.provider_names(), numbers=settings.intake.accept_numbers
+        )
     except JobRejected as exc:
         return web.json_response({"errors": list(exc.reasons)}, status=422)
     assert isinstance(payload, dict)  # validate_job accepts objects only
