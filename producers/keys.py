@@ -36,6 +36,12 @@ class Keys:
         return f"{self.prefix}:chunk:{job_id}:{index}"
 
     @property
+    def inflight(self) -> str:
+        """Hash: chunk key -> JSON of the dispatch holding it (actor, queue, args, message id,
+        time), from its claim until its outcome is recorded; the stranded-work sweep reads it."""
+        return f"{self.prefix}:inflight"
+
+    @property
     def jobs(self) -> str:
         """Sorted set: job ids by creation time."""
         return f"{self.prefix}:jobs"

@@ -81,6 +81,7 @@ def test_standby_takes_over_after_a_crash_and_no_slot_runs_twice(
         "poll_incoming",
         "poll_balance",
         "sweep_retention",
+        "sweep_stranded",
     }
     assert {args[0] for actor, args in messages if actor == "sweep_history"} == {"smsc-sandbox"}
     slots = sorted(

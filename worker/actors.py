@@ -66,18 +66,28 @@ def create_app(settings: Settings, **broker_options: Any) -> App:
         message = CurrentMessage.get_current_message()
         enqueued_at = message.message_timestamp / 1000 if message is not None else None
         message_id = message.message_id if message is not None else None
-        intake.accept_job(runtime, args, kwargs, enqueued_at=enqueued_at, message_id=message_id)
+        # Taking a job in twice changes nothing: across a Redis outage it is simply run again.
+        runtime.outage.call_sync(
+            "accept_job",
+            lambda: intake.accept_job(
+                runtime, args, kwargs, enqueued_at=enqueued_at, message_id=message_id
+            ),
+        )
 
     def on_loop(actor: str, args: tuple[Any, ...]) -> None:
         # Sync wrappers, so the retry count is read on the worker thread (CurrentMessage
         # does not cross into the event loop); the work runs on the loop as usual.
         message = CurrentMessage.get_current_message()
         retries = int(message.options.get("retries", 0)) if message is not None else 0
+        message_id = message.options.get("redis_message_id") if message is not None else None
         thread = get_event_loop_thread()
         if thread is None:
             raise RuntimeError("the AsyncIO middleware is not running")
         final = retries >= DISPATCH_MAX_RETRIES
-        thread.run_coroutine(dispatch.dispatch_or_give_up(runtime, actor, args, final=final))
+        work = dispatch.dispatch_or_give_up(
+            runtime, actor, args, final=final, message_id=message_id
+        )
+        thread.run_coroutine(work)
 
     def dispatch_chunk(*args: Any) -> None:
         on_loop(queues.SEND_ACTOR, args)

@@ -51,6 +51,7 @@ class ChunkOwner:
     client: aredis.Redis
     key: str
     token: str = field(default_factory=lambda: uuid.uuid4().hex)
+    maybe_sent: bool = False  # a request of this delivery may have reached the provider
 
     def value(self, state: str, account: str) -> str:
         return f"{state}:{account}:{self.token}"

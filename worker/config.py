@@ -118,6 +118,25 @@ class SchedulerSettings:
 
 
 @dataclass(frozen=True)
+class WorkerSettings:
+    """``[worker]``: how worker processes survive crashes, Redis outages and shutdowns."""
+
+    heartbeat_timeout: float = 15.0  # a worker silent this long is dead: its messages are requeued
+    maintenance_interval: float = 5.0  # seconds between checks for dead workers (per process)
+    shutdown_timeout: float = 30.0  # after SIGTERM, in-flight work gets this long to finish
+    redis_outage: float = (
+        120.0  # seconds a worker keeps a provider's answer, retrying its recording
+    )
+    stranded_after: float = 30.0  # a chunk claimed this long with no message left is settled
+    restart_delay: float = 1.0  # seconds before a crashed worker process is started again
+
+    @property
+    def requeue_within(self) -> float:
+        """The bound on how long a dead worker's messages wait before another takes them."""
+        return self.heartbeat_timeout + self.maintenance_interval
+
+
+@dataclass(frozen=True)
 class AccountLimits:
     """Rate rules per endpoint class (send, status, history, hlr, balance, ...) and in-flight cap."""
 
@@ -139,6 +158,7 @@ class Settings:
     web: WebSettings = field(default_factory=WebSettings)
     scheduler: SchedulerSettings = field(default_factory=SchedulerSettings)
     intake: IntakeSettings = field(default_factory=IntakeSettings)
+    worker: WorkerSettings = field(default_factory=WorkerSettings)
 
     def limits_for(self, account: str) -> AccountLimits:
         return self.limits.get(account) or AccountLimits()
@@ -310,7 +330,7 @@ def parse_settings(data: Mapping[str, Any], env: Mapping[str, str] | None = None
     problems: list[str] = []
     data = _deep_copy(data)
     _apply_overrides(data, env, problems)
-    sections = {"redis", "accounts", "routes", "dispatch", "web", "scheduler", "intake"}
+    sections = {"redis", "accounts", "routes", "dispatch", "web", "scheduler", "intake", "worker"}
     for unknown in sorted(set(data) - sections):
         problems.append(f"{unknown}: unknown section (known: {', '.join(sorted(sections))})")
 
@@ -359,6 +379,7 @@ def parse_settings(data: Mapping[str, Any], env: Mapping[str, str] | None = None
     web = _web(data.get("web", {}), env, problems)
     scheduler = _plain_section("scheduler", SchedulerSettings, data.get("scheduler", {}), problems)
     intake = _intake(data.get("intake", {}), problems)
+    worker = _plain_section("worker", WorkerSettings, data.get("worker", {}), problems)
 
     if problems:
         raise ConfigError(problems)
@@ -372,6 +393,7 @@ def parse_settings(data: Mapping[str, Any], env: Mapping[str, str] | None = None
         web=web,
         scheduler=scheduler,
         intake=intake,
+        worker=worker,
     )
 
 

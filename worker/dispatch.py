@@ -36,6 +36,7 @@ from worker.chunk_state import ChunkOwner
 from worker.config import DispatchSettings
 from worker.inbound import hlr_record
 from worker.limiter import MarkRefused
+from worker.outage import Outage, redis_down
 from worker.providers.base import (
     ErrorClass,
     HlrResult,
@@ -170,21 +171,36 @@ async def limited_call(
             if wait:
                 permit = None  # nothing granted: nothing to complete
                 raise Reschedule(wait)
+            if owner is not None:
+                owner.maybe_sent = True
             try:
                 return await call(*args)
             except ProviderError as exc:
                 if owner is not None and exc.error_class in NOT_SENT:
-                    await owner.not_sent(account)
+                    owner.maybe_sent = False
+                    await _best_effort("chunk back to claimed", owner.not_sent(account))
                 if exc.error_class is ErrorClass.THROTTLED:
-                    await limiter.pause(account, endpoint, exc.retry_after or THROTTLE_PAUSE)
+                    pause = limiter.pause(account, endpoint, exc.retry_after or THROTTLE_PAUSE)
+                    await _best_effort("endpoint pause", pause)
                 raise
         finally:
+            # Neither may cost a provider's answer: permits and leases expire on their own.
             if permit is not None:
-                await limiter.complete(account, endpoint, permit)
+                await _best_effort("permit completion", limiter.complete(account, endpoint, permit))
             if lease is not None:
-                await concurrency.release(account, lease)
+                await _best_effort("lease release", concurrency.release(account, lease))
 
     return await with_retries(rt.settings.dispatch, attempt)
+
+
+async def _best_effort(what: str, step: Awaitable[Any]) -> None:
+    """Await a bookkeeping step that may be skipped while Redis is down."""
+    try:
+        await step
+    except Exception as exc:
+        if not redis_down(exc):
+            raise
+        log.warning("%s skipped: Redis unavailable (%s)", what, type(exc).__name__)
 
 
 async def with_retries(settings: DispatchSettings, call: Any, *args: Any) -> Any:
@@ -203,12 +219,27 @@ async def with_retries(settings: DispatchSettings, call: Any, *args: Any) -> Any
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-async def reschedule(rt: Runtime, actor: str, priority: str, args: list[Any], delay: float) -> None:
-    """Enqueue the same dispatch again after ``delay`` seconds (a new message: no retry used)."""
-    eta = int((time.time() + delay) * 1000)
-    target, redis_id, body = build_message(dispatch_queue(priority), actor, args, eta_ms=eta)
+async def reschedule(
+    rt: Runtime,
+    actor: str,
+    priority: str,
+    args: list[Any],
+    delay: float,
+    chunk_key: str | None = None,
+) -> None:
+    """Enqueue the same dispatch again after ``delay`` seconds (a new message: no retry used).
+
+    With ``chunk_key``, the chunk's in-flight entry names the new message in the same
+    transaction, so the stranded-work sweep knows it is still on its way.
+    """
+    eta = time.time() + delay
+    queue = dispatch_queue(priority)
+    target, redis_id, body = build_message(queue, actor, args, eta_ms=int(eta * 1000))
     pipe = rt.async_redis().pipeline(transaction=True)
     write_message(pipe, target, redis_id, body, NAMESPACE)
+    if chunk_key is not None:
+        entry = Delivery(actor, queue, list(args), redis_id).entry(at=eta)
+        pipe.hset(rt.keys.inflight, chunk_key, entry)
     await pipe.execute()
     metrics.RESCHEDULED.labels(actor).inc()
 
@@ -258,10 +289,44 @@ async def _finish(
     kind: str,
     outcomes: Sequence[RecipientOutcome],
 ) -> None:
-    """Record the chunk's outcomes, mark it done (and the job, with its last chunk): one round trip."""
-    tally = await rt.chunk_recorder().record(job_id, chunk_key, account, outcomes)
+    """Record the chunk's outcomes, mark it done (and the job, with its last chunk): one round trip.
+
+    The outcomes are held here until Redis takes them: the call is retried across a Redis
+    outage of up to ``[worker] redis_outage`` seconds (recording twice changes nothing).
+    """
+    recorder = rt.chunk_recorder()
+    tally = await rt.outage.call(
+        f"recording chunk {chunk_key}",
+        lambda: recorder.record(job_id, chunk_key, account, outcomes),
+    )
     for status, n in tally.items():
         metrics.RECIPIENTS.labels(kind, status.value).inc(n)
+
+
+@dataclass
+class Delivery:
+    """The Dramatiq message carrying a chunk, and this delivery's hold on it once claimed.
+
+    Its entry in ``<prefix>:inflight`` (written with the claim, removed with the recording)
+    lets the stranded-work sweep send a chunk again whose message is gone.
+    """
+
+    actor: str
+    queue: str
+    args: list[Any]
+    message_id: str | None = None
+    owner: ChunkOwner | None = None
+
+    def entry(self, at: float | None = None) -> str:
+        return store.dumps(
+            {
+                "actor": self.actor,
+                "queue": self.queue,
+                "args": self.args,
+                "msg": self.message_id,
+                "at": round(at or time.time(), 3),
+            }
+        )
 
 
 @dataclass
@@ -274,23 +339,36 @@ class Claim:
     owner: ChunkOwner
 
 
-async def _claim(rt: Runtime, chunk_key: str, route: Sequence[str]) -> Claim:
-    """Claim the chunk for the route's first account; read the route's account states in the
-    same round trip."""
-    owner = ChunkOwner(rt.async_redis(), chunk_key)
+async def _claim(
+    rt: Runtime, chunk_key: str, route: Sequence[str], delivery: Delivery | None = None
+) -> Claim:
+    """Claim the chunk for the route's first account; read the route's account states and
+    note the delivery in flight in the same round trip.
+
+    A delivery run again after a Redis outage keeps its owner: a chunk it marked
+    ``sending`` without calling the provider is still its own to send.
+    """
+    owner = (delivery.owner if delivery else None) or ChunkOwner(rt.async_redis(), chunk_key)
+    if delivery is not None:
+        delivery.owner = owner
     pipe = rt.async_redis().pipeline(transaction=False)
     pipe.set(chunk_key, owner.value("claimed", route[0]), nx=True, ex=store.CHUNK_STATE_TTL)
     pipe.get(chunk_key)
     for name in route:
         pipe.hgetall(accounts.account_key(rt, name))
+    if delivery is not None:
+        pipe.hset(rt.keys.inflight, chunk_key, delivery.entry())
     claimed, value, *raw_states = await pipe.execute()
+    raw_states = raw_states[: len(route)]
     states = [accounts.parse_state(n, r) for n, r in zip(route, raw_states, strict=True)]
     if claimed:
         return Claim("claimed", route[0], states, owner)
-    state, account, _ = chunk_state.parse((value or b"").decode())
+    state, account, token = chunk_state.parse((value or b"").decode())
     if state == "done":
+        if delivery is not None:
+            await rt.async_redis().hdel(rt.keys.inflight, chunk_key)
         return Claim("done", None, states, owner)
-    if state == "claimed":
+    if state == "claimed" or (token == owner.token and not owner.maybe_sent):
         # An earlier delivery claimed it and never sent it (it died, or was retried): ours now.
         await owner.take_over(account or route[0])
         return Claim("claimed", account or route[0], states, owner)
@@ -383,12 +461,14 @@ async def dispatch_chunk(
     priority: str,
     client_id: int | None,
     created_at: float | None = None,
+    *,
+    delivery: Delivery | None = None,
 ) -> str:
     """Send one chunk; returns 'sent', 'duplicate', 'interrupted', 'rescheduled',
     'superseded' (another delivery owns it) or 'too_old' (an OTP past its max age)."""
     route = _route(route_arg)
     chunk_key = rt.keys.chunk(job_id, index)
-    claim = await _claim(rt, chunk_key, route)
+    claim = await _claim(rt, chunk_key, route, delivery)
     if claim.state == "done":
         return "duplicate"
     request = SendRequest(
@@ -438,7 +518,7 @@ async def dispatch_chunk(
             client_id,
             created_at,
         ]
-        await reschedule(rt, SEND_ACTOR, priority, args, wait.delay)
+        await reschedule(rt, SEND_ACTOR, priority, args, wait.delay, chunk_key)
         return "rescheduled"
     if attempt.error is not None:
         log.warning("chunk %s:%d to %s failed: %s", job_id, index, attempt.account, attempt.error)
@@ -473,11 +553,13 @@ async def dispatch_hlr(
     route_arg: str | list[str],
     recipients: list[str],
     priority: str = "bulk",
+    *,
+    delivery: Delivery | None = None,
 ) -> str:
     """Look up one chunk of numbers; records one HLR result per number."""
     route = _route(route_arg)
     chunk_key = rt.keys.chunk(job_id, index)
-    claim = await _claim(rt, chunk_key, route)
+    claim = await _claim(rt, chunk_key, route, delivery)
     if claim.state == "done":
         return "duplicate"
     results: list[HlrResult] = []
@@ -495,7 +577,7 @@ async def dispatch_hlr(
             return "superseded"
         except Reschedule as wait:
             args = [job_id, index, route, recipients, priority]
-            await reschedule(rt, HLR_ACTOR, priority, args, wait.delay)
+            await reschedule(rt, HLR_ACTOR, priority, args, wait.delay, chunk_key)
             return "rescheduled"
         account = attempt.account
         if attempt.error is not None:
@@ -508,17 +590,21 @@ async def dispatch_hlr(
             r.phone: store.dumps(hlr_record(r)) for r in results if r.phone in recipients
         }
         if records:
-            pipe = rt.async_redis().pipeline(transaction=True)
-            pipe.hset(rt.keys.hlr(job_id), mapping=records)
-            for phone, record in records.items():
-                event: dict[Any, Any] = {
-                    "type": "hlr",
-                    "job_id": job_id,
-                    "phone": phone,
-                    "result": record,
-                }
-                pipe.xadd(rt.keys.events, event, maxlen=EVENTS_MAXLEN, approximate=True)
-            await pipe.execute()
+
+            async def write() -> None:
+                pipe = rt.async_redis().pipeline(transaction=True)
+                pipe.hset(rt.keys.hlr(job_id), mapping=records)
+                for phone, record in records.items():
+                    event: dict[Any, Any] = {
+                        "type": "hlr",
+                        "job_id": job_id,
+                        "phone": phone,
+                        "result": record,
+                    }
+                    pipe.xadd(rt.keys.events, event, maxlen=EVENTS_MAXLEN, approximate=True)
+                await pipe.execute()
+
+            await rt.outage.call(f"recording HLR results of {chunk_key}", write)
     await _finish(rt, job_id, chunk_key, account, rt.adapter(account).kind, outcomes)
     return "sent" if claim.state == "claimed" else claim.state
 
@@ -533,27 +619,54 @@ def _chunk_of(actor: str, args: Sequence[Any]) -> tuple[str, int, list[str], lis
 
 
 async def dispatch_or_give_up(
-    rt: Runtime, actor: str, args: tuple[Any, ...], *, final: bool
+    rt: Runtime,
+    actor: str,
+    args: tuple[Any, ...],
+    *,
+    final: bool,
+    message_id: str | None = None,
 ) -> None:
     """Run a dispatch actor's work; on its last try, an unexpected failure is given up cleanly.
 
-    Earlier tries re-raise (Dramatiq retries with backoff). On the last one, the chunk's
-    recipients are recorded ``failed`` with the reason and a dead letter says what failed,
-    instead of the message ending in Dramatiq's own dead-letter set with everyone still
-    ``queued``. If even that cannot be written (Redis down), the error propagates.
+    A Redis outage is ridden out in the process: the work waits for Redis (up to
+    ``[worker] redis_outage`` seconds) and runs again with the same hold on the chunk, so
+    a provider's answer is never dropped for a retry message that cannot be enqueued.
+    Other failures re-raise on earlier tries (Dramatiq retries with backoff). On the last
+    one, the chunk's recipients are recorded ``failed`` with the reason (``unknown`` if
+    caught sending) and a dead letter says what failed, instead of the message ending in
+    Dramatiq's own dead-letter set with everyone still ``queued``. If even that cannot be
+    written, the error propagates and the stranded-work sweep sends the chunk again.
     """
     run = dispatch_chunk if actor == SEND_ACTOR else dispatch_hlr
+    priority = args[8] if actor == SEND_ACTOR and len(args) > 8 else (args[4:5] or ["bulk"])[0]
+    delivery = Delivery(actor, dispatch_queue(str(priority)), list(args), message_id)
+    deadline = time.monotonic() + rt.settings.worker.redis_outage
     try:
-        await run(rt, *args)
+        while True:
+            try:
+                await run(rt, *args, delivery=delivery)
+                return
+            except Exception as exc:
+                left = deadline - time.monotonic()
+                if not redis_down(exc) or left <= 0:
+                    raise
+                log.warning("%s waits for Redis (%s)", actor, type(exc).__name__)
+                await Outage(left).call(f"{actor}: waiting for Redis", rt.async_redis().ping)
     except Exception as exc:
         if not final:
             raise
-        reason = f"dispatch failed on every try: {type(exc).__name__}"
-        log.exception("%s gave up", actor)
-        try:
-            job_id, index, route, recipients = _chunk_of(actor, args)
-        except (IndexError, TypeError, ValueError):
-            job_id, index, route, recipients = "", -1, [], []
+        await _give_up(rt, actor, args, exc)
+
+
+async def _give_up(rt: Runtime, actor: str, args: tuple[Any, ...], exc: Exception) -> None:
+    reason = f"dispatch failed on every try: {type(exc).__name__}"
+    log.exception("%s gave up", actor)
+    try:
+        job_id, index, route, recipients = _chunk_of(actor, args)
+    except (IndexError, TypeError, ValueError):
+        job_id, index, route, recipients = "", -1, [], []
+
+    async def write_dead_letter() -> None:
         pipe = rt.async_redis().pipeline(transaction=True)
         store.dead_letter(
             pipe,
@@ -564,17 +677,17 @@ async def dispatch_or_give_up(
             job_id=job_id or None,
         )
         await pipe.execute()
-        metrics.DEAD_LETTERS.labels("dispatch").inc()
-        if job_id and recipients:
-            chunk_key = rt.keys.chunk(job_id, index)
-            raw = await rt.async_redis().get(chunk_key)
-            value = raw.decode() if isinstance(raw, bytes) else (raw or "")
-            state, in_flight, _ = chunk_state.parse(value) if value else ("", None, None)
-            account = in_flight or (route[0] if route else "unknown")
-            # Caught sending, the provider may have it: unknown, for reconciliation.
-            status = Status.UNKNOWN if state == "sending" else Status.FAILED
-            outcomes = [RecipientOutcome(p, status, reason=reason) for p in recipients]
-            tally = await rt.chunk_recorder().record(job_id, chunk_key, account, outcomes)
-            acc = rt.settings.accounts.get(account)
-            for recorded, n in tally.items():
-                metrics.RECIPIENTS.labels(acc.kind if acc else "unknown", recorded.value).inc(n)
+
+    await rt.outage.call(f"{actor}: dead letter", write_dead_letter)
+    metrics.DEAD_LETTERS.labels("dispatch").inc()
+    if job_id and recipients:
+        chunk_key = rt.keys.chunk(job_id, index)
+        raw = await rt.outage.call(f"{actor}: chunk state", lambda: rt.async_redis().get(chunk_key))
+        value = raw.decode() if isinstance(raw, bytes) else (raw or "")
+        state, in_flight, _ = chunk_state.parse(value) if value else ("", None, None)
+        account = in_flight or (route[0] if route else "unknown")
+        # Caught sending, the provider may have it: unknown, for reconciliation.
+        status = Status.UNKNOWN if state == "sending" else Status.FAILED
+        outcomes = [RecipientOutcome(p, status, reason=reason) for p in recipients]
+        acc = rt.settings.accounts.get(account)
+        await _finish(rt, job_id, chunk_key, account, acc.kind if acc else "unknown", outcomes)

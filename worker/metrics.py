@@ -91,3 +91,16 @@ SCHEDULER_ACTIVE = Gauge(
 SCHEDULER_SLOTS = Counter(
     "smsq_scheduler_slots_total", "Time slots claimed and enqueued, by task.", ["task"]
 )
+STRANDED = Counter(
+    "smsq_stranded_chunks_total",
+    "Chunks found claimed with no message left and sent to the queue again by the sweep.",
+    ["actor"],
+)
+REQUEUED = Counter(
+    "smsq_requeued_messages_total",
+    "Messages of dead worker processes put back on their queues, by queue.",
+    ["queue"],
+)
+WORKER_RESTARTS = Counter(
+    "smsq_worker_restarts_total", "Worker processes started again after they died."
+)

@@ -53,6 +53,7 @@ from worker.lease import AsyncLease
 from worker.providers.base import ErrorClass, HlrResult, ProviderError, StatusReport
 from worker.runtime import Runtime
 from worker.status_apply import StatusApplier, canonical_id
+from worker.stranded import sweep_stranded
 
 log = logging.getLogger("smsq.reconcile")
 
@@ -62,6 +63,7 @@ HISTORY_ACTOR = "sweep_history"
 INCOMING_ACTOR = "poll_incoming"
 BALANCE_ACTOR = "poll_balance"
 RETENTION_ACTOR = "sweep_retention"
+STRANDED_ACTOR = "sweep_stranded"
 
 DEFAULT_STATUS_BATCH = 50  # ids per status request when the adapter names no maximum
 MAX_RUN_SECONDS = 60.0  # one run stops after this long; the next slot goes on
@@ -919,12 +921,16 @@ def register_actors(broker: Any, runtime: Runtime) -> dict[str, Any]:
     async def sweep_retention_actor(slot: int | None = None) -> None:
         await run("retention", "all", slot, lambda: sweep_retention(runtime))
 
+    async def sweep_stranded_actor(slot: int | None = None) -> None:
+        await run("stranded", "all", slot, lambda: sweep_stranded(runtime))
+
     functions: dict[str, Callable[..., Awaitable[None]]] = {
         RECONCILE_ACTOR: reconcile_account_actor,
         HISTORY_ACTOR: sweep_history_actor,
         INCOMING_ACTOR: poll_incoming_actor,
         BALANCE_ACTOR: poll_balance_actor,
         RETENTION_ACTOR: sweep_retention_actor,
+        STRANDED_ACTOR: sweep_stranded_actor,
     }
     return {
         name: dramatiq.actor(
@@ -941,6 +947,7 @@ __all__ = [
     "RECONCILE_ACTOR",
     "RECONCILE_QUEUE",
     "RETENTION_ACTOR",
+    "STRANDED_ACTOR",
     "TrackingKeys",
     "is_finished",
     "next_delay",

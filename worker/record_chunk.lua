@@ -1,6 +1,6 @@
 -- smsq: record a dispatched chunk's outcomes atomically, in one round trip.
 --
--- ARGV[1] key prefix   ARGV[2] job id     ARGV[3] account   ARGV[4] (unused)
+-- ARGV[1] key prefix   ARGV[2] job id     ARGV[3] account   ARGV[4] in-flight hash key
 -- ARGV[5] now          ARGV[6] events maxlen                 ARGV[7] first check time
 -- ARGV[8] chunk key    ARGV[9] chunk state ttl (s)           ARGV[10] outcomes JSON:
 --   [{"p": phone, "s": status, "id": provider id, "cid": canonical id, "n": parts,
@@ -8,11 +8,13 @@
 --
 -- Writes every recipient's record, indexes submitted/unknown ids for reconciliation,
 -- moves the job's counts from each recipient's recorded status, appends one event per
--- recipient, marks the chunk done and, with the job's last chunk, the job done.
+-- recipient, marks the chunk done (and no longer in flight) and, with the job's last chunk,
+-- the job done.
 -- A chunk already done is left alone (another delivery recorded it): returns -1;
 -- otherwise the number of the job's chunks done.
 local prefix, job, account, now = ARGV[1], ARGV[2], ARGV[3], ARGV[5]
 if redis.call("GET", ARGV[8]) == "done" then
+  if ARGV[4] ~= "" then redis.call("HDEL", ARGV[4], ARGV[8]) end
   return -1
 end
 local maxlen, first_check = ARGV[6], ARGV[7]
@@ -80,6 +82,7 @@ end
 for status, n in pairs(left) do redis.call("HINCRBY", base .. ":counts", status, -n) end
 for status, n in pairs(tally) do redis.call("HINCRBY", base .. ":counts", status, n) end
 redis.call("SET", ARGV[8], "done", "EX", ARGV[9])
+if ARGV[4] ~= "" then redis.call("HDEL", ARGV[4], ARGV[8]) end
 local done = redis.call("HINCRBY", base, "chunks_done", 1)
 local total = tonumber(redis.call("HGET", base, "chunks") or "0")
 if total > 0 and done >= total then

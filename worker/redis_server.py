@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -48,10 +49,13 @@ def free_port() -> int:
 class RedisServer:
     """A redis-server process of our own; ``stop()`` ends it (and only it)."""
 
-    def __init__(self, port: int | None = None, *, appendonly: bool = False) -> None:
+    def __init__(
+        self, port: int | None = None, *, appendonly: bool = False, appendfsync: str = "everysec"
+    ) -> None:
         self.port = port or free_port()
         self.dir = tempfile.mkdtemp(prefix="smsq-redis-")
         self.appendonly = appendonly
+        self.appendfsync = appendfsync  # everysec | always | no (with appendonly)
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -67,6 +71,7 @@ class RedisServer:
             "--dir", self.dir,
             "--save", "",
             "--appendonly", "yes" if self.appendonly else "no",
+            "--appendfsync", self.appendfsync,
             "--maxmemory-policy", "noeviction",
             "--logfile", os.path.join(self.dir, "redis.log"),
         ]  # fmt: skip
@@ -87,6 +92,28 @@ class RedisServer:
             client.close()
         self.stop()
         raise RuntimeError(f"redis-server did not answer on port {self.port} within {timeout}s")
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        """End the server abruptly (default: ``kill -9``), keeping its data directory, so
+        :meth:`start` brings it back with whatever its AOF had written."""
+        if self.process is not None:
+            if self.process.poll() is None:
+                self.process.send_signal(sig)
+            self.process.wait(timeout=10)
+            if self.process.stderr is not None:
+                self.process.stderr.close()
+            self.process = None
+
+    def shutdown(self) -> None:
+        """``SHUTDOWN`` (the AOF is flushed first), keeping the data directory."""
+        client = redis.Redis(port=self.port, socket_connect_timeout=1)
+        try:
+            client.shutdown()
+        except redis.ConnectionError:
+            pass  # the server closes the connection as it goes
+        finally:
+            client.close()
+        self.kill(signal.SIGTERM)
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:

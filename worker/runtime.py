@@ -19,6 +19,7 @@ from dramatiq.asyncio import get_event_loop_thread
 from producers.keys import Keys
 from worker.config import Settings
 from worker.limiter import ConcurrencyLimiter, RateLimiter
+from worker.outage import Outage
 from worker.providers import provider_module
 from worker.providers.base import ProviderAdapter
 from worker.store import ChunkRecorder
@@ -37,6 +38,7 @@ class Runtime:
         self._chunk_recorder: ChunkRecorder | None = None
         self.limiter: RateLimiter | None = None
         self.concurrency: ConcurrencyLimiter | None = None
+        self.outage = Outage(settings.worker.redis_outage)
 
     async def start(self) -> None:
         """Create the session, the asyncio Redis client and one adapter per account."""

@@ -21,6 +21,7 @@ moment (a paused process whose lease ran out) therefore never run a slot twice.
 | incoming | ``poll_incoming`` | ``incoming_interval`` | those whose adapter offers ``poll_incoming`` |
 | balance | ``poll_balance`` | ``balance_interval`` | all |
 | retention | ``sweep_retention`` | ``reconcile_interval``, at least retention / 1000 (≤ 10 min) | one for all |
+| stranded | ``sweep_stranded`` | ``[worker] stranded_after`` / 3 (≥ 1 s) | one for all |
 
 The message carries the slot; the scheduler also records the newest slot queued per
 task and account, and a run whose slot is older skips itself, so a backlog of queued
@@ -54,6 +55,7 @@ from worker.reconcile import (
     RECONCILE_ACTOR,
     RECONCILE_QUEUE,
     RETENTION_ACTOR,
+    STRANDED_ACTOR,
     TrackingKeys,
     offers_history,
     polls_incoming,
@@ -103,6 +105,8 @@ def build_tasks(settings: Settings) -> list[Task]:
             tasks.append(Task("incoming", INCOMING_ACTOR, cfg.incoming_interval, name))
         tasks.append(Task("balance", BALANCE_ACTOR, cfg.balance_interval, name))
     tasks.append(Task("retention", RETENTION_ACTOR, retention_interval(settings), None))
+    stranded_every = max(1.0, settings.worker.stranded_after / 3)
+    tasks.append(Task("stranded", STRANDED_ACTOR, stranded_every, None))
     return tasks
 
 

@@ -175,7 +175,7 @@ class ChunkRecorder:
             self._keys.prefix,
             job_id,
             account,
-            "",
+            self._keys.inflight,
             f"{now:.3f}",
             EVENTS_MAXLEN,
             f"{now + self._first_check:.3f}",

@@ -249,7 +249,8 @@ def register_actors(broker: Any, runtime: Runtime) -> dict[str, Any]:
     applier = WebhookApplier(runtime)
 
     async def apply_webhook(push_id: str) -> None:
-        await applier.apply(push_id)
+        # Applying a push twice changes nothing: across a Redis outage it is run again.
+        await runtime.outage.call(f"applying push {push_id}", lambda: applier.apply(push_id))
 
     broker.declare_queue(WEBHOOK_QUEUE)
     actor = dramatiq.actor(
