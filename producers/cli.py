@@ -199,9 +199,13 @@ def _status(args: argparse.Namespace, client: SmsqClient) -> int:
         else:
             print(format_overview(overview))
         return 0
-    status = client.status(
-        args.job_id, recipients=args.limit > 0 or args.json, limit=args.limit or None
-    )
+    try:
+        status = client.status(
+            args.job_id, recipients=args.limit > 0 or args.json, limit=args.limit or None
+        )
+    except ValueError as exc:
+        print(exc, file=sys.stderr)
+        return 2
     if status is None:
         print(f"no job {args.job_id!r} in this Redis", file=sys.stderr)
         return 1

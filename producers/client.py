@@ -19,7 +19,7 @@ from typing import Any
 
 import redis
 
-from producers.contract import new_job_id, validate_job
+from producers.contract import is_job_id, new_job_id, validate_job
 from producers.keys import DEFAULT_PREFIX, Keys
 from producers.phones import AcceptNumbers, mask_phone
 from producers.wire import INTAKE_OTP_QUEUE, INTAKE_QUEUE, NAMESPACE, enqueue_payload
@@ -99,6 +99,14 @@ def _decode(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
+def _count(value: bytes | str) -> int:
+    """A count from the counts hash; 0 for anything that is not a number."""
+    try:
+        return int(value)
+    except ValueError:
+        return 0
+
+
 class SmsqClient:
     def __init__(
         self,
@@ -128,7 +136,7 @@ class SmsqClient:
         the worker records impossible numbers as rejected recipients.
         """
         body = dict(payload)
-        if not body.get("job_id"):
+        if body.get("job_id") is None:  # "" or false is refused by validate_job, not replaced
             body["job_id"] = new_job_id()
         job = validate_job(body, providers=self.providers, numbers=self.numbers)
         enqueue_payload(self.redis, body, namespace=self.namespace)
@@ -155,7 +163,7 @@ class SmsqClient:
             "recipients": list(recipients),
             "priority": priority,
         }
-        if job_id:
+        if job_id is not None:
             payload["job_id"] = job_id
         if scheduled_at is not None:
             payload["scheduled_at"] = (
@@ -182,7 +190,7 @@ class SmsqClient:
             "recipients": list(recipients),
             "priority": priority,
         }
-        if job_id:
+        if job_id is not None:
             payload["job_id"] = job_id
         if metadata:
             payload["metadata"] = dict(metadata)
@@ -191,7 +199,12 @@ class SmsqClient:
     def status(
         self, job_id: str, *, recipients: bool = False, limit: int | None = None
     ) -> JobStatus | None:
-        """The job's record and counts (and recipients' rows if asked); None if unknown."""
+        """The job's record and counts (and recipients' rows if asked); None if unknown.
+
+        ValueError for a string that is not a job id (one with ``:`` could name another
+        job's records)."""
+        if not is_job_id(job_id):
+            raise ValueError(f"{job_id[:140]!r} is not a job id (letters, digits and . _ -)")
         pipe = self.redis.pipeline(transaction=False)
         pipe.hgetall(self.keys.job(job_id))
         pipe.hgetall(self.keys.counts(job_id))
@@ -199,7 +212,7 @@ class SmsqClient:
         if not record_raw:
             return None
         record = {_decode(k): _decode(v) for k, v in record_raw.items()}
-        counts = {_decode(k): int(v) for k, v in counts_raw.items() if int(v)}
+        counts = {_decode(k): n for k, v in counts_raw.items() if (n := _count(v))}
         rows: list[RecipientRow] = []
         hlr: dict[str, Mapping[str, Any]] = {}
         if recipients:

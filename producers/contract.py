@@ -72,9 +72,11 @@ __all__ = [
     "Priority",
     "RejectedRecipient",
     "SendJob",
+    "is_job_id",
     "job_to_payload",
     "load_schema",
     "new_job_id",
+    "unpaired_surrogates",
     "validate_job",
 ]
 
@@ -100,7 +102,8 @@ PRIORITIES: tuple[Priority, ...] = ("otp", "bulk")
 
 # The same pattern strings appear in job.schema.json; they are used here with
 # fullmatch, so a trailing newline never slips through '$'.
-JOB_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
+# No ':' in a job id: it separates the parts of smsq's Redis keys (smsq:job:<id>:counts).
+JOB_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 PROVIDER_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$"
 NUMERIC_SENDER_PATTERN = r"^\+?[0-9]{1,15}$"
 ALPHA_SENDER_PATTERN = r"^[A-Za-z0-9._&-]+( [A-Za-z0-9._&-]+)*$"
@@ -127,6 +130,7 @@ HLR_FIELDS = _COMMON_FIELDS
 # refused without counting its parts.
 _TEXT_COUNT_LIMIT = 20_000
 _MAX_LISTED_FIELDS = 10
+_MAX_SURROGATE_REASONS = 5
 
 # ---------------------------------------------------------------- types
 
@@ -245,7 +249,7 @@ def validate_job(
     if not isinstance(payload, Mapping):
         raise JobRejected([f"the job must be a JSON object, not {_type_name(payload)}"])
 
-    errors: list[str] = []
+    errors: list[str] = unpaired_surrogates(payload, skip=("text",))
     job_id = _job_id(payload.get("job_id"), errors)
     kind = _kind(payload.get("kind"), errors)
     _unknown_fields(payload, kind, errors)
@@ -301,11 +305,64 @@ def validate_job(
     )
 
 
+def is_job_id(value: object) -> bool:
+    """True when ``value`` is a job id smsq accepts (and may therefore put in a Redis key)."""
+    return isinstance(value, str) and _JOB_ID_RE.fullmatch(value) is not None
+
+
+def unpaired_surrogates(value: object, *, skip: Collection[str] = ()) -> list[str]:
+    """One reason per string in ``value`` (keys included) holding an unpaired UTF-16 surrogate.
+
+    JSON lets ``"\\ud800"`` through, Python decodes it to a string that cannot be
+    written as UTF-8 (to Redis, to a log). ``skip`` names top-level fields checked
+    elsewhere. At most a few reasons are listed; the walk does not recurse.
+    """
+    reasons: list[str] = []
+    stack: list[tuple[str, object]] = [("", value)]
+    while stack and len(reasons) < _MAX_SURROGATE_REASONS:
+        path, item = stack.pop()
+        if isinstance(item, str):
+            where = _bad_surrogate(item)
+            if where is not None:
+                reasons.append(
+                    f"{path or 'the job'} holds an unpaired UTF-16 surrogate"
+                    f" (U+{ord(item[where]):04X}) at character {where}"
+                )
+        elif isinstance(item, Mapping):
+            for key, sub in reversed(list(item.items())):
+                name = key if isinstance(key, str) else str(key)
+                if _bad_surrogate(name) is not None:
+                    reasons.append(
+                        f"a field name in {path or 'the job'} holds an unpaired UTF-16 surrogate"
+                    )
+                    continue
+                if not path and name in skip:
+                    continue
+                stack.append((f"{path}.{name}" if path else name, sub))
+        elif isinstance(item, list | tuple):
+            for i in range(len(item) - 1, -1, -1):
+                stack.append((f"{path}[{i}]", item[i]))
+    return reasons[:_MAX_SURROGATE_REASONS]
+
+
+def _bad_surrogate(text: str) -> int | None:
+    """The index of the first unpaired surrogate in ``text``, or None."""
+    if text.isascii():
+        return None
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return int(exc.start)
+    return None
+
+
 def _job_id(value: object, errors: list[str]) -> str | None:
     if value is None:
         return None
     if not isinstance(value, str):
-        errors.append(f"job_id must be a string, not {_type_name(value)}")
+        errors.append(
+            f"job_id must be a string, not {_type_name(value)}; omit it to have one generated"
+        )
         return None
     if _JOB_ID_RE.fullmatch(value):
         return value
@@ -313,10 +370,10 @@ def _job_id(value: object, errors: list[str]) -> str | None:
         errors.append("job_id is empty; omit it to have one generated")
     elif len(value) > MAX_JOB_ID_LEN:
         errors.append(f"job_id is {len(value)} characters long; at most {MAX_JOB_ID_LEN}")
-    else:
+    elif _bad_surrogate(value) is None:
         errors.append(
             f"job_id {_show(value)} must start with a letter or digit and hold only"
-            " letters, digits and . _ : -"
+            " letters, digits and . _ - (no ':')"
         )
     return None
 
@@ -566,9 +623,12 @@ def _metadata(value: object, errors: list[str]) -> dict[str, Any]:
     try:
         encoded = json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
     except (TypeError, ValueError, RecursionError) as exc:
-        errors.append(f"metadata must hold only JSON values: {exc}")
+        errors.append(f"metadata must hold only JSON values: {type(exc).__name__}: {exc}"[:300])
         return {}
-    size = len(encoded.encode("utf-8"))
+    try:
+        size = len(encoded.encode("utf-8"))
+    except UnicodeEncodeError:
+        return {}  # listed by unpaired_surrogates
     if size > MAX_METADATA_BYTES:
         errors.append(f"metadata is {size} bytes as JSON; at most {MAX_METADATA_BYTES} are allowed")
         return {}

@@ -1,6 +1,7 @@
 """Reading and replaying dead letters (``smsq dlq``).
 
-A dead letter is JSON ``{id, source, reasons, job_id, at, payload}`` in the
+A dead letter is JSON ``{id, source, reasons, job_id, at, payload, payload_bytes}``
+(plus ``payload_truncated`` when the payload was cut to the configured bound) in the
 hash ``<prefix>:dlq``, indexed by time in ``<prefix>:dlq:index``. Replaying
 puts the job payload back on the intake queue, where the worker validates it
 again; a letter whose payload holds no job (an undecodable message) cannot be
@@ -16,6 +17,7 @@ from typing import Any, cast
 
 import redis
 
+from producers.contract import is_job_id
 from producers.keys import Keys
 from producers.wire import INTAKE_ACTOR, NAMESPACE, enqueue_payload
 
@@ -28,6 +30,8 @@ class DeadLetter:
     job_id: str | None
     at: float
     payload: Any
+    payload_bytes: int | None = None  # the original payload's size
+    payload_truncated: bool = False  # payload holds only its first bytes
 
     @classmethod
     def from_json(cls, raw: bytes | str) -> DeadLetter:
@@ -39,6 +43,8 @@ class DeadLetter:
             job_id=data.get("job_id"),
             at=float(data.get("at", 0)),
             payload=data.get("payload"),
+            payload_bytes=data.get("payload_bytes"),
+            payload_truncated=bool(data.get("payload_truncated", False)),
         )
 
 
@@ -49,8 +55,14 @@ class NotReplayable(ValueError):
 def job_payload(letter: DeadLetter) -> dict[str, Any]:
     """The job payload a dead letter carries, or NotReplayable saying why there is none."""
     payload = letter.payload
-    if letter.source.startswith("queue:"):
-        # An undecodable message: its body may still hold an accept_job payload.
+    if letter.payload_truncated:
+        raise NotReplayable(
+            f"the payload was truncated (originally {letter.payload_bytes} bytes);"
+            " there is no whole job to replay"
+        )
+    if letter.source.startswith(("queue:", "failed:")):
+        # An undecodable message, or one that failed on every try: its body may still
+        # hold an accept_job payload.
         try:
             body = json.loads(payload) if isinstance(payload, str) else payload
         except json.JSONDecodeError:
@@ -118,7 +130,8 @@ class DeadLetters:
             raise KeyError(letter_id)
         payload = job_payload(letter)
         job_id = payload.get("job_id")
-        if isinstance(job_id, str) and job_id:
+        if is_job_id(job_id):
+            assert isinstance(job_id, str)
             job_key = self.keys.job(job_id)
             if self.redis.hget(job_key, "state") == b"dead_lettered":
                 self.redis.delete(job_key)

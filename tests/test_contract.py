@@ -163,7 +163,7 @@ def test_accepted_boundaries() -> None:
         send(sender="+447400123123"),
         send(sender="1234"),
         send(job_id="a" * MAX_JOB_ID_LEN),
-        send(job_id="tenant:42.x_y-z"),
+        send(job_id="tenant.42.x_y-z"),
         send(validity=MIN_VALIDITY),
         send(validity=MAX_VALIDITY),
         send(validity=3600.0),  # an integer in JSON's sense
@@ -667,7 +667,7 @@ GOOD_PAYLOADS: list[dict[str, Any]] = [
     send(text="a" * 1530, sender="Stok&Sekond"),
     send(text="Ваш код 🙂", scheduled_at="2024-05-01T12:00:00.5Z"),
     hlr(),
-    hlr(job_id="x:1", priority="otp", metadata={}),
+    hlr(job_id="x.1", priority="otp", metadata={}),
 ]
 
 

@@ -9,7 +9,9 @@
 
 from __future__ import annotations
 
+import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,10 +20,12 @@ from dramatiq.asyncio import get_event_loop_thread
 from dramatiq.middleware import CurrentMessage
 
 from producers.wire import INTAKE_ACTOR, INTAKE_OTP_QUEUE, INTAKE_QUEUE
-from worker import dispatch, intake, metrics, queues, reconcile, store, webhooks
-from worker.broker import SafeRedisBroker, build_broker
+from worker import dispatch, dispatch_args, intake, metrics, queues, reconcile, store, webhooks
+from worker.broker import DeadLetterFailed, SafeRedisBroker, build_broker
 from worker.config import Settings
 from worker.runtime import Runtime, RuntimeMiddleware
+
+log = logging.getLogger("smsq.actors")
 
 DISPATCH_MAX_RETRIES = 5  # Dramatiq retries of a dispatch that raised; the last one gives up
 
@@ -50,14 +54,28 @@ def create_app(settings: Settings, **broker_options: Any) -> App:
             reasons=[reason],
             payload=data,
             now=time.time(),
+            max_bytes=int(settings.dispatch.dead_letter_max_bytes),
         )
         pipe.execute()
         metrics.DEAD_LETTERS.labels("decode").inc()
 
+    def failed_sink(queue: str, message: Mapping[str, Any], reason: str) -> None:
+        pipe = runtime.redis.pipeline(transaction=True)
+        store.dead_letter(
+            pipe,
+            runtime.keys,
+            source=f"failed:{queue}",
+            reasons=[reason],
+            payload=message,
+            max_bytes=int(settings.dispatch.dead_letter_max_bytes),
+        )
+        pipe.execute()
+        metrics.DEAD_LETTERS.labels("failed").inc()
+
     broker = build_broker(
         settings.redis_url,
         poison_sink=poison_sink,
-        middleware=[CurrentMessage(), RuntimeMiddleware(runtime)],
+        middleware=[CurrentMessage(), RuntimeMiddleware(runtime), DeadLetterFailed(failed_sink)],
         **broker_options,
     )
     dramatiq.set_broker(broker)
@@ -74,9 +92,32 @@ def create_app(settings: Settings, **broker_options: Any) -> App:
             ),
         )
 
+    def refused(actor: str, args: tuple[Any, ...]) -> bool:
+        """Dead-letter (and so acknowledge) a dispatch message intake could not have written."""
+        problem = dispatch_args.args_problem(actor, args, settings.accounts)
+        if problem is None and not runtime.redis.exists(runtime.keys.job(args[0])):
+            problem = f"job {args[0]!r} has no record: not a message smsq's intake wrote"
+        if problem is None:
+            return False
+        pipe = runtime.redis.pipeline(transaction=True)
+        store.dead_letter(
+            pipe,
+            runtime.keys,
+            source=f"dispatch:{actor}",
+            reasons=[problem],
+            payload={"args": list(args)},
+            max_bytes=int(settings.dispatch.dead_letter_max_bytes),
+        )
+        pipe.execute()
+        metrics.DEAD_LETTERS.labels("dispatch").inc()
+        log.warning("%s message dead-lettered: %s", actor, problem)
+        return True
+
     def on_loop(actor: str, args: tuple[Any, ...]) -> None:
         # Sync wrappers, so the retry count is read on the worker thread (CurrentMessage
         # does not cross into the event loop); the work runs on the loop as usual.
+        if refused(actor, args):
+            return
         message = CurrentMessage.get_current_message()
         retries = int(message.options.get("retries", 0)) if message is not None else 0
         message_id = message.options.get("redis_message_id") if message is not None else None

@@ -12,9 +12,10 @@ reaches the consumer. Raw producers therefore cannot stall a worker.
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import dramatiq
@@ -28,6 +29,7 @@ MESSAGE_FIELDS = frozenset(
 )
 
 PoisonSink = Callable[[str, bytes, str], None]
+FailedSink = Callable[[str, Mapping[str, Any], str], None]
 
 
 def message_problem(
@@ -100,6 +102,7 @@ class SafeRedisBroker(RedisBroker):
         super().__init__(**kwargs)  # type: ignore[no-untyped-call]
         self.poison_sink = poison_sink
         self.queue_actors: dict[str, frozenset[str]] = {}
+        self._signatures: dict[str, inspect.Signature] = {}
 
     def restrict_queue(self, queue_name: str, actors: frozenset[str]) -> None:
         """Accept only ``actors`` on ``queue_name`` (and its delay queue)."""
@@ -116,6 +119,8 @@ class SafeRedisBroker(RedisBroker):
         for data in bodies:
             try:
                 problem = message_problem(data, actors, queue_name, allowed)
+                if problem is None and data is not None:
+                    problem = self._arguments_problem(json.loads(data))
             except Exception as exc:  # nothing a producer writes may stop the consumer
                 problem = f"body cannot be checked ({type(exc).__name__})"
             if problem is None and data is not None:
@@ -139,6 +144,20 @@ class SafeRedisBroker(RedisBroker):
             self._quarantine(queue_name, bad)
         return [data for data, _ in good]
 
+    def _arguments_problem(self, body: dict[str, Any]) -> str | None:
+        """Why the message's args and kwargs cannot be passed to its actor (Dramatiq would
+        raise TypeError on every retry), or None."""
+        name = body["actor_name"]
+        signature = self._signatures.get(name)
+        if signature is None:
+            signature = inspect.signature(self.actors[name].fn)
+            self._signatures[name] = signature
+        try:
+            signature.bind(*body["args"], **body["kwargs"])
+        except TypeError as exc:
+            return f"arguments do not fit actor {name}: {exc}"
+        return None
+
     def _acks_key(self, queue_name: str) -> str:
         return f"{self.namespace}:__acks__.{self.broker_id}.{queue_name}"
 
@@ -161,6 +180,25 @@ class SafeRedisBroker(RedisBroker):
             for message_id in matched:
                 self.do_ack(queue_name, message_id)
                 stored.pop(message_id, None)
+
+
+class DeadLetterFailed(dramatiq.Middleware):
+    """Every message Dramatiq gives up on (retries exhausted: it goes to Dramatiq's own
+    ``.XQ``) is also dead-lettered in smsq's ``dlq`` with the last error, so
+    ``smsq dlq list`` shows it."""
+
+    def __init__(self, sink: FailedSink) -> None:
+        self.sink = sink
+
+    def after_nack(self, broker: dramatiq.Broker, message: Any) -> None:
+        trace = str(message.options.get("traceback") or "").strip()
+        last = trace.splitlines()[-1] if trace else "no error recorded"
+        retries = message.options.get("retries", 0)
+        reason = f"failed on every try ({retries} retries): {last}"
+        try:
+            self.sink(message.queue_name, message.asdict(), reason)
+        except Exception:  # never stop the consumer; Dramatiq's .XQ still has the message
+            log.exception("could not dead-letter a failed message")
 
 
 def build_broker(

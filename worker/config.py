@@ -78,6 +78,7 @@ class DispatchSettings:
     backoff_max: float = 30.0
     probe_interval: float = 30.0  # seconds between balance probes of a paused account
     otp_max_age: float = 600.0  # an otp chunk not sent within this long after intake fails
+    dead_letter_max_bytes: float = 65536.0  # a dead letter keeps at most this much payload
 
 
 @dataclass(frozen=True)
@@ -99,6 +100,8 @@ class WebSettings:
         default=(), repr=False
     )  # bearer tokens; empty: intake off
     max_body_bytes: int = 1_048_576
+    header_timeout: float = 10.0  # a connection's request line and headers must arrive within
+    body_timeout: float = 30.0  # a request's whole body must arrive within (else 408)
 
 
 @dataclass(frozen=True)
@@ -463,7 +466,19 @@ def _web(raw: Any, env: Mapping[str, str], problems: list[str]) -> WebSettings:
         for i, ref in enumerate(tokens_raw)
         if (t := _secret(f"web.intake_tokens[{i}]", ref, env, problems))
     )
-    return WebSettings(host=host, port=port, intake_tokens=tokens, max_body_bytes=body)
+    timeouts: dict[str, float] = {}
+    for name in ("header_timeout", "body_timeout"):
+        value = raw.get(name, getattr(WebSettings, name))
+        if (
+            not isinstance(value, int | float)
+            or isinstance(value, bool)
+            or not math.isfinite(value)
+            or value <= 0
+        ):
+            problems.append(f"web.{name}: must be a positive number of seconds, got {value!r}")
+            value = getattr(WebSettings, name)
+        timeouts[name] = float(value)
+    return WebSettings(host=host, port=port, intake_tokens=tokens, max_body_bytes=body, **timeouts)
 
 
 def _rule(where: str, raw: Any, problems: list[str]) -> Rule | None:

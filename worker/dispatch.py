@@ -675,6 +675,7 @@ async def _give_up(rt: Runtime, actor: str, args: tuple[Any, ...], exc: Exceptio
             reasons=[reason],
             payload={"job_id": job_id, "chunk": index, "recipients": len(recipients)},
             job_id=job_id or None,
+            max_bytes=int(rt.settings.dispatch.dead_letter_max_bytes),
         )
         await pipe.execute()
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import redis
 
-from producers.contract import HlrJob, Job, JobRejected, SendJob, validate_job
+from producers.contract import HlrJob, Job, JobRejected, SendJob, is_job_id, validate_job
 from producers.phones import number_library
 from producers.status import JobState
 from producers.wire import NAMESPACE, build_message, write_message
@@ -61,7 +61,8 @@ def accept_job(
         _dead_letter(rt, reasons, {"args": list(args), "kwargs": kwargs}, None)
         return "dead_lettered"
     payload = args[0]
-    if isinstance(payload, dict) and not payload.get("job_id") and message_id:
+    if isinstance(payload, dict) and payload.get("job_id") is None and message_id:
+        # Only an absent (or null) id is generated: "" or false is refused with its reason.
         payload = {**payload, "job_id": message_id}
     try:
         job = validate_job(
@@ -81,7 +82,7 @@ def accept_job(
         log.exception("job could not be accepted")
         job_id = payload.get("job_id") if isinstance(payload, dict) else None
         reason = f"internal error while accepting the job: {type(exc).__name__}"
-        _dead_letter(rt, [reason], payload, job_id if isinstance(job_id, str) else None)
+        _dead_letter(rt, [reason], payload, job_id if is_job_id(job_id) else None)
         metrics.JOBS.labels(_kind(payload), "dead_lettered").inc()
         return "dead_lettered"
     metrics.JOBS.labels(job.kind, result).inc()
@@ -111,6 +112,7 @@ def _dead_letter(rt: Runtime, reasons: list[str], payload: Any, job_id: str | No
         payload=payload,
         job_id=job_id,
         record_job=record_job,
+        max_bytes=int(rt.settings.dispatch.dead_letter_max_bytes),
     )
     pipe.execute()
     metrics.DEAD_LETTERS.labels("intake").inc()

@@ -15,18 +15,29 @@ from collections.abc import Iterable, Mapping
 from importlib import resources
 from typing import Any
 
-from producers.contract import Job, RejectedRecipient, SendJob
+from producers.contract import Job, RejectedRecipient, SendJob, is_job_id
 from producers.keys import Keys
 from producers.status import JobState, Status
 from worker.providers.base import RecipientOutcome
 from worker.status_apply import EVENTS_MAXLEN, canonical_id
 
 CHUNK_STATE_TTL = 7 * 24 * 3600
-DEAD_LETTER_PAYLOAD_LIMIT = 64 * 1024
+DEAD_LETTER_PAYLOAD_LIMIT = 64 * 1024  # default of [dispatch] dead_letter_max_bytes
+DEAD_LETTER_MAX_REASONS = 50
+DEAD_LETTER_REASON_LEN = 2000
 
 
 def dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    """Compact JSON that Redis can always store: non-ASCII kept as is, unless a string holds
+    an unpaired surrogate (JSON accepts ``"\\ud800"``; UTF-8 cannot encode it), in which
+    case the whole document is written with ASCII escapes, which keep it exactly."""
+    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            return json.dumps(value, separators=(",", ":"), ensure_ascii=True)
+    return text
 
 
 def recipient_record(
@@ -197,38 +208,75 @@ def dead_letter(
     job_id: str | None = None,
     record_job: bool = False,
     now: float | None = None,
+    max_bytes: int = DEAD_LETTER_PAYLOAD_LIMIT,
 ) -> str:
     """Queue the writes of one dead letter; returns its id.
 
-    With ``record_job`` (the caller found no record for ``job_id``), a job
-    record in state ``dead_lettered`` with the reasons is written too, so
-    ``smsq status`` tells the producer what happened.
+    The payload is kept whole up to ``max_bytes`` (of its JSON or text form); a larger one
+    is kept as the first ``max_bytes`` of that text with ``payload_truncated`` set.
+    ``payload_bytes`` always records the original size. Any string (lone surrogates
+    included) can be stored. ``job_id`` is kept only when it is a valid job id; with
+    ``record_job`` (the caller found no record for it), a job record in state
+    ``dead_lettered`` with the reasons is written too, so ``smsq status`` tells the
+    producer what happened.
     """
     now = now or time.time()
     dl_id = uuid.uuid4().hex
+    max_bytes = max(256, int(max_bytes))
+    kept: Any
     if isinstance(payload, bytes):
-        raw: Any = payload[:DEAD_LETTER_PAYLOAD_LIMIT].decode("utf-8", errors="replace")
+        size = len(payload)
+        text = payload[:max_bytes].decode("utf-8", errors="replace")
+        kept = _clean_text(text)
     elif isinstance(payload, str):
-        raw = payload[:DEAD_LETTER_PAYLOAD_LIMIT]
+        encoded = _clean_text(payload).encode("utf-8")
+        size = len(encoded)
+        kept = encoded[:max_bytes].decode("utf-8", errors="ignore")
+    elif payload is None:
+        size, kept = 0, None
     else:
-        raw = payload
-    record = {
+        try:
+            text = dumps(payload)
+            whole: Any = payload
+        except (TypeError, ValueError, RecursionError) as exc:
+            text = whole = f"<payload not encodable as JSON: {type(exc).__name__}>"
+        encoded = text.encode("utf-8")
+        size = len(encoded)
+        kept = whole if size <= max_bytes else encoded[:max_bytes].decode("utf-8", "ignore")
+    truncated = size > max_bytes
+    if not is_job_id(job_id):
+        job_id = None
+    clean = [_clean_text(str(r))[:DEAD_LETTER_REASON_LEN] for r in reasons]
+    if len(clean) > DEAD_LETTER_MAX_REASONS:
+        more = len(clean) - DEAD_LETTER_MAX_REASONS
+        clean = [*clean[:DEAD_LETTER_MAX_REASONS], f"... and {more} more reasons"]
+    record: dict[str, Any] = {
         "id": dl_id,
         "source": source,
-        "reasons": reasons,
+        "reasons": clean,
         "job_id": job_id,
         "at": round(now, 3),
-        "payload": raw,
+        "payload": kept,
+        "payload_bytes": size,
     }
+    if truncated:
+        record["payload_truncated"] = True
     pipe.hset(keys.dead_letters, dl_id, dumps(record))
     pipe.zadd(keys.dead_letter_index, {dl_id: now})
     if job_id and record_job:
         job_record = {
             "state": JobState.DEAD_LETTERED.value,
-            "reasons": dumps(reasons),
+            "reasons": dumps(clean),
             "dead_letter_id": dl_id,
             "created_at": round(now, 3),
         }
         pipe.hset(keys.job(job_id), mapping=job_record)
         pipe.zadd(keys.jobs, {job_id: now}, nx=True)
     return dl_id
+
+
+def _clean_text(text: str) -> str:
+    """``text`` with unpaired surrogates written as ``\\uXXXX`` (UTF-8 cannot hold them)."""
+    if text.isascii():
+        return text
+    return text.encode("utf-8", errors="backslashreplace").decode("utf-8")

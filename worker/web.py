@@ -51,29 +51,82 @@ HEALTH_TIMEOUT = 2.0
 REDIS_ERRORS = (RedisError, OSError, TimeoutError, asyncio.TimeoutError)
 
 
+MAX_JSON_DEPTH = 32  # nesting a JSON body may have (a job needs 3; metadata a few more)
+
+
 class BodyTooLarge(Exception):
     pass
 
 
-async def read_body(request: web.Request, limit: int) -> bytes:
-    """The request body, or BodyTooLarge past ``limit`` bytes (checked before reading)."""
+class BodyTooSlow(Exception):
+    pass
+
+
+async def read_body(request: web.Request, limit: int, timeout: float | None = None) -> bytes:
+    """The request body, or BodyTooLarge past ``limit`` bytes (checked before reading), or
+    BodyTooSlow when it has not all arrived within ``timeout`` seconds."""
     if request.content_length is not None and request.content_length > limit:
         raise BodyTooLarge()
     chunks: list[bytes] = []
     size = 0
-    while True:
-        chunk = await request.content.read(64 * 1024)
-        if not chunk:
-            break
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLarge()
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout(timeout):
+            while True:
+                chunk = await request.content.read(64 * 1024)
+                if not chunk:
+                    break
+                size += len(chunk)
+                if size > limit:
+                    raise BodyTooLarge()
+                chunks.append(chunk)
+    except TimeoutError:
+        raise BodyTooSlow() from None
     return b"".join(chunks)
 
 
 def _too_large(limit: int) -> web.Response:
     return web.json_response({"error": f"body larger than {limit} bytes"}, status=413)
+
+
+def _too_slow(timeout: float) -> web.Response:
+    # The rest of the body is not read: close the connection rather than drain it.
+    return web.json_response(
+        {"error": f"body not received within {timeout:g} s"},
+        status=408,
+        headers={"Connection": "close"},
+    )
+
+
+def json_depth(value: Any, limit: int) -> int:
+    """The nesting depth of a decoded JSON value, counted up to ``limit + 1`` (no recursion)."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, depth)
+            if deepest > limit:
+                return deepest
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((c, depth + 1) for c in children if isinstance(c, dict | list))
+    return deepest
+
+
+def json_body_problem(body: bytes, limit: int = MAX_JSON_DEPTH) -> str | None:
+    """Why a body that looks like JSON (starts with ``{`` or ``[``) is refused: nested deeper
+    than ``limit``. None otherwise (other bodies, and invalid JSON, are the reader's business)."""
+    head = body.lstrip()[:1]
+    if head not in (b"{", b"["):
+        return None
+    try:
+        value = json.loads(body)
+    except RecursionError:
+        return f"JSON nested deeper than {limit} levels"
+    except ValueError:
+        return None
+    if json_depth(value, limit) > limit:
+        return f"JSON nested deeper than {limit} levels"
+    return None
 
 
 def _redis(request: web.Request) -> aredis.Redis:
@@ -92,10 +145,17 @@ async def hook(request: web.Request) -> web.StreamResponse:
         return web.Response(status=404, text="unknown account")
     limit = settings.web.max_body_bytes
     try:
-        body = await read_body(request, limit)
+        body = await read_body(request, limit, settings.web.body_timeout)
     except BodyTooLarge:
         log.warning("push to %s refused: body larger than %d bytes", name, limit)
         return _too_large(limit)
+    except BodyTooSlow:
+        log.warning("push to %s refused: body too slow", name)
+        return _too_slow(settings.web.body_timeout)
+    problem = json_body_problem(body)
+    if problem is not None:
+        log.warning("push to %s refused (400): %s", name, problem)
+        return web.Response(status=400, text=problem)
     inbound = InboundRequest(
         method=request.method,
         path=request.match_info.get("tail", ""),
@@ -184,13 +244,25 @@ async def post_job(request: web.Request) -> web.Response:
         )
     limit = settings.web.max_body_bytes
     try:
-        body = await read_body(request, limit)
+        body = await read_body(request, limit, settings.web.body_timeout)
     except BodyTooLarge:
         return _too_large(limit)
+    except BodyTooSlow:
+        return _too_slow(settings.web.body_timeout)
     try:
         payload = json.loads(body)
+    except RecursionError:
+        return web.json_response(
+            {"errors": [f"the body is JSON nested deeper than {MAX_JSON_DEPTH} levels"]},
+            status=400,
+        )
     except (ValueError, UnicodeDecodeError) as exc:
         return web.json_response({"errors": [f"the body is not JSON: {exc}"]}, status=400)
+    if json_depth(payload, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
+        return web.json_response(
+            {"errors": [f"the body is JSON nested deeper than {MAX_JSON_DEPTH} levels"]},
+            status=400,
+        )
     try:
         job = validate_job(
             payload, providers=settings.provider_names(), numbers=settings.intake.accept_numbers
@@ -288,8 +360,22 @@ def main(host: str | None = None, port: int | None = None) -> int:
         create_web_app(settings),
         host=host,
         port=port,
-        access_log=logging.getLogger("smsq.web.access"),
-        access_log_class=AccessLogger,
         print=None,
+        **server_options(settings),
     )
     return 0
+
+
+def server_options(settings: Settings) -> dict[str, Any]:
+    """The aiohttp server options of ``smsq web`` (also for an ``AppRunner``).
+
+    aiohttp closes a connection whose next request has not fully arrived (request line
+    and headers) within ``keepalive_timeout`` of the connection opening or of the last
+    answer: that is ``[web] header_timeout``, so trickling headers cannot hold a
+    connection. Bodies are bounded by ``[web] body_timeout`` in the handlers.
+    """
+    return {
+        "keepalive_timeout": settings.web.header_timeout,
+        "access_log": logging.getLogger("smsq.web.access"),
+        "access_log_class": AccessLogger,
+    }

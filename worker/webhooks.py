@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import hashlib
 import json
 import logging
@@ -32,6 +33,7 @@ from typing import Any
 import dramatiq
 import redis.asyncio as aredis
 
+from producers.contract import unpaired_surrogates
 from producers.keys import Keys
 from producers.wire import build_message, write_message
 from worker import metrics, store
@@ -67,7 +69,7 @@ def new_push_id() -> str:
 
 def encode_push(account: AccountConfig, request: InboundRequest) -> str:
     """The inbox JSON of one received push."""
-    return json.dumps(
+    return store.dumps(
         {
             "account": account.name,
             "kind": account.kind,
@@ -78,9 +80,7 @@ def encode_push(account: AccountConfig, request: InboundRequest) -> str:
             "body": base64.b64encode(request.body).decode("ascii"),
             "remote": request.remote,
             "received_at": request.received_at,
-        },
-        separators=(",", ":"),
-        ensure_ascii=False,
+        }
     )
 
 
@@ -166,8 +166,12 @@ class WebhookApplier:
             content = provider_module(account.kind).parse_webhook(account, push.request)
             if not isinstance(content, WebhookContent):
                 raise TypeError(f"parse_webhook returned {type(content).__name__}")
+            where = _unwritable_text(content)
+            if where is not None:
+                raise ValueError(f"the push carries text that is not valid Unicode ({where})")
         except Exception as exc:  # a bad push must not be retried forever
-            await self._dead_letter(client, push_id, raw, f"{type(exc).__name__}: {exc}")
+            reason = f"{type(exc).__name__}: {exc}"[:1000]
+            await self._dead_letter(client, push_id, raw, reason)
             return "dead_lettered"
 
         unmatched = 0
@@ -229,11 +233,31 @@ class WebhookApplier:
             source=SOURCE,
             reasons=[reason],
             payload=_masked(raw),  # text, not an object: `smsq dlq replay` refuses it
+            max_bytes=int(self.runtime.settings.dispatch.dead_letter_max_bytes),
         )
         pipe.hdel(inbox_key(self.runtime.keys), push_id)
         await pipe.execute()
         metrics.DEAD_LETTERS.labels(SOURCE).inc()
         log.warning("push %s dead-lettered (%s): %s", push_id, dl_id, reason[:300])
+
+
+def _unwritable_text(content: WebhookContent) -> str | None:
+    """Where a parsed push holds a string Redis cannot store (an unpaired surrogate from a
+    JSON escape such as ``"\\ud800"``), or None."""
+    stack: list[Any] = [content]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if not item.isascii() and unpaired_surrogates(item):
+                return repr(item[:40])
+        elif isinstance(item, Mapping):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple | set | frozenset):
+            stack.extend(item)
+        elif dataclasses.is_dataclass(item) and not isinstance(item, type):
+            stack.extend(getattr(item, f.name) for f in dataclasses.fields(item))
+    return None
 
 
 def _event(account: str, event: Mapping[str, str]) -> dict[Any, Any]:
