@@ -94,7 +94,7 @@ def create_app(settings: Settings, **broker_options: Any) -> App:
 
     def refused(actor: str, args: tuple[Any, ...]) -> bool:
         """Dead-letter (and so acknowledge) a dispatch message intake could not have written."""
-        problem = dispatch_args.args_problem(actor, args, settings.accounts)
+        problem = dispatch_args.args_problem(actor, args)
         if problem is None and not runtime.redis.exists(runtime.keys.job(args[0])):
             problem = f"job {args[0]!r} has no record: not a message smsq's intake wrote"
         if problem is None:

@@ -2,14 +2,13 @@
 
 Intake writes the dispatch messages, but anyone with access to Redis can push one: a
 message whose arguments are not what intake writes (wrong count or types, a job id that
-is not one, an account that is not configured, text Redis cannot store, a job with no
-record) is dead-lettered with the reason and acknowledged at once, instead of failing
+is not one, text Redis cannot store, a job with no record) is dead-lettered with the reason and acknowledged at once, instead of failing
 through every Dramatiq retry or writing into another job's records.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -39,9 +38,10 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def args_problem(actor: str, args: Sequence[Any], accounts: Collection[str]) -> str | None:
-    """Why ``args`` cannot be a dispatch message of ``actor`` for these ``accounts``; None if
-    they can."""
+def args_problem(actor: str, args: Sequence[Any]) -> str | None:
+    """Why ``args`` cannot be a dispatch message of ``actor`` as intake writes them; None if
+    they can. (An account that is not configured here is not a reason: a message written
+    before a configuration change goes through dispatch, which records its recipients.)"""
     names, required = (SEND_ARGS, SEND_REQUIRED) if actor == SEND_ACTOR else (HLR_ARGS, 0)
     if actor == HLR_ACTOR:
         required = HLR_REQUIRED
@@ -61,9 +61,6 @@ def args_problem(actor: str, args: Sequence[Any], accounts: Collection[str]) -> 
     route = [route] if isinstance(route, str) else route
     if not isinstance(route, list) or not route or not all(isinstance(a, str) for a in route):
         return "route must be an account name or a non-empty list of them"
-    unknown = [a for a in route if a not in accounts]
-    if unknown:
-        return f"account {unknown[0][:64]!r} is not configured here"
     recipients = given["recipients"]
     if (
         not isinstance(recipients, list)
