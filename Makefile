@@ -33,6 +33,7 @@ pytest: install
 bench: install
 	$(BIN)/python -m bench.dispatch
 	$(BIN)/python -m bench.limiter
+	$(BIN)/python -m bench.routing
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

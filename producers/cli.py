@@ -133,6 +133,14 @@ def format_status(status: JobStatus, *, show_numbers: bool = False, limit: int =
         lines.append("  recipients by status:")
         for name, n in sorted(status.counts.items(), key=lambda kv: -kv[1]):
             lines.append(f"    {name:<{width}}  {n}")
+    if status.costs:
+        totals: dict[str, float] = {}
+        for line in status.costs:
+            totals[line.currency] = totals.get(line.currency, 0.0) + line.amount
+        total = ", ".join(f"{amount:.2f} {cur or '?'}" for cur, amount in sorted(totals.items()))
+        lines.append(f"  cost: {total}")
+        for line in status.costs:
+            lines.append(f"    {line.account:<24} {line.amount:.2f} {line.currency or '?'}")
     if status.recipients and limit:
         lines.append("  recipients:")
         for row in status.recipients[:limit]:
@@ -141,6 +149,9 @@ def format_status(status: JobStatus, *, show_numbers: bool = False, limit: int =
                 f"{k}={v}"
                 for k, v in (
                     ("id", shown.provider_message_id),
+                    ("account", shown.account),
+                    ("operator", shown.operator),
+                    ("price", shown.price),
                     ("parts", shown.parts),
                     ("cost", shown.cost),
                     ("code", shown.code),
@@ -218,6 +229,7 @@ def _status(args: argparse.Namespace, client: SmsqClient) -> int:
                     "state": status.state,
                     "record": dict(status.record),
                     "counts": dict(status.counts),
+                    "costs": [dataclasses.asdict(c) for c in status.costs],
                     "recipients": [r.__dict__ for r in rows],
                 },
                 indent=2,

@@ -40,6 +40,13 @@ class RecipientRow:
     raw_error: str | None = None
     source: str | None = None  # what set the status: dispatch, poll, history, webhook
     country: str | None = None  # region code from the number (ISO 3166-1 alpha-2)
+    route_account: str | None = None  # the account routing chose (``account``: what sent it)
+    operator: str | None = None  # MCC+MNC, when known
+    price: str | None = None  # of one SMS part at route_account, when priced
+    currency: str | None = None
+    priced_by: str | None = None  # operator | country | order
+    attempt: int | None = None  # 2 once sent a second time (second-chance resend)
+    attempts: list[dict[str, Any]] | None = None  # earlier sends' outcomes
 
     @classmethod
     def from_record(cls, phone: str, record: dict[str, Any]) -> RecipientRow:
@@ -54,6 +61,15 @@ class RecipientRow:
 
 
 @dataclass(frozen=True)
+class CostLine:
+    """What a job's sent messages cost at one account, in one currency."""
+
+    account: str
+    currency: str
+    amount: float
+
+
+@dataclass(frozen=True)
 class JobStatus:
     job_id: str
     state: str
@@ -61,6 +77,7 @@ class JobStatus:
     counts: Mapping[str, int]
     recipients: list[RecipientRow] = field(default_factory=list)
     hlr: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    costs: list[CostLine] = field(default_factory=list)  # per account and currency
 
     @property
     def reasons(self) -> list[str]:
@@ -208,7 +225,8 @@ class SmsqClient:
         pipe = self.redis.pipeline(transaction=False)
         pipe.hgetall(self.keys.job(job_id))
         pipe.hgetall(self.keys.counts(job_id))
-        record_raw, counts_raw = pipe.execute()
+        pipe.hgetall(self.keys.cost(job_id))
+        record_raw, counts_raw, cost_raw = pipe.execute()
         if not record_raw:
             return None
         record = {_decode(k): _decode(v) for k, v in record_raw.items()}
@@ -222,7 +240,11 @@ class SmsqClient:
                     break
             for phone, raw in self.redis.hscan_iter(self.keys.hlr(job_id), count=1000):
                 hlr[_decode(phone)] = json.loads(raw)
-        return JobStatus(job_id, record.get("state", "unknown"), record, counts, rows, hlr)
+        costs = []
+        for key, value in sorted(cost_raw.items()):
+            account, _, currency = _decode(key).partition("|")
+            costs.append(CostLine(account, currency, round(float(value), 6)))
+        return JobStatus(job_id, record.get("state", "unknown"), record, counts, rows, hlr, costs)
 
     def accounts(self) -> list[AccountView]:
         """Provider accounts the circuit breaker has seen (never-paused accounts have no record)."""

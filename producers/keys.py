@@ -31,6 +31,23 @@ class Keys:
         """Hash: phone -> JSON HLR result (HLR jobs)."""
         return f"{self.prefix}:job:{job_id}:hlr"
 
+    def cost(self, job_id: str) -> str:
+        """Hash: "<account>|<currency>" -> what the job's sent messages cost there."""
+        return f"{self.prefix}:job:{job_id}:cost"
+
+    def operator(self, phone: str) -> str:
+        """String (with a TTL): the operator (MCC+MNC) a number belongs to, when looked up."""
+        return f"{self.prefix}:op:{phone}"
+
+    @property
+    def operators_wanted(self) -> str:
+        """Sorted set: numbers waiting for an operator lookup, by the time they were seen."""
+        return f"{self.prefix}:op:wanted"
+
+    def prices(self, account: str) -> str:
+        """Hash: an account's price list: "op:<mccmnc>" / "cc:<region>" -> price, currency, at."""
+        return f"{self.prefix}:prices:{account}"
+
     def chunk(self, job_id: str, index: int) -> str:
         """String: state of one chunk (inflight / done)."""
         return f"{self.prefix}:chunk:{job_id}:{index}"

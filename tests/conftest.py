@@ -94,9 +94,13 @@ def sandbox_settings(
     sandboxes: SandboxThread,
     *,
     scheduler: dict[str, float] | None = None,
+    routes: dict[str, Any] | None = None,
+    accounts_extra: dict[str, dict[str, Any]] | None = None,
     **dispatch: Any,
 ) -> Settings:
-    """Settings with one account per running sandbox, named '<kind>-sandbox'."""
+    """Settings with one account per running sandbox, named '<kind>-sandbox'.
+
+    ``routes``: the [routes] table; ``accounts_extra``: more settings per account name."""
     accounts: dict[str, Any] = {}
     env: dict[str, str] = {}
     for kind in sandboxes.running:
@@ -109,6 +113,7 @@ def sandbox_settings(
                 var = f"TEST_{kind.upper()}_{secret.upper()}"
                 env[var] = creds[secret]
                 table[secret] = {"env": var}
+        table.update((accounts_extra or {}).get(f"{kind}-sandbox", {}))
         accounts[f"{kind}-sandbox"] = table
     data: dict[str, Any] = {
         "redis": {"url": redis_url},
@@ -116,6 +121,8 @@ def sandbox_settings(
         "dispatch": {"backoff_initial": 0.05, "backoff_max": 0.5, **dispatch},
         "scheduler": scheduler or {},
     }
+    if routes:
+        data["routes"] = routes
     return parse_settings(data, env)
 
 

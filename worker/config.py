@@ -34,6 +34,7 @@ import os
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -59,7 +60,13 @@ ACCOUNT_FIELDS = {
     "limits",
     "max_in_flight",
     "webhook_secret",
+    "prices",
 }
+ROUTE_FIELDS = {"accounts", "strategy", "resend_on", "attempts"}
+STRATEGIES = ("failover", "cost")
+# Final statuses a route may resend on (never ``unknown``: it is not final; never
+# ``delivered``; never ``expired``: the message's validity is spent).
+RESENDABLE = ("undeliverable", "rejected", "failed")
 
 
 class ConfigError(ValueError):
@@ -140,6 +147,33 @@ class WorkerSettings:
 
 
 @dataclass(frozen=True)
+class RoutingSettings:
+    """``[routing]``: least-cost routing's caches and refreshes."""
+
+    operator_ttl: float = 30 * 24 * 3600.0  # a number's cached operator (MCC+MNC) is kept this long
+    price_interval: float = 3600.0  # seconds between price list refreshes per account
+    operator_interval: float = 60.0  # seconds between operator lookup runs per account
+    lookups_per_run: float = 1000.0  # numbers one lookup run may ask about (within the caps)
+
+
+@dataclass(frozen=True)
+class RoutePolicy:
+    """How a route picks an account per recipient and whether it tries again."""
+
+    strategy: str = "failover"  # "failover": in order; "cost": the cheapest account per number
+    resend_on: tuple[str, ...] = ()  # final statuses sent once more through the next account
+    attempts: int = 1  # sends per recipient in all (1: no second chance)
+
+
+@dataclass(frozen=True)
+class PriceOverride:
+    """``[accounts.<name>.prices]``: prices that replace the provider's price list."""
+
+    prices: Mapping[str, Decimal] = field(default_factory=dict)  # MCC+MNC or region -> price
+    currency: str | None = None
+
+
+@dataclass(frozen=True)
 class AccountLimits:
     """Rate rules per endpoint class (send, status, history, hlr, balance, ...) and in-flight cap."""
 
@@ -162,6 +196,13 @@ class Settings:
     scheduler: SchedulerSettings = field(default_factory=SchedulerSettings)
     intake: IntakeSettings = field(default_factory=IntakeSettings)
     worker: WorkerSettings = field(default_factory=WorkerSettings)
+    routing: RoutingSettings = field(default_factory=RoutingSettings)
+    route_policies: Mapping[str, RoutePolicy] = field(default_factory=dict)
+    price_overrides: Mapping[str, PriceOverride] = field(default_factory=dict)
+
+    def policy(self, provider: str) -> RoutePolicy:
+        """The route policy of a job's ``provider`` (plain failover for accounts and kinds)."""
+        return self.route_policies.get(provider) or RoutePolicy()
 
     def limits_for(self, account: str) -> AccountLimits:
         return self.limits.get(account) or AccountLimits()
@@ -333,7 +374,17 @@ def parse_settings(data: Mapping[str, Any], env: Mapping[str, str] | None = None
     problems: list[str] = []
     data = _deep_copy(data)
     _apply_overrides(data, env, problems)
-    sections = {"redis", "accounts", "routes", "dispatch", "web", "scheduler", "intake", "worker"}
+    sections = {
+        "redis",
+        "accounts",
+        "routes",
+        "dispatch",
+        "web",
+        "scheduler",
+        "intake",
+        "routing",
+        "worker",
+    }
     for unknown in sorted(set(data) - sections):
         problems.append(f"{unknown}: unknown section (known: {', '.join(sorted(sections))})")
 
@@ -361,18 +412,29 @@ def parse_settings(data: Mapping[str, Any], env: Mapping[str, str] | None = None
             limits[name] = _limits(name, acc.kind, raw, problems)
 
     routes: dict[str, tuple[str, ...]] = {}
-    for name, members in (data.get("routes") or {}).items():
+    policies: dict[str, RoutePolicy] = {}
+    for name, raw_route in (data.get("routes") or {}).items():
+        members = raw_route.get("accounts") if isinstance(raw_route, dict) else raw_route
         if (
             not isinstance(members, list)
             or not members
             or not all(isinstance(m, str) for m in members)
         ):
-            problems.append(f"routes.{name}: must be a non-empty list of account names")
+            where = f"routes.{name}.accounts" if isinstance(raw_route, dict) else f"routes.{name}"
+            problems.append(f"{where}: must be a non-empty list of account names")
             continue
         for m in members:
             if m not in raw_accounts:
                 problems.append(f"routes.{name}: names account {m!r}, which is not defined")
+        if len(set(members)) != len(members):
+            problems.append(f"routes.{name}: names an account twice")
         routes[name] = tuple(members)
+        if isinstance(raw_route, dict):
+            policies[name] = _route_policy(name, raw_route, len(members), problems)
+    overrides: dict[str, PriceOverride] = {}
+    for name, raw in raw_accounts.items():
+        if isinstance(raw, dict) and "prices" in raw:
+            overrides[name] = _price_override(name, raw["prices"], problems)
 
     dispatch = _plain_section("dispatch", DispatchSettings, data.get("dispatch", {}), problems)
     if dispatch.max_attempts != int(dispatch.max_attempts):
@@ -383,6 +445,7 @@ def parse_settings(data: Mapping[str, Any], env: Mapping[str, str] | None = None
     scheduler = _plain_section("scheduler", SchedulerSettings, data.get("scheduler", {}), problems)
     intake = _intake(data.get("intake", {}), problems)
     worker = _plain_section("worker", WorkerSettings, data.get("worker", {}), problems)
+    routing = _plain_section("routing", RoutingSettings, data.get("routing", {}), problems)
 
     if problems:
         raise ConfigError(problems)
@@ -397,7 +460,75 @@ def parse_settings(data: Mapping[str, Any], env: Mapping[str, str] | None = None
         scheduler=scheduler,
         intake=intake,
         worker=worker,
+        routing=routing,
+        route_policies=policies,
+        price_overrides=overrides,
     )
+
+
+def _route_policy(name: str, raw: dict[str, Any], size: int, problems: list[str]) -> RoutePolicy:
+    where = f"routes.{name}"
+    for key in sorted(set(raw) - ROUTE_FIELDS):
+        problems.append(
+            f"{where}.{key}: unknown setting (known: {', '.join(sorted(ROUTE_FIELDS))})"
+        )
+    strategy = raw.get("strategy", "failover")
+    if strategy not in STRATEGIES:
+        problems.append(
+            f"{where}.strategy: must be one of {', '.join(STRATEGIES)}, got {strategy!r}"
+        )
+        strategy = "failover"
+    resend_on = raw.get("resend_on", [])
+    if not isinstance(resend_on, list) or not all(isinstance(x, str) for x in resend_on):
+        problems.append(f"{where}.resend_on: must be a list of final statuses")
+        resend_on = []
+    for status in resend_on:
+        if status not in RESENDABLE:
+            problems.append(
+                f"{where}.resend_on: {status!r} cannot be resent on"
+                f" (allowed: {', '.join(RESENDABLE)})"
+            )
+    resend_on = [x for x in resend_on if x in RESENDABLE]
+    attempts = raw.get("attempts", 2 if resend_on else 1)
+    if not isinstance(attempts, int) or isinstance(attempts, bool) or attempts < 1:
+        problems.append(f"{where}.attempts: must be a whole number >= 1")
+        attempts = 1
+    elif attempts > size:
+        problems.append(
+            f"{where}.attempts: {attempts} sends need as many accounts; the route has {size}"
+        )
+        attempts = size
+    return RoutePolicy(strategy=strategy, resend_on=tuple(resend_on), attempts=attempts)
+
+
+def _price_override(name: str, raw: Any, problems: list[str]) -> PriceOverride:
+    where = f"accounts.{name}.prices"
+    if not isinstance(raw, dict):
+        problems.append(f"{where}: must be a table of MCC+MNC or country code = price")
+        return PriceOverride()
+    currency = raw.get("currency")
+    if currency is not None and (not isinstance(currency, str) or not currency):
+        problems.append(f"{where}.currency: must be a currency code")
+        currency = None
+    prices: dict[str, Decimal] = {}
+    for key, value in raw.items():
+        if key == "currency":
+            continue
+        text = str(key)
+        if not ((text.isdigit() and len(text) in (5, 6)) or (text.isalpha() and len(text) == 2)):
+            problems.append(
+                f"{where}.{text}: keys are MCC+MNC (5 or 6 digits) or a country code (2 letters)"
+            )
+            continue
+        try:
+            price = Decimal(str(value))
+        except InvalidOperation:
+            price = Decimal(-1)
+        if isinstance(value, bool) or not price.is_finite() or price < 0:
+            problems.append(f"{where}.{text}: must be a price >= 0, got {value!r}")
+            continue
+        prices[text.upper()] = price
+    return PriceOverride(prices=prices, currency=currency)
 
 
 def _intake(raw: Any, problems: list[str]) -> IntakeSettings:

@@ -594,6 +594,11 @@ async def dispatch_hlr(
             async def write() -> None:
                 pipe = rt.async_redis().pipeline(transaction=True)
                 pipe.hset(rt.keys.hlr(job_id), mapping=records)
+                for r in results:  # least-cost routing learns the number's operator
+                    if r.phone in recipients and r.mcc and r.mnc:
+                        store.remember_operator(
+                            pipe, rt.keys, r.phone, r.mcc + r.mnc, rt.settings.routing.operator_ttl
+                        )
                 for phone, record in records.items():
                     event: dict[Any, Any] = {
                         "type": "hlr",

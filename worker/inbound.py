@@ -17,7 +17,7 @@ from typing import Any
 import redis.asyncio as aredis
 
 from producers.keys import Keys
-from worker import metrics
+from worker import metrics, store
 from worker.providers.base import HlrResult, IncomingMessage
 from worker.status_apply import EVENTS_MAXLEN, canonical_id
 
@@ -77,6 +77,7 @@ def hlr_record(result: HlrResult) -> dict[str, Any]:
 
 class Inbound:
     def __init__(self, client: aredis.Redis, keys: Keys) -> None:
+        self._client = client
         self._keys = keys
         self._store = client.register_script(_STORE_INCOMING)
         self._hlr = client.register_script(_RECORD_HLR)
@@ -128,8 +129,22 @@ class Inbound:
         metrics.INCOMING.labels(source).inc(new)
         return new
 
-    async def record_hlr(self, account: str, results: Sequence[HlrResult]) -> int:
-        """Record final HLR results of asynchronous lookups, matched by provider id; returns new ones."""
+    async def record_hlr(
+        self, account: str, results: Sequence[HlrResult], operator_ttl: float | None = None
+    ) -> int:
+        """Record final HLR results of asynchronous lookups, matched by provider id; returns new ones.
+
+        With ``operator_ttl``, a result that names the number's network (MCC, MNC) also
+        fills the operator cache of least-cost routing."""
+        if operator_ttl:
+            placed = [r for r in results if r.phone.isdigit() and r.mcc and r.mnc]
+            if placed:
+                pipe = self._client.pipeline(transaction=False)
+                for r in placed:
+                    store.remember_operator(
+                        pipe, self._keys, r.phone, f"{r.mcc}{r.mnc}", operator_ttl
+                    )
+                await pipe.execute()
         args: list[Any] = [self._keys.prefix, EVENTS_MAXLEN]
         for r in results:
             if r.provider_message_id and not r.pending:

@@ -21,7 +21,7 @@ from producers.contract import HlrJob, Job, JobRejected, SendJob, is_job_id, val
 from producers.phones import number_library
 from producers.status import JobState
 from producers.wire import NAMESPACE, build_message, write_message
-from worker import metrics, store
+from worker import metrics, routing, store
 from worker.queues import HLR_ACTOR, SEND_ACTOR, dispatch_queue
 from worker.runtime import Runtime
 
@@ -119,17 +119,41 @@ def _dead_letter(rt: Runtime, reasons: list[str], payload: Any, job_id: str | No
     log.warning("job dead-lettered (%s): %s", dl_id, "; ".join(reasons)[:500])
 
 
-def _chunks(job: Job, size: int) -> list[list[str]]:
-    phones = list(job.recipients)
+def _chunks(phones: list[str], size: int) -> list[list[str]]:
     return [phones[i : i + size] for i in range(0, len(phones), size)]
+
+
+def _plan(
+    rt: Runtime, job: Job, route: list[str]
+) -> tuple[list[tuple[list[str], list[str]]], list[dict[str, Any]] | None, list[str]]:
+    """The chunks (each with its route) after routing, each recipient's decision, and the
+    numbers to look up. Failover: the route as configured for every chunk. Cost: the
+    recipients grouped by the account chosen for each (in route order), each group's chunks
+    going to that account first and failing over to the others in order."""
+    # A chunk may fail over to any account of the route: size it for the smallest batch.
+    size = max(1, min(rt.adapter(a).max_batch for a in route))
+    policy = rt.settings.policy(job.provider)
+    if not isinstance(job, SendJob):
+        return [(c, route) for c in _chunks(list(job.recipients), size)], None, []
+    decisions, wanted = routing.route_recipients(rt, route, policy, job.recipients, job.countries)
+    fields = [d.fields() for d in decisions]
+    if policy.strategy != "cost":
+        return [(c, route) for c in _chunks(list(job.recipients), size)], fields, []
+    groups: dict[str, list[str]] = {a: [] for a in route}
+    for phone, decision in zip(job.recipients, decisions, strict=True):
+        groups[decision.account].append(phone)
+    planned = []
+    for account, phones in groups.items():
+        order = [account, *(a for a in route if a != account)]
+        planned += [(c, order) for c in _chunks(phones, size)]
+    return planned, fields, wanted
 
 
 def _store_and_split(rt: Runtime, job: Job) -> str:
     accounts = rt.settings.resolve(job.provider)
     route = list(accounts)
-    # A chunk may fail over to any account of the route: size it for the smallest batch.
-    size = max(1, min(rt.adapter(a).max_batch for a in route))
-    chunks = _chunks(job, size)
+    planned, decisions, wanted = _plan(rt, job, route)
+    chunks = [c for c, _ in planned]
     now = time.time()
     queue = dispatch_queue(job.priority)
     eta_ms: int | None = None
@@ -157,19 +181,28 @@ def _store_and_split(rt: Runtime, job: Job) -> str:
             if resubmitted:  # a corrected job under the id of one that was dead-lettered
                 pipe.delete(job_key)
                 pipe.zrem(rt.keys.retention, job.job_id)
+            policy = rt.settings.policy(job.provider)
             store.write_job_record(
-                pipe, rt.keys, job, accounts=accounts, chunks=len(chunks), now=now
+                pipe,
+                rt.keys,
+                job,
+                accounts=accounts,
+                chunks=len(chunks),
+                now=now,
+                decisions=decisions,
+                extra={"strategy": policy.strategy} if isinstance(job, SendJob) else None,
             )
-            for index, phones in enumerate(chunks):
+            routing.want_lookups(pipe, rt.keys, wanted, now)
+            for index, (phones, chunk_route) in enumerate(planned):
                 if isinstance(job, HlrJob):
-                    actor, args = HLR_ACTOR, [job.job_id, index, route, phones, job.priority]
+                    actor, args = HLR_ACTOR, [job.job_id, index, chunk_route, phones, job.priority]
                 else:
                     client_id = (first_id + index - 1) % CLIENT_ID_MAX + 1
                     actor = SEND_ACTOR
                     args = [
                         job.job_id,
                         index,
-                        route,
+                        chunk_route,
                         job.sender,
                         job.text,
                         phones,

@@ -104,3 +104,9 @@ REQUEUED = Counter(
 WORKER_RESTARTS = Counter(
     "smsq_worker_restarts_total", "Worker processes started again after they died."
 )
+COST = Counter(
+    "smsq_cost",
+    "What sending cost, per account and currency: the provider's reported cost of each"
+    " recipient sent, else the routing price of its parts.",
+    ["account", "currency"],
+)

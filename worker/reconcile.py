@@ -46,7 +46,7 @@ import dramatiq
 
 from producers.keys import Keys
 from producers.status import FINAL_STATUSES, JobState, Status
-from worker import accounts, metrics
+from worker import accounts, metrics, routing
 from worker.dispatch import Reschedule, limited_call
 from worker.inbound import Inbound
 from worker.lease import AsyncLease
@@ -62,6 +62,8 @@ RECONCILE_ACTOR = "reconcile_account"
 HISTORY_ACTOR = "sweep_history"
 INCOMING_ACTOR = "poll_incoming"
 BALANCE_ACTOR = "poll_balance"
+PRICES_ACTOR = "refresh_prices"
+OPERATORS_ACTOR = "lookup_operators"
 RETENTION_ACTOR = "sweep_retention"
 STRANDED_ACTOR = "sweep_stranded"
 
@@ -144,6 +146,7 @@ def job_keys(keys: Keys, job_id: str) -> list[str]:
         keys.recipients(job_id),
         keys.counts(job_id),
         keys.hlr(job_id),
+        keys.cost(job_id),
         TrackingKeys(keys.prefix).polls(job_id),
     ]
 
@@ -431,7 +434,7 @@ async def _query(
         results: list[HlrResult] = await limited_call(
             rt, account, "status", "bulk", adapter.hlr_results, ids
         )
-        await inbound.record_hlr(account, results)
+        await inbound.record_hlr(account, results, rt.settings.routing.operator_ttl)
         return [hlr_report(x) for x in results if x.provider_message_id and not x.pending]
     reports: list[StatusReport] = await limited_call(
         rt, account, "status", "bulk", adapter.status, ids
@@ -924,6 +927,12 @@ def register_actors(broker: Any, runtime: Runtime) -> dict[str, Any]:
     async def sweep_stranded_actor(slot: int | None = None) -> None:
         await run("stranded", "all", slot, lambda: sweep_stranded(runtime))
 
+    async def refresh_prices_actor(account: str, slot: int | None = None) -> None:
+        await run("prices", account, slot, lambda: routing.refresh_prices(runtime, account))
+
+    async def lookup_operators_actor(account: str, slot: int | None = None) -> None:
+        await run("operators", account, slot, lambda: routing.lookup_operators(runtime, account))
+
     functions: dict[str, Callable[..., Awaitable[None]]] = {
         RECONCILE_ACTOR: reconcile_account_actor,
         HISTORY_ACTOR: sweep_history_actor,
@@ -931,6 +940,8 @@ def register_actors(broker: Any, runtime: Runtime) -> dict[str, Any]:
         BALANCE_ACTOR: poll_balance_actor,
         RETENTION_ACTOR: sweep_retention_actor,
         STRANDED_ACTOR: sweep_stranded_actor,
+        PRICES_ACTOR: refresh_prices_actor,
+        OPERATORS_ACTOR: lookup_operators_actor,
     }
     return {
         name: dramatiq.actor(
@@ -944,6 +955,8 @@ __all__ = [
     "BALANCE_ACTOR",
     "HISTORY_ACTOR",
     "INCOMING_ACTOR",
+    "OPERATORS_ACTOR",
+    "PRICES_ACTOR",
     "RECONCILE_ACTOR",
     "RECONCILE_QUEUE",
     "RETENTION_ACTOR",

@@ -10,8 +10,9 @@
 -- moves the job's counts from each recipient's recorded status, appends one event per
 -- recipient, marks the chunk done (and no longer in flight) and, with the job's last chunk,
 -- the job done.
+-- Adds what went out to the job's costs (<job>:cost, "<account>|<currency>" -> amount).
 -- A chunk already done is left alone (another delivery recorded it): returns -1;
--- otherwise the number of the job's chunks done.
+-- otherwise {the number of the job's chunks done, {"<account>|<currency>", amount, ...}}.
 local prefix, job, account, now = ARGV[1], ARGV[2], ARGV[3], ARGV[5]
 if redis.call("GET", ARGV[8]) == "done" then
   if ARGV[4] ~= "" then redis.call("HDEL", ARGV[4], ARGV[8]) end
@@ -43,7 +44,14 @@ local function flush(key, cmd, args)
 end
 
 -- What intake (and routing) recorded about a recipient stays in its record.
-local KEEP = {"country"}
+local KEEP = {"country", "route_account", "operator", "price", "currency", "priced_by",
+              "attempt", "attempts"}
+-- Cost of what went out: the provider's own cost of the recipient when it gave one, else
+-- the routing price times the parts, when this account is the one routing priced.
+local SENT = {submitted = true, delivered = true, unknown = true}
+local job_parts = tonumber(redis.call("HGET", base, "parts") or "") or 1
+local account_currency = redis.call("HGET", prefix .. ":prices:" .. account, "currency")
+local costs = {}
 local idx, aw = {}, {}
 for i, o in ipairs(outcomes) do
   local previous = "queued"
@@ -57,6 +65,20 @@ for i, o in ipairs(outcomes) do
                provider_message_id = o.id, parts = o.n, cost = o.c, code = o.k, reason = o.r}
   if old then
     for _, name in ipairs(KEEP) do rec[name] = old[name] end
+  end
+  if SENT[o.s] then
+    local amount, currency = nil, nil
+    if o.c and tonumber(o.c) then
+      amount = tonumber(o.c)
+      currency = account_currency or (old and old.route_account == account and old.currency)
+    elseif old and old.route_account == account and old.price and tonumber(old.price) then
+      amount = tonumber(old.price) * (o.n or job_parts)
+      currency = old.currency
+    end
+    if amount then
+      local ckey = account .. "|" .. (currency or "")
+      costs[ckey] = (costs[ckey] or 0) + amount
+    end
   end
   records[#records + 1] = o.p
   records[#records + 1] = cjson.encode(rec)
@@ -81,6 +103,12 @@ if #idx > 0 then
 end
 for status, n in pairs(left) do redis.call("HINCRBY", base .. ":counts", status, -n) end
 for status, n in pairs(tally) do redis.call("HINCRBY", base .. ":counts", status, n) end
+local cost_list = {}
+for ckey, amount in pairs(costs) do
+  redis.call("HINCRBYFLOAT", base .. ":cost", ckey, string.format("%.6f", amount))
+  cost_list[#cost_list + 1] = ckey
+  cost_list[#cost_list + 1] = string.format("%.6f", amount)
+end
 redis.call("SET", ARGV[8], "done", "EX", ARGV[9])
 if ARGV[4] ~= "" then redis.call("HDEL", ARGV[4], ARGV[8]) end
 local done = redis.call("HINCRBY", base, "chunks_done", 1)
@@ -88,4 +116,4 @@ local total = tonumber(redis.call("HGET", base, "chunks") or "0")
 if total > 0 and done >= total then
   redis.call("HSET", base, "state", "done", "finished_at", now)
 end
-return done
+return {done, cost_list}

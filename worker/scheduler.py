@@ -22,6 +22,8 @@ moment (a paused process whose lease ran out) therefore never run a slot twice.
 | balance | ``poll_balance`` | ``balance_interval`` | all |
 | retention | ``sweep_retention`` | ``reconcile_interval``, at least retention / 1000 (≤ 10 min) | one for all |
 | stranded | ``sweep_stranded`` | ``[worker] stranded_after`` / 3 (≥ 1 s) | one for all |
+| prices | ``refresh_prices`` | ``[routing] price_interval`` | those of cost routes whose adapter offers ``price_list`` |
+| operators | ``lookup_operators`` | ``[routing] operator_interval`` | those of cost routes whose adapter offers ``lookup_operators`` |
 
 The message carries the slot; the scheduler also records the newest slot queued per
 task and account, and a run whose slot is older skips itself, so a backlog of queued
@@ -52,6 +54,8 @@ from worker.reconcile import (
     BALANCE_ACTOR,
     HISTORY_ACTOR,
     INCOMING_ACTOR,
+    OPERATORS_ACTOR,
+    PRICES_ACTOR,
     RECONCILE_ACTOR,
     RECONCILE_QUEUE,
     RETENTION_ACTOR,
@@ -60,6 +64,7 @@ from worker.reconcile import (
     offers_history,
     polls_incoming,
 )
+from worker.routing import offers_operators, offers_prices
 
 log = logging.getLogger("smsq.scheduler")
 
@@ -107,6 +112,19 @@ def build_tasks(settings: Settings) -> list[Task]:
     tasks.append(Task("retention", RETENTION_ACTOR, retention_interval(settings), None))
     stranded_every = max(1.0, settings.worker.stranded_after / 3)
     tasks.append(Task("stranded", STRANDED_ACTOR, stranded_every, None))
+    costed = {
+        account
+        for route, policy in settings.route_policies.items()
+        if policy.strategy == "cost"
+        for account in settings.routes.get(route, ())
+    }
+    routing_cfg = settings.routing
+    for name in sorted(costed):
+        adapter_class = provider_module(settings.accounts[name].kind).Adapter
+        if offers_prices(adapter_class):
+            tasks.append(Task("prices", PRICES_ACTOR, routing_cfg.price_interval, name))
+        if offers_operators(adapter_class):
+            tasks.append(Task("operators", OPERATORS_ACTOR, routing_cfg.operator_interval, name))
     return tasks
 
 

@@ -11,13 +11,14 @@ import json
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from importlib import resources
 from typing import Any
 
 from producers.contract import Job, RejectedRecipient, SendJob, is_job_id
 from producers.keys import Keys
 from producers.status import JobState, Status
+from worker import metrics
 from worker.providers.base import RecipientOutcome
 from worker.status_apply import EVENTS_MAXLEN, canonical_id
 
@@ -76,8 +77,13 @@ def write_job_record(
     accounts: Iterable[str],
     chunks: int,
     now: float,
+    decisions: Sequence[Mapping[str, Any]] | None = None,
+    extra: Mapping[str, Any] | None = None,
 ) -> None:
-    """Queue the writes of an accepted job: record, recipients (queued / rejected), counts."""
+    """Queue the writes of an accepted job: record, recipients (queued / rejected), counts.
+
+    ``decisions`` (one per recipient, in order): what routing decided, kept in each
+    recipient's record; ``extra``: more fields of the job record."""
     record: dict[str, Any] = {
         "kind": job.kind,
         "state": JobState.ACCEPTED.value,
@@ -92,6 +98,7 @@ def write_job_record(
         "chunks_done": 0,
         "created_at": round(now, 3),
         "metadata": dumps(job.metadata),
+        **(extra or {}),
     }
     if isinstance(job, SendJob):
         record.update(
@@ -111,7 +118,13 @@ def write_job_record(
     rcpt_key = keys.recipients(job.job_id)
     batch: dict[str, str] = {}
     for i, phone in enumerate(job.recipients):
-        if countries and countries[i]:
+        if decisions is not None:
+            routed: dict[str, Any] = {"status": Status.QUEUED.value, "at": round(now, 3)}
+            if countries and countries[i]:
+                routed["country"] = countries[i]
+            routed.update(decisions[i])
+            batch[phone] = dumps(routed)
+        elif countries and countries[i]:
             region = countries[i]
             record_text = by_country.get(region)
             if record_text is None:
@@ -194,8 +207,15 @@ class ChunkRecorder:
             CHUNK_STATE_TTL,
             payload,
         ]
-        done = int(await self._script(keys=[], args=args))
-        return Counter() if done < 0 else tally
+        result = await self._script(keys=[], args=args)
+        if not isinstance(result, list):  # -1: recorded before
+            return Counter()
+        _, cost_list = result
+        for i in range(0, len(cost_list), 2):
+            label = cost_list[i].decode() if isinstance(cost_list[i], bytes) else cost_list[i]
+            account_label, _, currency = str(label).partition("|")
+            metrics.COST.labels(account_label, currency or "unknown").inc(float(cost_list[i + 1]))
+        return tally
 
 
 def dead_letter(
@@ -280,3 +300,9 @@ def _clean_text(text: str) -> str:
     if text.isascii():
         return text
     return text.encode("utf-8", errors="backslashreplace").decode("utf-8")
+
+
+def remember_operator(pipe: Any, keys: Keys, phone: str, mccmnc: str, ttl: float) -> None:
+    """Cache a number's operator (in ``pipe``): a lookup or an HLR result placed it."""
+    if mccmnc.isdigit() and len(mccmnc) in (5, 6):
+        pipe.set(keys.operator(phone), mccmnc, ex=max(1, int(ttl)))

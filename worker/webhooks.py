@@ -182,7 +182,9 @@ class WebhookApplier:
         if content.incoming:
             await inbound.store_incoming(account.name, content.incoming, source=SOURCE)
         if content.hlr:
-            await inbound.record_hlr(account.name, content.hlr)
+            await inbound.record_hlr(
+                account.name, content.hlr, self.runtime.settings.routing.operator_ttl
+            )
         if unmatched and time.time() - push.request.received_at < UNMATCHED_GRACE:
             # A report can overtake the recording of its send: apply the push again shortly
             # (idempotent); its other events are published once, on the last pass.

@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import aiohttp
 
@@ -231,6 +231,48 @@ class ProviderAdapter(Protocol):
     async def hlr(self, phones: Sequence[str]) -> list[HlrResult]: ...
 
     async def balance(self) -> Balance: ...
+
+
+# --------------------------------------------------------------------------- capabilities
+# Optional ports an adapter may also implement (least-cost routing). The core asks
+# ``isinstance(adapter, PriceSource)`` and never names a provider.
+
+
+@dataclass(frozen=True)
+class OperatorPrice:
+    """The price of one SMS part to one operator (MCC+MNC) or to a whole country."""
+
+    price: str  # decimal as text
+    currency: str | None = None
+    mccmnc: str | None = None  # e.g. "25001"
+    region: str | None = None  # ISO 3166-1 alpha-2, for a country-wide price
+
+
+@dataclass(frozen=True)
+class NetworkInfo:
+    """The operator a number belongs to, from the provider's lookup."""
+
+    phone: str  # normalised digits, as asked
+    mccmnc: str  # MCC+MNC, e.g. "25001"
+    name: str = ""
+
+
+@runtime_checkable
+class PriceSource(Protocol):
+    """An adapter that can list its account's prices per operator or country."""
+
+    async def price_list(self) -> list[OperatorPrice]: ...
+
+
+@runtime_checkable
+class OperatorSource(Protocol):
+    """An adapter that can tell which operator (MCC+MNC) numbers belong to."""
+
+    operator_batch: int  # numbers per lookup request
+
+    async def lookup_operators(self, phones: Sequence[str]) -> list[NetworkInfo]:
+        """One request; numbers the provider could not place are left out."""
+        ...
 
 
 @dataclass(frozen=True)

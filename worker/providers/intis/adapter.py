@@ -49,6 +49,8 @@ from worker.providers.base import (
     HttpClient,
     HttpResponse,
     IncomingMessage,
+    NetworkInfo,
+    OperatorPrice,
     ProviderError,
     RecipientOutcome,
     SendRequest,
@@ -1172,6 +1174,28 @@ class IntisAdapter(HttpClient):
     async def prices(self) -> list[Price]:
         """The account's prices per network (``prices.php``)."""
         return await self._parsed("prices", {}, parse_prices)
+
+    # -- least-cost routing capabilities (PriceSource, OperatorSource) -------------------
+
+    operator_batch: ClassVar[int] = 1  # operator.php takes one phone
+
+    async def price_list(self) -> list[OperatorPrice]:
+        """``prices.php`` as per-operator prices (keyed by MCC+MNC, as Intis gives them)."""
+        return [
+            OperatorPrice(price=p.price, currency=p.currency or None, mccmnc=p.mccmnc)
+            for p in await self.prices()
+            if p.mccmnc.isdigit() and len(p.mccmnc) in (5, 6)
+        ]
+
+    async def lookup_operators(self, phones: Sequence[str]) -> list[NetworkInfo]:
+        """``operator.php`` for each phone (one request each); unplaced numbers left out."""
+        out = []
+        for phone in phones:
+            info = await self.operator(phone)
+            mccmnc = info.mcc + info.mnc
+            if info.mcc.isdigit() and info.mnc.isdigit() and int(info.mcc):
+                out.append(NetworkInfo(phone=phone, mccmnc=mccmnc, name=info.operator))
+        return out
 
     async def poll_incoming(self, cursor: str | None) -> tuple[list[IncomingMessage], str | None]:
         """Incoming SMS since ``cursor`` (the end of the previous poll, ISO), and the new cursor.

@@ -156,7 +156,11 @@ def _default_prices() -> dict[str, dict[str, str]]:
 _NETWORKS: tuple[tuple[str, str, str, str, str], ...] = (
     # prefix, mcc, mnc, operator, country
     ("4420", "234", "10", "O2 (UK)", "United Kingdom"),
+    ("447400", "234", "30", "EE", "United Kingdom"),
     ("44", "234", "15", "Vodafone UK", "United Kingdom"),
+    ("7903", "250", "99", "Beeline", "Russian Federation"),
+    ("7926", "250", "02", "MegaFon", "Russian Federation"),
+    ("7977", "250", "20", "Tele2", "Russian Federation"),
     ("7", "250", "01", "MTS (Mobile TeleSystems)", "Russian Federation"),
     ("1", "310", "410", "AT&T", "United States"),
     ("49", "262", "01", "Telekom Deutschland", "Germany"),
@@ -242,8 +246,12 @@ class IntisSandbox:
         callback_retry_interval: float | str = 60.0,
         callback_attempts: int | str = 10,
         callback_repeat: int | str = 1,
+        charge_by_operator: bool | str = False,
     ) -> None:
         self.state = state
+        # Charge each number its network's prices.php price (the flat ``price`` for networks
+        # without one) instead of the flat price for all.
+        self.charge_by_operator = str(charge_by_operator).lower() in ("1", "true", "on", "yes")
         self._rng = random.Random(state.mix.seed)
         self._seq = 0
         self._small_id = 4419372  # add2stop / add_template ids, like the doc's 4419373
@@ -470,11 +478,10 @@ class IntisSandbox:
             except ValueError:
                 raise _Refusal(30) from None  # nearest documented code (not documented)
         parts = max(1, count_segments(text).parts)
-        cost = self.price * parts
         accepted = [p for p in phones if _valid_phone(p) and p.lstrip("+") not in self.stop_list]
         # The whole request is refused when the balance cannot pay for every accepted
         # number (not documented whether Intis sends part of a batch; the sandbox does not).
-        if cost * len(accepted) > self.balance:
+        if sum(self.unit_price(p) * parts for p in accepted) > self.balance:
             raise _Refusal(32)
         data: dict[str, dict[str, Any]] = {}
         for phone in phones:
@@ -483,6 +490,7 @@ class IntisSandbox:
             elif phone.lstrip("+") in self.stop_list:
                 data[phone] = {"error": 13}
             else:
+                cost = self.unit_price(phone) * parts
                 message_id = self.new_message_id()
                 msg = self.state.new_message(
                     message_id,
@@ -688,6 +696,15 @@ class IntisSandbox:
             if start <= r["request_time"][:10] <= end
         }
         return _Answer(data)
+
+    def unit_price(self, phone: str) -> Decimal:
+        """The price of one part to ``phone``: its network's price with charge_by_operator."""
+        if self.charge_by_operator:
+            mcc, mnc, _, _ = _network(phone.lstrip("+"))
+            listed = self.prices.get(mcc + mnc, {}).get("PRICE")
+            if listed:
+                return Decimal(listed)
+        return self.price
 
     def _ep_operator(self, params: Mapping[str, str]) -> _Answer:
         phone = params.get("phone", "").strip()

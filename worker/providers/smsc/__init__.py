@@ -31,6 +31,10 @@ DEFAULT_LIMITS: dict[str, list[tuple[int, float]]] = {
     "stat": [(3, 60.0)],
     # info.php?get_operator: "more than 100 requests per minute".
     "info": [(100, 60.0)],
+    # The same info.php cap for smsq's own operator lookups (least-cost routing).
+    "operator": [(100, 60.0)],
+    # get.php?get_price: "more than three identical requests ... within a minute".
+    "prices": [(3, 60.0)],
 }
 
 __all__ = [

@@ -33,6 +33,8 @@ from worker.providers.base import (
     HlrResult,
     HttpClient,
     HttpResponse,
+    NetworkInfo,
+    OperatorPrice,
     ProviderError,
     RecipientOutcome,
     SendRequest,
@@ -41,6 +43,38 @@ from worker.providers.base import (
 from worker.providers.base import IncomingMessage as Incoming
 from worker.providers.failover import HostFailover, raise_last
 from worker.providers.smsc import codes
+
+# Phones per info.php?get_operator request (a comma-separated list; the request goes as a
+# POST past ~2000 characters). The 100-a-minute cap is the "operator" limiter rule.
+OPERATOR_BATCH = 100
+
+# Tariff zones (get_price) named after one country, billed alike for all its operators.
+ZONE_REGIONS: Mapping[str, str] = {
+    "россия": "RU",
+    "russia": "RU",
+    "беларусь": "BY",
+    "казахстан": "KZ",
+    "украина": "UA",
+    "узбекистан": "UZ",
+    "армения": "AM",
+    "грузия": "GE",
+    "азербайджан": "AZ",
+    "кыргызстан": "KG",
+    "таджикистан": "TJ",
+    "молдова": "MD",
+    "великобритания": "GB",
+    "united kingdom": "GB",
+    "германия": "DE",
+    "germany": "DE",
+}
+
+
+def _decimal_text(value: str) -> bool:
+    try:
+        return float(value) >= 0
+    except ValueError:
+        return False
+
 
 # Recipients per send request. SMSC documents no cap on the number of phones in one
 # send.php call; what it documents is that a GET query must stay under ~2000
@@ -1076,6 +1110,43 @@ class SmscAdapter(HttpClient):
         if len(phones) == 1 and len(items) == 1:
             return [OperatorInfo.parse(items[0], phone=phones[0])]
         return [OperatorInfo.parse(d) for d in items]
+
+    # -- least-cost routing capabilities (PriceSource, OperatorSource) -------------------
+
+    operator_batch: ClassVar[int] = OPERATOR_BATCH
+
+    async def price_list(self) -> list[OperatorPrice]:
+        """``get_price``: the per-operator tariffs (``codes``, by MCC+MNC) and the tariff
+        zones whose name is a country SMSC bills as one (``api``: the price via the API)."""
+        prices = await self.get_prices()
+        currency = str(self._option("currency") or "RUB")
+        out = [
+            OperatorPrice(price=cost, currency=currency, mccmnc=mccmnc)
+            for mccmnc, cost in prices.codes.items()
+            if mccmnc.isdigit() and len(mccmnc) in (5, 6) and _decimal_text(cost)
+        ]
+        for zone in prices.zones:
+            region = ZONE_REGIONS.get((zone.name or "").strip().lower())
+            if region and zone.api and _decimal_text(zone.api):
+                out.append(OperatorPrice(price=zone.api, currency=currency, region=region))
+        return out
+
+    async def lookup_operators(self, phones: Sequence[str]) -> list[NetworkInfo]:
+        """``info.php?get_operator=1`` for up to OPERATOR_BATCH phones in one request."""
+        try:
+            infos = await self.get_operator(phones)
+        except ProviderError as exc:
+            if exc.raw_code == "3":  # "operator not found": none of them could be placed
+                return []
+            raise
+        out = []
+        for info in infos:
+            phone = (info.phone or "").lstrip("+")
+            if phone and info.mcc and info.mnc and info.mcc.isdigit() and info.mnc.isdigit():
+                out.append(
+                    NetworkInfo(phone=phone, mccmnc=info.mcc + info.mnc, name=info.operator or "")
+                )
+        return out
 
     async def get_short_link(
         self, *, link: str | None = None, link_id: str | int | None = None

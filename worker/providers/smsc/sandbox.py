@@ -105,9 +105,13 @@ ERROR_TEXTS: Mapping[int, str] = {
 
 # prefix -> country, operator, region, mcc, mnc, tz (hours from UTC)
 OPERATORS: Mapping[str, tuple[str, str, str, str, str, str]] = {
+    "7903": ("Россия", "Билайн", "Москва", "250", "99", "3"),
+    "7926": ("Россия", "МегаФон", "Москва", "250", "02", "3"),
+    "7977": ("Россия", "Tele2", "Москва", "250", "20", "3"),
     "79": ("Россия", "МТС", "Москва", "250", "01", "3"),
     "7": ("Россия", "МегаФон", "Санкт-Петербург", "250", "02", "3"),
     "375": ("Беларусь", "МТС", "Минск", "257", "02", "3"),
+    "447400": ("United Kingdom", "EE", "", "234", "30", "0"),
     "44": ("United Kingdom", "Vodafone", "", "234", "15", "0"),
     "49": ("Germany", "Telekom", "", "262", "01", "1"),
     "1": ("USA", "T-Mobile", "", "310", "260", "-5"),
@@ -292,8 +296,16 @@ class SmscSandbox:
         forbidden_words: Sequence[str] = ("FORBIDDEN",),
         forbidden_senders: Sequence[str] = (),
         clock: Callable[[], float] = time.time,
+        operator_prices: Mapping[str, str] | None = None,
     ) -> None:
         self.state = state
+        # mccmnc -> price of one part: the get_price "codes" (individual tariffs), and what a
+        # number of that network is charged. None: SMSC's one code, 25001 at the flat price.
+        self.operator_prices = (
+            {k: Decimal(v) for k, v in operator_prices.items()}
+            if operator_prices is not None
+            else None
+        )
         self.login = login
         self.password = password
         self.api_key = api_key
@@ -490,7 +502,8 @@ class SmscSandbox:
             raise SmscError(8 if "8" in codes_seen else 7, sms_id_hint)
         parts = 1 if is_hlr or is_ping else max(1, count_segments(mes).parts)
         unit = self.price * parts
-        total = unit * len(good)
+        units = {p: (unit if is_hlr or is_ping else self.unit_price(p) * parts) for p in good}
+        total = sum(units.values(), Decimal("0"))
         cnt = parts * len(good)
         if cost_mode == "1":
             return {"cnt": cnt, "cost": money(total)}
@@ -507,7 +520,7 @@ class SmscSandbox:
         msg_type = 4 if is_hlr else 5 if is_ping else 1 if params.get("flash") == "1" else 0
         for phone in good:
             key = f"{sms_id}:{phone}"
-            msg = self.state.new_message(key, phone, text, sender, parts, money(unit))
+            msg = self.state.new_message(key, phone, text, sender, parts, money(units[phone]))
             if start > now:
                 msg.final_at = start + (msg.final_at - msg.accepted_at)
             msg.extra.update(
@@ -536,7 +549,7 @@ class SmscSandbox:
                 {
                     "phone": phone,
                     "mccmnc": "".join((operator_of(phone) or ("",) * 6)[3:5]) if e == "0" else "",
-                    "cost": money(unit) if e == "0" else "0.00",
+                    "cost": money(units.get(phone, unit)) if e == "0" else "0.00",
                     "status": str(s),
                     "error": e,
                 }
@@ -747,6 +760,14 @@ class SmscSandbox:
             }
         ]
 
+    def unit_price(self, phone: str) -> Decimal:
+        """The price of one part to ``phone``: its network's individual tariff, if any."""
+        if self.operator_prices:
+            op = operator_of(phone)
+            if op is not None and op[3] + op[4] in self.operator_prices:
+                return self.operator_prices[op[3] + op[4]]
+        return self.price
+
     def _prices(self) -> dict[str, Any]:
         p = money(self.price)
         return {
@@ -770,7 +791,11 @@ class SmscSandbox:
                     "call": "5.00",
                 },
             ],
-            "codes": [{"mccmnc": "25001", "cost": p}],
+            "codes": (
+                [{"mccmnc": "25001", "cost": p}]
+                if self.operator_prices is None
+                else [{"mccmnc": k, "cost": money(v)} for k, v in self.operator_prices.items()]
+            ),
             "mail": "0.10",
         }
 
@@ -1150,6 +1175,7 @@ def create_sandbox(
     forbidden_words: Sequence[str] | str = ("FORBIDDEN",),
     forbidden_senders: Sequence[str] | str = (),
     currency: str = "RUB",
+    operator_prices: Mapping[str, str] | str | None = None,
 ) -> web.Application:
     """The SMSC sandbox application (serve it with ``sandbox_kit.serve``).
 
@@ -1159,7 +1185,9 @@ def create_sandbox(
     ``callback_algorithm=<secret>`` when the URL names none. ``caps``: True (SMSC's
     windows), False (off), a number (SMSC's windows scaled by it) or an
     :class:`SmscCaps`. ``blocked_phones``: numbers SMSC refuses (error 8 / per-phone
-    error 8); ``forbidden_words`` / ``forbidden_senders``: error 6.
+    error 8); ``forbidden_words`` / ``forbidden_senders``: error 6. ``operator_prices``:
+    mccmnc -> price of a part (text: ``25001:0.5,25002:1.1``), the individual tariffs
+    ``get_price`` lists and what numbers of those networks are charged.
     Every option also takes text (``smsq sandbox --option smsc.caps=off``); lists are
     comma separated.
     """
@@ -1201,6 +1229,11 @@ def create_sandbox(
         blocked_phones=_items(blocked_phones),
         forbidden_words=_items(forbidden_words),
         forbidden_senders=_items(forbidden_senders),
+        operator_prices=(
+            dict(item.split(":", 1) for item in _items(operator_prices))
+            if isinstance(operator_prices, str)
+            else operator_prices
+        ),
     )
     app = make_app(state)
     app[SMSC_KEY] = sandbox

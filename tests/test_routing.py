@@ -1,0 +1,293 @@
+"""Least-cost routing: decisions, price lists, operator lookups, and a mixed job split by price.
+
+The end-to-end test runs two sandboxes whose price lists differ per operator (Intis
+``prices.php`` by MCC+MNC, SMSC ``get_price`` individual tariffs and a country zone),
+both charging what they list, a worker and the scheduler's price and lookup tasks.
+"""
+
+from __future__ import annotations
+
+import time
+from decimal import Decimal
+from typing import Any
+
+import redis
+from prometheus_client import REGISTRY
+
+from producers.client import JobStatus, SmsqClient
+from tests.conftest import SandboxThread, sandbox_settings
+from worker.config import ConfigError, PriceOverride, parse_settings
+from worker.routing import MCC_REGIONS, PriceBook, decide, price_book, stored_prices
+from worker.scheduler import Scheduler, build_tasks
+
+ROUTE = ("intis-sandbox", "smsc-sandbox")
+
+# mccmnc -> (network, Intis price, SMSC price); None: that provider lists no such tariff.
+NETWORKS: dict[str, tuple[str, str, str | None]] = {
+    "25001": ("MTS", "0.40", "0.80"),
+    "25002": ("MEGAFON", "1.20", "0.60"),
+    "25099": ("BEELINE", "0.90", "0.95"),
+    "25020": ("TELE2", "1.50", "0.70"),
+    "23430": ("EE", "3.00", None),
+}
+# Number patterns the sandboxes place on those networks.
+PATTERNS = {
+    "25001": "+7916{:07d}",
+    "25002": "+7926{:07d}",
+    "25099": "+7903{:07d}",
+    "25020": "+7977{:07d}",
+    "23430": "+447400{:06d}",
+}
+
+
+def intis_prices() -> dict[str, dict[str, str]]:
+    return {
+        mccmnc: {
+            "NETWORK_NAME": name,
+            "COUNTRY": "UNITED KINGDOM" if mccmnc.startswith("234") else "RUSSIAN FEDERATION",
+            "PRICE": intis,
+            "CURRENCY": "RUB",
+        }
+        for mccmnc, (name, intis, _) in NETWORKS.items()
+    }
+
+
+def smsc_prices() -> dict[str, str]:
+    return {mccmnc: smsc for mccmnc, (_, _, smsc) in NETWORKS.items() if smsc is not None}
+
+
+def priced_sandboxes() -> SandboxThread:
+    return SandboxThread(
+        ["intis", "smsc"],
+        intis={"prices": intis_prices(), "charge_by_operator": True, "balance": "1000000"},
+        smsc={"operator_prices": smsc_prices(), "balance": "1000000", "price": "1.50"},
+    )
+
+
+def mixed_numbers(per_network: int) -> list[str]:
+    return [PATTERNS[mccmnc].format(i) for i in range(per_network) for mccmnc in sorted(PATTERNS)]
+
+
+def routes() -> dict[str, Any]:
+    return {
+        "plain": list(ROUTE),
+        "cheap": {"accounts": list(ROUTE), "strategy": "cost"},
+    }
+
+
+def total_cost(status: JobStatus | None) -> Decimal:
+    assert status is not None
+    return sum((Decimal(str(c.amount)) for c in status.costs), Decimal("0"))
+
+
+def run_scheduled(scheduler: Scheduler, worker: Any, tick: list[float]) -> None:
+    """Run every periodic task once (a fresh slot each call) and wait for the worker."""
+    tick[0] += 10 * 86400
+    scheduler.run_due(tick[0])
+    worker.join()
+
+
+# --------------------------------------------------------------------------- decisions
+
+
+BOOKS = {
+    "a": PriceBook({"25001": Decimal("0.40")}, {"RU": Decimal("1.50")}, "RUB"),
+    "b": PriceBook({"25001": Decimal("0.80"), "25002": Decimal("0.60")}, {"RU": Decimal("1.50")}),
+    "c": PriceBook({"25001": Decimal("0.40")}, {}),
+}
+
+
+def test_cost_picks_the_cheapest_account_for_the_operator_then_the_country() -> None:
+    d = decide(["a", "b"], [], BOOKS, "cost", "25002", "RU")
+    assert (d.account, d.price, d.basis) == ("b", Decimal("0.60"), "operator")
+    d = decide(["a", "b"], [], BOOKS, "cost", "25001", "RU")
+    assert (d.account, d.price, d.basis) == ("a", Decimal("0.40"), "operator")
+    d = decide(["b", "a"], [], BOOKS, "cost", None, "RU")  # tie on the country: route order
+    assert (d.account, d.price, d.basis) == ("b", Decimal("1.50"), "country")
+    d = decide(["c", "a"], [], BOOKS, "cost", "25001", "RU")  # tie on the operator: route order
+    assert d.account == "c"
+    d = decide(["c", "a"], [], BOOKS, "cost", "26201", "DE")  # nobody prices it: route order
+    assert (d.account, d.price, d.basis) == ("c", None, "order")
+
+
+def test_paused_accounts_are_skipped_and_failover_keeps_the_order() -> None:
+    d = decide(["a", "b"], ["a"], BOOKS, "cost", "25001", "RU")
+    assert (d.account, d.price) == ("b", Decimal("0.80"))
+    d = decide(["a", "b"], ["a", "b"], BOOKS, "cost", "25001", "RU")  # all paused: waits in order
+    assert d.account == "a"
+    d = decide(["b", "a"], [], BOOKS, "failover", "25001", "RU")
+    assert (d.account, d.price, d.basis) == ("b", Decimal("0.80"), "order")
+    assert d.fields() == {
+        "route_account": "b",
+        "priced_by": "order",
+        "operator": "25001",
+        "price": "0.8",
+    }
+
+
+def test_price_books_derive_country_prices_and_take_overrides() -> None:
+    stored = stored_prices([], 0.0) | {
+        "op:25001": "0.40",
+        "op:25002": "1.20",
+        "op:23430": "3",
+        "currency": "RUB",
+        "op:bad": "x",
+    }
+    book = price_book(stored)
+    assert book.countries == {"RU": Decimal("1.20"), "GB": Decimal("3")}  # the dearest operator
+    override = PriceOverride({"25001": Decimal("0.10"), "RU": Decimal("0.90")}, "EUR")
+    book = price_book(stored, override)
+    assert book.for_operator("25001") == Decimal("0.10") and book.for_country("RU") == Decimal(
+        "0.90"
+    )
+    assert book.currency == "EUR"
+    assert MCC_REGIONS["250"] == "RU" and MCC_REGIONS["234"] == "GB"
+
+
+def test_route_tables_are_validated() -> None:
+    base: dict[str, Any] = {
+        "accounts": {
+            "a": {"kind": "intis", "base_url": "http://127.0.0.1:1"},
+            "b": {"kind": "smsc", "base_url": "http://127.0.0.1:2"},
+        }
+    }
+    good = parse_settings(
+        {
+            **base,
+            "routes": {"r": {"accounts": ["a", "b"], "strategy": "cost"}, "f": ["a"]},
+            "accounts": {
+                **base["accounts"],
+                "a": {**base["accounts"]["a"], "prices": {"25001": 0.5, "RU": 1}},
+            },
+        },
+        {},
+    )
+    assert good.routes["r"] == ("a", "b") and good.policy("r").strategy == "cost"
+    assert good.policy("f").strategy == "failover" and good.policy("a").strategy == "failover"
+    assert good.price_overrides["a"].prices == {"25001": Decimal("0.5"), "RU": Decimal("1")}
+    try:
+        parse_settings(
+            {
+                **base,
+                "routes": {"r": {"accounts": ["a"], "strategy": "cheapest", "colour": 1}},
+                "accounts": {
+                    **base["accounts"],
+                    "b": {**base["accounts"]["b"], "prices": {"x": -1}},
+                },
+            },
+            {},
+        )
+    except ConfigError as exc:
+        text = "\n".join(exc.problems)
+        assert "routes.r.strategy" in text and "routes.r.colour" in text
+        assert "accounts.b.prices.x" in text
+    else:
+        raise AssertionError("invalid routes accepted")
+
+
+# --------------------------------------------------------------------------- end to end
+
+
+def test_a_mixed_job_is_split_by_price_and_costs_less_than_failover(
+    redis_url: str, redis_client: redis.Redis, make_worker: Any
+) -> None:
+    sandboxes = priced_sandboxes()
+    try:
+        settings = sandbox_settings(redis_url, sandboxes, routes=routes())
+        assert {t.name for t in build_tasks(settings)} >= {"prices", "operators"}
+        worker = make_worker(settings)
+        scheduler = Scheduler(settings, client=redis_client)
+        tick = [time.time()]
+        client = SmsqClient(redis_url)
+        numbers = mixed_numbers(4)  # 20 numbers, 4 per network
+
+        run_scheduled(scheduler, worker, tick)  # price lists of both accounts
+        assert redis_client.hget("smsq:prices:intis-sandbox", "op:25001") == b"0.40"
+        assert redis_client.hget("smsq:prices:smsc-sandbox", "op:25002") == b"0.60"
+        assert redis_client.hget("smsq:prices:smsc-sandbox", "cc:RU") == b"1.50"  # the zone
+
+        # Operators not known yet: routed by country, and queued for lookups.
+        first = client.enqueue_send(
+            provider="cheap", sender="smstest", text="hi", recipients=numbers, job_id="first"
+        )
+        worker.join()
+        status = client.status(first, recipients=True)
+        assert status is not None and status.counts == {"submitted": 20}
+        assert {r.priced_by for r in status.recipients} == {"country"}
+        assert redis_client.zcard("smsq:op:wanted") == 20
+
+        run_scheduled(scheduler, worker, tick)  # the lookups, within the caps
+        assert redis_client.zcard("smsq:op:wanted") == 0
+        for mccmnc, pattern in PATTERNS.items():
+            assert redis_client.get(f"smsq:op:{pattern.format(0)[1:]}") == mccmnc.encode()
+
+        cheap = client.enqueue_send(
+            provider="cheap", sender="smstest", text="hi", recipients=numbers, job_id="cheap"
+        )
+        plain = client.enqueue_send(
+            provider="plain", sender="smstest", text="hi", recipients=numbers, job_id="plain"
+        )
+        worker.join()
+        cheap_status = client.status(cheap, recipients=True)
+        plain_status = client.status(plain, recipients=True)
+        assert cheap_status is not None and plain_status is not None
+        assert cheap_status.counts == plain_status.counts == {"submitted": 20}
+        rows = {r.phone: r for r in cheap_status.recipients}
+        for mccmnc, (_, intis, smsc) in NETWORKS.items():
+            row = rows[PATTERNS[mccmnc].format(1)[1:]]
+            cheaper = (
+                "smsc-sandbox"
+                if smsc is not None and Decimal(smsc) < Decimal(intis)
+                else "intis-sandbox"
+            )
+            assert (row.route_account, row.account, row.operator) == (cheaper, cheaper, mccmnc)
+            assert Decimal(row.price or "") == min(Decimal(intis), Decimal(smsc or intis))
+            assert row.priced_by == "operator" and row.currency == "RUB"
+        assert {r.account for r in plain_status.recipients} == {"intis-sandbox"}
+
+        by_account = {c.account: Decimal(str(c.amount)) for c in cheap_status.costs}
+        assert by_account == {"intis-sandbox": Decimal("17.20"), "smsc-sandbox": Decimal("5.20")}
+        assert total_cost(plain_status) == Decimal("28.00")
+        assert total_cost(cheap_status) < total_cost(plain_status)
+        print(
+            f"\n20-recipient mixed job: failover {total_cost(plain_status)} RUB, cost route {total_cost(cheap_status)} RUB"
+        )
+        # One job out through two accounts, chunked after routing.
+        sends = {k: [e for e in sandboxes.log(k) if "send" in e.path] for k in ("intis", "smsc")}
+        assert sends["smsc"] and sends["intis"]
+        assert (
+            REGISTRY.get_sample_value(
+                "smsq_cost_total", {"account": "smsc-sandbox", "currency": "RUB"}
+            )
+            or 0
+        ) >= 5.2
+    finally:
+        sandboxes.stop()
+
+
+def test_a_paused_account_is_skipped_by_the_cost_route(
+    redis_url: str, redis_client: redis.Redis, make_worker: Any
+) -> None:
+    sandboxes = priced_sandboxes()
+    try:
+        settings = sandbox_settings(redis_url, sandboxes, routes=routes())
+        worker = make_worker(settings)
+        numbers = [PATTERNS["25002"].format(i) for i in range(3)]  # cheaper at SMSC
+        for n in numbers:
+            redis_client.set(f"smsq:op:{n[1:]}", "25002")
+        redis_client.hset("smsq:prices:smsc-sandbox", mapping={"op:25002": "0.60"})
+        redis_client.hset("smsq:prices:intis-sandbox", mapping={"op:25002": "1.20"})
+        redis_client.hset(
+            "smsq:account:smsc-sandbox",
+            mapping={"state": "paused", "reason": "test", "probe_at": time.time() + 3600},
+        )
+        client = SmsqClient(redis_url)
+        job = client.enqueue_send(provider="cheap", sender="smstest", text="hi", recipients=numbers)
+        worker.join()
+        status = client.status(job, recipients=True)
+        assert status is not None and status.counts == {"submitted": 3}
+        assert {(r.route_account, r.account, r.price) for r in status.recipients} == {
+            ("intis-sandbox", "intis-sandbox", "1.2")
+        }
+    finally:
+        sandboxes.stop()
