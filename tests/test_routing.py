@@ -14,6 +14,7 @@ from typing import Any
 import redis
 from prometheus_client import REGISTRY
 
+from producers.cli import format_status
 from producers.client import JobStatus, SmsqClient
 from tests.conftest import SandboxThread, sandbox_settings
 from worker.config import ConfigError, PriceOverride, parse_settings
@@ -249,6 +250,8 @@ def test_a_mixed_job_is_split_by_price_and_costs_less_than_failover(
         assert by_account == {"intis-sandbox": Decimal("17.20"), "smsc-sandbox": Decimal("5.20")}
         assert total_cost(plain_status) == Decimal("28.00")
         assert total_cost(cheap_status) < total_cost(plain_status)
+        shown = format_status(cheap_status, limit=0)
+        assert "cost: 22.40 RUB" in shown and "smsc-sandbox" in shown and "5.20 RUB" in shown
         print(
             f"\n20-recipient mixed job: failover {total_cost(plain_status)} RUB, cost route {total_cost(cheap_status)} RUB"
         )
@@ -289,5 +292,21 @@ def test_a_paused_account_is_skipped_by_the_cost_route(
         assert {(r.route_account, r.account, r.price) for r in status.recipients} == {
             ("intis-sandbox", "intis-sandbox", "1.2")
         }
+    finally:
+        sandboxes.stop()
+
+
+def test_hlr_results_fill_the_operator_cache(
+    redis_url: str, redis_client: redis.Redis, make_worker: Any
+) -> None:
+    sandboxes = SandboxThread(["intis"])
+    try:
+        worker = make_worker(sandbox_settings(redis_url, sandboxes))
+        client = SmsqClient(redis_url)
+        client.enqueue_hlr(provider="intis", recipients=["+79261234567", "+79031234567"])
+        worker.join()
+        assert redis_client.get("smsq:op:79261234567") == b"25002"
+        assert redis_client.get("smsq:op:79031234567") == b"25099"
+        assert 0 < redis_client.ttl("smsq:op:79261234567") <= 30 * 86400
     finally:
         sandboxes.stop()

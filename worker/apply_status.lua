@@ -2,13 +2,16 @@
 --
 -- KEYS: none (smsq does not run on Redis Cluster: Dramatiq's broker does not support it)
 -- ARGV[1] key prefix          ARGV[2] account       ARGV[3] now (epoch seconds, text)
--- ARGV[4] events stream maxlen
--- then per report, 7 values: provider message id, status, raw status, raw error, at, source, extra JSON
+-- ARGV[4] events stream maxlen    ARGV[5] otp max age (s)
+-- then per report, 8 values: provider message id, status, raw status, raw error, at, source,
+-- extra JSON, "1" when the provider's codes call a failure provider-side (a second-chance
+-- candidate: see resend.lua; a resent recipient goes back to queued with a "resend" event,
+-- its id leaves the index and the awaiting set, and no status event is written)
 --
 -- For each report: the recipient is found through <prefix>:msgid:<account>; a report is applied
 -- only when it moves the recipient forward (see RANK); an applied report rewrites the
 -- recipient's record, moves the job's counts, leaves the awaiting set when final, and appends
--- exactly one event. Returns {applied, unchanged, unmatched}.
+-- exactly one event. Returns {applied, unchanged, unmatched, resent}.
 local prefix, account, now = ARGV[1], ARGV[2], ARGV[3]
 local maxlen = tonumber(ARGV[4])
 local RANK = {queued = 0, unknown = 1, submitted = 2,
@@ -17,12 +20,14 @@ local FINAL = {undeliverable = true, expired = true, rejected = true, failed = t
 local index = prefix .. ":msgid:" .. account
 local awaiting = prefix .. ":awaiting:" .. account
 local events = prefix .. ":events"
-local applied, unchanged, unmatched = 0, 0, 0
-local n = (#ARGV - 4) / 7
+local otp_max_age = ARGV[5]
+local applied, unchanged, unmatched, resent = 0, 0, 0, 0
+local n = (#ARGV - 5) / 8
 for i = 0, n - 1 do
-  local base = 5 + i * 7
-  local pid, status, raw, rawerr, at, source, extra =
-    ARGV[base], ARGV[base + 1], ARGV[base + 2], ARGV[base + 3], ARGV[base + 4], ARGV[base + 5], ARGV[base + 6]
+  local base = 6 + i * 8
+  local pid, status, raw, rawerr, at, source, extra, candidate =
+    ARGV[base], ARGV[base + 1], ARGV[base + 2], ARGV[base + 3], ARGV[base + 4], ARGV[base + 5],
+    ARGV[base + 6], ARGV[base + 7]
   local ref = redis.call("HGET", index, pid)
   if not ref then
     unmatched = unmatched + 1
@@ -37,6 +42,18 @@ for i = 0, n - 1 do
       -- The job's records are gone (purged): nothing to update; forget the id.
       redis.call("HDEL", index, pid)
       unmatched = unmatched + 1
+    elseif candidate == "1" and FINAL[status] and (RANK[status] or -1) > (RANK[previous] or 0)
+        and smsq_resend(prefix, job, phone, record, status, account, pid, raw, rawerr, nil,
+                        now, source, otp_max_age, maxlen) then
+      -- A second chance through the next account: the record is queued again.
+      redis.call("HSET", rkey, phone, cjson.encode(record))
+      local ckey = prefix .. ":job:" .. job .. ":counts"
+      redis.call("HINCRBY", ckey, previous, -1)
+      redis.call("HINCRBY", ckey, "queued", 1)
+      redis.call("ZREM", awaiting, pid)
+      redis.call("HDEL", index, pid)  -- later reports of this attempt match nothing
+      resent = resent + 1
+      applied = applied + 1
     elseif (RANK[status] or -1) > (RANK[previous] or 0) then
       record["status"] = status
       record["raw_status"] = raw
@@ -55,6 +72,9 @@ for i = 0, n - 1 do
                       "raw_status", raw, "at", at, "source", source}
       if rawerr ~= "" then table.insert(fields, "raw_error"); table.insert(fields, rawerr) end
       if extra ~= "" then table.insert(fields, "extra"); table.insert(fields, extra) end
+      if record["attempt"] then
+        table.insert(fields, "attempt"); table.insert(fields, tostring(record["attempt"]))
+      end
       redis.call("XADD", events, "MAXLEN", "~", maxlen, "*", unpack(fields))
       applied = applied + 1
     else
@@ -65,4 +85,4 @@ for i = 0, n - 1 do
     end
   end
 end
-return {applied, unchanged, unmatched}
+return {applied, unchanged, unmatched, resent}

@@ -45,7 +45,7 @@ from worker.providers.base import (
     RecipientOutcome,
     SendRequest,
 )
-from worker.queues import HLR_ACTOR, SEND_ACTOR, dispatch_queue
+from worker.queues import HLR_ACTOR, RESEND_INDEX_BASE, SEND_ACTOR, dispatch_queue
 from worker.runtime import Runtime
 from worker.status_apply import EVENTS_MAXLEN
 
@@ -281,6 +281,11 @@ def reconcile_outcomes(
     ]
 
 
+def second_chance(index: int) -> bool:
+    """A chunk that resends one recipient (second-chance resend), not one of the job's."""
+    return index >= RESEND_INDEX_BASE
+
+
 async def _finish(
     rt: Runtime,
     job_id: str,
@@ -288,6 +293,8 @@ async def _finish(
     account: str,
     kind: str,
     outcomes: Sequence[RecipientOutcome],
+    *,
+    resend: bool = False,
 ) -> None:
     """Record the chunk's outcomes, mark it done (and the job, with its last chunk): one round trip.
 
@@ -297,7 +304,7 @@ async def _finish(
     recorder = rt.chunk_recorder()
     tally = await rt.outage.call(
         f"recording chunk {chunk_key}",
-        lambda: recorder.record(job_id, chunk_key, account, outcomes),
+        lambda: recorder.record(job_id, chunk_key, account, outcomes, second_chance=resend),
     )
     for status, n in tally.items():
         metrics.RECIPIENTS.labels(kind, status.value).inc(n)
@@ -468,6 +475,7 @@ async def dispatch_chunk(
     'superseded' (another delivery owns it) or 'too_old' (an OTP past its max age)."""
     route = _route(route_arg)
     chunk_key = rt.keys.chunk(job_id, index)
+    resend = second_chance(index)
     claim = await _claim(rt, chunk_key, route, delivery)
     if claim.state == "done":
         return "duplicate"
@@ -485,7 +493,9 @@ async def dispatch_chunk(
         account = claim.account or route[0]
         outcomes = [RecipientOutcome(p, Status.UNKNOWN, reason=INTERRUPTED) for p in recipients]
         outcomes = with_expected_ids(rt.adapter(account), request, outcomes)
-        await _finish(rt, job_id, chunk_key, account, rt.adapter(account).kind, outcomes)
+        await _finish(
+            rt, job_id, chunk_key, account, rt.adapter(account).kind, outcomes, resend=resend
+        )
         return "interrupted"
 
     max_age = rt.settings.dispatch.otp_max_age
@@ -494,7 +504,9 @@ async def dispatch_chunk(
         reason = f"not sent: older than the otp_max_age of {max_age:.0f}s when it could be sent"
         outcomes = [RecipientOutcome(p, Status.FAILED, reason=reason) for p in recipients]
         account = claim.account or route[0]
-        await _finish(rt, job_id, chunk_key, account, rt.adapter(account).kind, outcomes)
+        await _finish(
+            rt, job_id, chunk_key, account, rt.adapter(account).kind, outcomes, resend=resend
+        )
         return "too_old"
 
     async def send(adapter: ProviderAdapter) -> list[RecipientOutcome]:
@@ -527,7 +539,7 @@ async def dispatch_chunk(
         outcomes = reconcile_outcomes(recipients, attempt.result or [])
     adapter = rt.adapter(attempt.account)
     outcomes = with_expected_ids(adapter, request, outcomes)
-    await _finish(rt, job_id, chunk_key, attempt.account, adapter.kind, outcomes)
+    await _finish(rt, job_id, chunk_key, attempt.account, adapter.kind, outcomes, resend=resend)
     return "sent"
 
 
@@ -616,7 +628,8 @@ async def dispatch_hlr(
 
 def _chunk_of(actor: str, args: Sequence[Any]) -> tuple[str, int, list[str], list[str]]:
     """(job id, chunk index, route, recipients) of a dispatch message's arguments."""
-    job_id, index, route_arg = str(args[0]), int(args[1]), args[2]
+    job_id, route_arg = str(args[0]), args[2]
+    index = int(args[1])
     recipients = args[5] if actor == SEND_ACTOR else args[3]
     if not isinstance(recipients, list) or not all(isinstance(p, str) for p in recipients):
         raise TypeError("recipients must be a list of numbers")
@@ -696,4 +709,12 @@ async def _give_up(rt: Runtime, actor: str, args: tuple[Any, ...], exc: Exceptio
         status = Status.UNKNOWN if state == "sending" else Status.FAILED
         outcomes = [RecipientOutcome(p, status, reason=reason) for p in recipients]
         acc = rt.settings.accounts.get(account)
-        await _finish(rt, job_id, chunk_key, account, acc.kind if acc else "unknown", outcomes)
+        await _finish(
+            rt,
+            job_id,
+            chunk_key,
+            account,
+            acc.kind if acc else "unknown",
+            outcomes,
+            resend=second_chance(index),
+        )

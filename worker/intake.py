@@ -149,6 +149,28 @@ def _plan(
     return planned, fields, wanted
 
 
+def _route_fields(rt: Runtime, job: Job, now: float) -> dict[str, Any] | None:
+    """Job record fields of the route's policy: its strategy, and what a second-chance
+    resend needs (the statuses, the attempts, the text, and when the message's validity
+    ends: from its start, the job's validity or else the scheduler's horizon)."""
+    if not isinstance(job, SendJob):
+        return None
+    policy = rt.settings.policy(job.provider)
+    fields: dict[str, Any] = {"strategy": policy.strategy}
+    if policy.resend_on and policy.attempts > 1:
+        start = max(now, job.scheduled_at.timestamp()) if job.scheduled_at else now
+        lasts = job.validity or rt.settings.scheduler.horizon
+        fields.update(
+            {
+                "resend_on": ",".join(policy.resend_on),
+                "max_attempts": policy.attempts,
+                "text": job.text,
+                "expires_at": round(start + lasts, 3),
+            }
+        )
+    return fields
+
+
 def _store_and_split(rt: Runtime, job: Job) -> str:
     accounts = rt.settings.resolve(job.provider)
     route = list(accounts)
@@ -181,7 +203,6 @@ def _store_and_split(rt: Runtime, job: Job) -> str:
             if resubmitted:  # a corrected job under the id of one that was dead-lettered
                 pipe.delete(job_key)
                 pipe.zrem(rt.keys.retention, job.job_id)
-            policy = rt.settings.policy(job.provider)
             store.write_job_record(
                 pipe,
                 rt.keys,
@@ -190,7 +211,7 @@ def _store_and_split(rt: Runtime, job: Job) -> str:
                 chunks=len(chunks),
                 now=now,
                 decisions=decisions,
-                extra={"strategy": policy.strategy} if isinstance(job, SendJob) else None,
+                extra=_route_fields(rt, job, now),
             )
             routing.want_lookups(pipe, rt.keys, wanted, now)
             for index, (phones, chunk_route) in enumerate(planned):

@@ -6,6 +6,9 @@ DISPATCH_QUEUE = "smsq-dispatch"
 DISPATCH_OTP_QUEUE = "smsq-dispatch-otp"
 SEND_ACTOR = "dispatch_chunk"
 HLR_ACTOR = "dispatch_hlr"
+# Chunk indexes from here on are second-chance resends of one recipient each (worker/resend.py),
+# not among a job's counted chunks.
+RESEND_INDEX_BASE = 1_000_000_000
 
 
 def dispatch_queue(priority: str) -> str:

@@ -51,6 +51,7 @@ from worker.dispatch import Reschedule, limited_call
 from worker.inbound import Inbound
 from worker.lease import AsyncLease
 from worker.providers.base import ErrorClass, HlrResult, ProviderError, StatusReport
+from worker.resend import Resender
 from worker.runtime import Runtime
 from worker.status_apply import StatusApplier, canonical_id
 from worker.stranded import sweep_stranded
@@ -333,6 +334,8 @@ async def reconcile_account(
     if not await lease.acquire():
         return {"skipped": 1}
     try:
+        # Second chances a crash left queued between their decision and their dispatch.
+        await Resender(rt).enqueue_due()
         return await _reconcile(rt, account, clock)
     finally:
         await lease.release()
@@ -346,7 +349,7 @@ async def _reconcile(rt: Runtime, account: str, clock: Callable[[], float]) -> d
     has_hlr = callable(getattr(adapter, "hlr_results", None))
     history = offers_history(adapter)
     batch = status_batch(adapter) if polling else 1000
-    applier = StatusApplier(r, rt.keys.prefix)
+    applier = StatusApplier(r, rt.keys.prefix, resender=Resender(rt))
     inbound = Inbound(r, rt.keys)
     stats: Counter[str] = Counter()
     jobs: dict[str, JobInfo | None] = {}
@@ -579,7 +582,7 @@ async def _sweep_history(
     cursor = walk.get("cursor") or None
     # When this walk read its first (newest) page: what was sent before it is covered.
     walk_started = float(walk["started_at"]) if cursor and walk.get("started_at") else clock()
-    applier = StatusApplier(r, rt.keys.prefix)
+    applier = StatusApplier(r, rt.keys.prefix, resender=Resender(rt))
     walk_done = False
     while stats["requests"] < MAX_HISTORY_PAGES and wanted:
         try:

@@ -4,7 +4,12 @@
 -- ARGV[5] now          ARGV[6] events maxlen                 ARGV[7] first check time
 -- ARGV[8] chunk key    ARGV[9] chunk state ttl (s)           ARGV[10] outcomes JSON:
 --   [{"p": phone, "s": status, "id": provider id, "cid": canonical id, "n": parts,
---     "c": cost, "k": raw code, "r": reason}, ...]   (absent keys: no value)
+--     "c": cost, "k": raw code, "r": reason, "rs": 1 when the provider's codes call the
+--     failure provider-side (a second-chance candidate)}, ...]   (absent keys: no value)
+-- ARGV[11] otp max age (s)
+-- ARGV[12] "resend" for a second-chance chunk (not one of the job's counted chunks), else ""
+-- A candidate the job's route resends (see resend.lua) is recorded queued for its next
+-- attempt instead of its final status, with a "resend" event instead of a status event.
 --
 -- Writes every recipient's record, indexes submitted/unknown ids for reconciliation,
 -- moves the job's counts from each recipient's recorded status, appends one event per
@@ -12,8 +17,13 @@
 -- the job done.
 -- Adds what went out to the job's costs (<job>:cost, "<account>|<currency>" -> amount).
 -- A chunk already done is left alone (another delivery recorded it): returns -1;
--- otherwise {the number of the job's chunks done, {"<account>|<currency>", amount, ...}}.
+-- otherwise {the number of the job's chunks done, {"<account>|<currency>", amount, ...},
+-- {status, number queued for a second chance instead, ...}}.
 local prefix, job, account, now = ARGV[1], ARGV[2], ARGV[3], ARGV[5]
+local second_chance, otp_max_age = ARGV[12] == "resend", ARGV[11] or "600"
+local FINAL = {undeliverable = true, expired = true, rejected = true, failed = true,
+               delivered = true}
+local resent = {}
 if redis.call("GET", ARGV[8]) == "done" then
   if ARGV[4] ~= "" then redis.call("HDEL", ARGV[4], ARGV[8]) end
   return -1
@@ -80,21 +90,34 @@ for i, o in ipairs(outcomes) do
       costs[ckey] = (costs[ckey] or 0) + amount
     end
   end
+  local again = o.rs and FINAL[o.s] and smsq_resend(prefix, job, o.p, rec, o.s, account, o.id,
+                                                     o.k, nil, o.r, now, "dispatch",
+                                                     otp_max_age, maxlen)
   records[#records + 1] = o.p
   records[#records + 1] = cjson.encode(rec)
-  tally[o.s] = (tally[o.s] or 0) + 1
-  if o.cid and (o.s == "submitted" or o.s == "unknown") then
+  if again then
+    resent[o.s] = (resent[o.s] or 0) + 1
+    tally["queued"] = (tally["queued"] or 0) + 1
+  else
+    tally[o.s] = (tally[o.s] or 0) + 1
+  end
+  if again then
+    -- queued for the next account: no index entry, no status event (resend.lua wrote one)
+  elseif o.cid and (o.s == "submitted" or o.s == "unknown") then
     idx[#idx + 1] = o.cid
     idx[#idx + 1] = job .. "|" .. o.p
     aw[#aw + 1] = first_check
     aw[#aw + 1] = o.cid
   end
-  local ev = {"type", "status", "job_id", job, "phone", o.p, "status", o.s, "previous", previous,
-              "account", account, "at", now, "source", "dispatch"}
-  if o.id then ev[#ev + 1] = "provider_message_id"; ev[#ev + 1] = o.id end
-  if o.k then ev[#ev + 1] = "raw_status"; ev[#ev + 1] = o.k end
-  if o.r then ev[#ev + 1] = "reason"; ev[#ev + 1] = o.r end
-  redis.call("XADD", events, "MAXLEN", "~", maxlen, "*", unpack(ev))
+  if not again then
+    local ev = {"type", "status", "job_id", job, "phone", o.p, "status", o.s,
+                "previous", previous, "account", account, "at", now, "source", "dispatch"}
+    if o.id then ev[#ev + 1] = "provider_message_id"; ev[#ev + 1] = o.id end
+    if o.k then ev[#ev + 1] = "raw_status"; ev[#ev + 1] = o.k end
+    if o.r then ev[#ev + 1] = "reason"; ev[#ev + 1] = o.r end
+    if rec.attempt then ev[#ev + 1] = "attempt"; ev[#ev + 1] = tostring(rec.attempt) end
+    redis.call("XADD", events, "MAXLEN", "~", maxlen, "*", unpack(ev))
+  end
 end
 if #records > 0 then flush(base .. ":rcpt", "HSET", records) end
 if #idx > 0 then
@@ -109,11 +132,21 @@ for ckey, amount in pairs(costs) do
   cost_list[#cost_list + 1] = ckey
   cost_list[#cost_list + 1] = string.format("%.6f", amount)
 end
+local resent_list = {}
+for status, n in pairs(resent) do
+  resent_list[#resent_list + 1] = status
+  resent_list[#resent_list + 1] = n
+end
 redis.call("SET", ARGV[8], "done", "EX", ARGV[9])
 if ARGV[4] ~= "" then redis.call("HDEL", ARGV[4], ARGV[8]) end
-local done = redis.call("HINCRBY", base, "chunks_done", 1)
-local total = tonumber(redis.call("HGET", base, "chunks") or "0")
-if total > 0 and done >= total then
-  redis.call("HSET", base, "state", "done", "finished_at", now)
+local done = 0
+if second_chance then
+  done = tonumber(redis.call("HGET", base, "chunks_done") or "0")
+else
+  done = redis.call("HINCRBY", base, "chunks_done", 1)
+  local total = tonumber(redis.call("HGET", base, "chunks") or "0")
+  if total > 0 and done >= total then
+    redis.call("HSET", base, "state", "done", "finished_at", now)
+  end
 end
-return {done, cost_list}
+return {done, cost_list, resent_list}

@@ -22,6 +22,7 @@ from worker.limiter import ConcurrencyLimiter, RateLimiter
 from worker.outage import Outage
 from worker.providers import provider_module
 from worker.providers.base import ProviderAdapter
+from worker.resend import Resender
 from worker.store import ChunkRecorder
 
 log = logging.getLogger("smsq.runtime")
@@ -87,7 +88,10 @@ class Runtime:
     def chunk_recorder(self) -> ChunkRecorder:
         if self._chunk_recorder is None:
             self._chunk_recorder = ChunkRecorder(
-                self.async_redis(), self.keys, self.settings.scheduler.first_check
+                self.async_redis(),
+                self.keys,
+                self.settings.scheduler.first_check,
+                resender=Resender(self),
             )
         return self._chunk_recorder
 

@@ -21,9 +21,11 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
+from typing import Protocol
 
 import redis.asyncio as aredis
 
+from producers.status import FINAL_STATUSES, Status
 from worker import metrics
 from worker.providers.base import StatusReport
 
@@ -43,21 +45,65 @@ class Applied:
     applied: int
     unchanged: int
     unmatched: int
+    resent: int = 0  # of the applied: queued for a second chance instead of final
+
+
+class ResendHook(Protocol):
+    """Second-chance resend, as the status paths need it (``worker.resend.Resender``)."""
+
+    otp_max_age: float
+
+    def candidate(
+        self,
+        account: str,
+        status: Status,
+        raw_status: str,
+        raw_error: str,
+        *,
+        at_send: bool = False,
+    ) -> bool:
+        """Whether the provider's codes call this failure provider-side (``at_send``: a
+        refusal of the send itself, ``raw_status`` its error code)."""
+        ...
+
+    async def enqueue_due(self) -> int:
+        """Turn the recipients queued for a second chance into dispatch messages."""
+        ...
+
+
+def lua_script(name: str) -> str:
+    """A Lua script of the worker package, with the shared second-chance function before it."""
+    folder = resources.files("worker")
+    shared = folder.joinpath("resend.lua").read_text(encoding="utf-8")
+    return shared + "\n" + folder.joinpath(name).read_text(encoding="utf-8")
 
 
 class StatusApplier:
     def __init__(
-        self, client: aredis.Redis, prefix: str, events_maxlen: int = EVENTS_MAXLEN
+        self,
+        client: aredis.Redis,
+        prefix: str,
+        events_maxlen: int = EVENTS_MAXLEN,
+        *,
+        resender: ResendHook | None = None,
     ) -> None:
         self._prefix = prefix
         self._maxlen = events_maxlen
-        script = resources.files("worker").joinpath("apply_status.lua").read_text(encoding="utf-8")
-        self._script = client.register_script(script)
+        self._resender = resender
+        self._script = client.register_script(lua_script("apply_status.lua"))
 
     async def apply(self, account: str, reports: Sequence[StatusReport], source: str) -> Applied:
         if not reports:
             return Applied(0, 0, 0)
-        args: list[str | int | float] = [self._prefix, account, f"{time.time():.3f}", self._maxlen]
+        resender = self._resender
+        otp_max_age = resender.otp_max_age if resender is not None else 0.0
+        args: list[str | int | float] = [
+            self._prefix,
+            account,
+            f"{time.time():.3f}",
+            self._maxlen,
+            f"{otp_max_age:.3f}",
+        ]
         for r in reports:
             at = r.at.timestamp() if r.at is not None else time.time()
             extra = json.dumps(dict(r.extra), default=str, separators=(",", ":")) if r.extra else ""
@@ -69,9 +115,17 @@ class StatusApplier:
                 f"{at:.3f}",
                 source,
                 extra,
+                "1"
+                if resender is not None
+                and r.status in FINAL_STATUSES
+                and r.status is not Status.DELIVERED
+                and resender.candidate(account, r.status, r.raw_status, r.raw_error or "")
+                else "",
             ]
-        applied, unchanged, unmatched = await self._script(keys=[], args=args)
-        result = Applied(int(applied), int(unchanged), int(unmatched))
+        applied, unchanged, unmatched, resent = await self._script(keys=[], args=args)
+        result = Applied(int(applied), int(unchanged), int(unmatched), int(resent))
+        if result.resent and resender is not None:
+            await resender.enqueue_due()
         metrics.STATUS_REPORTS.labels(source, "applied").inc(result.applied)
         metrics.STATUS_REPORTS.labels(source, "unchanged").inc(result.unchanged)
         metrics.STATUS_REPORTS.labels(source, "unmatched").inc(result.unmatched)

@@ -11,16 +11,15 @@ import json
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
-from importlib import resources
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from producers.contract import Job, RejectedRecipient, SendJob, is_job_id
 from producers.keys import Keys
-from producers.status import JobState, Status
+from producers.status import FINAL_STATUSES, JobState, Status
 from worker import metrics
 from worker.providers.base import RecipientOutcome
-from worker.status_apply import EVENTS_MAXLEN, canonical_id
+from worker.status_apply import EVENTS_MAXLEN, ResendHook, canonical_id, lua_script
 
 CHUNK_STATE_TTL = 7 * 24 * 3600
 DEAD_LETTER_PAYLOAD_LIMIT = 64 * 1024  # default of [dispatch] dead_letter_max_bytes
@@ -152,12 +151,24 @@ def rejected_key(rej: RejectedRecipient) -> str:
     return f"#{rej.index}:{rej.raw}"
 
 
-def chunk_outcomes_json(outcomes: Iterable[RecipientOutcome]) -> tuple[str, Counter[Status]]:
-    """The outcomes argument of ``record_chunk.lua`` and how many went to each status."""
+def chunk_outcomes_json(
+    outcomes: Iterable[RecipientOutcome],
+    candidate: Callable[[RecipientOutcome], bool] | None = None,
+) -> tuple[str, Counter[Status]]:
+    """The outcomes argument of ``record_chunk.lua`` and how many went to each status.
+
+    ``candidate`` marks the failures the provider's codes call provider-side (``rs``)."""
     items: list[dict[str, Any]] = []
     tally: Counter[Status] = Counter()
     for o in outcomes:
         item: dict[str, Any] = {"p": o.phone, "s": o.status.value}
+        if (
+            candidate is not None
+            and o.status in FINAL_STATUSES
+            and o.status is not Status.DELIVERED
+            and candidate(o)
+        ):
+            item["rs"] = 1
         if o.provider_message_id:
             item["id"] = o.provider_message_id
             item["cid"] = canonical_id(o.provider_message_id)
@@ -177,11 +188,18 @@ def chunk_outcomes_json(outcomes: Iterable[RecipientOutcome]) -> tuple[str, Coun
 class ChunkRecorder:
     """Records a dispatched chunk's outcomes with ``record_chunk.lua`` (one round trip)."""
 
-    def __init__(self, client: Any, keys: Keys, first_check: float) -> None:
+    def __init__(
+        self,
+        client: Any,
+        keys: Keys,
+        first_check: float,
+        *,
+        resender: ResendHook | None = None,
+    ) -> None:
         self._keys = keys
         self._first_check = first_check  # seconds after submit before the first status poll
-        script = resources.files("worker").joinpath("record_chunk.lua").read_text(encoding="utf-8")
-        self._script = client.register_script(script)
+        self._resender = resender
+        self._script = client.register_script(lua_script("record_chunk.lua"))
 
     async def record(
         self,
@@ -191,10 +209,23 @@ class ChunkRecorder:
         outcomes: Iterable[RecipientOutcome],
         *,
         now: float | None = None,
+        second_chance: bool = False,
     ) -> Counter[Status]:
-        """Record the outcomes; an empty tally when the chunk was already recorded."""
+        """Record the outcomes; an empty tally when the chunk was already recorded.
+
+        ``second_chance``: the chunk resends recipients (it is not one of the job's
+        counted chunks). Recipients queued for a second chance are in the tally as
+        ``queued``, and their dispatch is enqueued before this returns."""
         now = now or time.time()
-        payload, tally = chunk_outcomes_json(outcomes)
+        resender = self._resender
+        payload, tally = chunk_outcomes_json(
+            outcomes,
+            None
+            if resender is None
+            else lambda o: resender.candidate(
+                account, o.status, o.raw_code or "", "", at_send=True
+            ),
+        )
         args = [
             self._keys.prefix,
             job_id,
@@ -206,11 +237,21 @@ class ChunkRecorder:
             chunk_key,
             CHUNK_STATE_TTL,
             payload,
+            f"{resender.otp_max_age if resender is not None else 0.0:.3f}",
+            "resend" if second_chance else "",
         ]
         result = await self._script(keys=[], args=args)
         if not isinstance(result, list):  # -1: recorded before
             return Counter()
-        _, cost_list = result
+        _, cost_list, resent_list = result
+        for i in range(0, len(resent_list), 2):
+            name = resent_list[i].decode() if isinstance(resent_list[i], bytes) else resent_list[i]
+            moved = int(resent_list[i + 1])
+            tally[Status(str(name))] -= moved
+            tally[Status.QUEUED] += moved
+        tally = +tally  # drop the zeros
+        if resent_list and resender is not None:
+            await resender.enqueue_due()
         for i in range(0, len(cost_list), 2):
             label = cost_list[i].decode() if isinstance(cost_list[i], bytes) else cost_list[i]
             account_label, _, currency = str(label).partition("|")

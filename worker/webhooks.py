@@ -40,6 +40,7 @@ from worker import metrics, store
 from worker.inbound import Inbound
 from worker.providers import provider_module
 from worker.providers.base import AccountConfig, InboundRequest, WebhookContent
+from worker.resend import Resender
 from worker.runtime import Runtime
 from worker.status_apply import EVENTS_MAXLEN, StatusApplier
 
@@ -144,7 +145,9 @@ class WebhookApplier:
         client = self.runtime.async_redis()
         if client is not self._client or self._statuses is None or self._inbound is None:
             # First use, or the runtime was restarted with a new client.
-            self._statuses = StatusApplier(client, self.runtime.keys.prefix)
+            self._statuses = StatusApplier(
+                client, self.runtime.keys.prefix, resender=Resender(self.runtime)
+            )
             self._inbound = Inbound(client, self.runtime.keys)
             self._client = client
         return client, self._statuses, self._inbound

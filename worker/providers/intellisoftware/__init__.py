@@ -6,6 +6,7 @@ The registry (:mod:`worker.providers`) finds ``Adapter`` and ``create_sandbox`` 
 from __future__ import annotations
 
 from worker.providers.intellisoftware.adapter import IntelliSoftwareAdapter
+from worker.providers.intellisoftware.codes import failure_side
 from worker.providers.intellisoftware.sandbox import (
     DEFAULT_PASSWORD,
     DEFAULT_USERNAME,
@@ -27,6 +28,7 @@ __all__ = [
     "Adapter",
     "IntelliSoftwareAdapter",
     "create_sandbox",
+    "failure_side",
     "parse_webhook",
     "sandbox_push_options",
     "verify_webhook",

@@ -269,3 +269,34 @@ def message_key(gateway_id: str, number: str) -> str:
 def gateway_id_of(provider_message_id: str) -> str:
     """The gateway's own ``ID:`` inside a :func:`message_key`."""
     return provider_message_id.split("-", 1)[0]
+
+
+# --------------------------------------------------------------------------- whose failure
+
+# Status report values: 7 "Routing Error" is the gateway's route; 12 "Rejected By
+# Recipient" the person's. 5 "Error With Request" and 6 "Unable To Deliver" give no side.
+PROVIDER_SIDE_REPORTS = frozenset({7})
+RECIPIENT_SIDE_REPORTS = frozenset({12})
+
+
+def failure_side(status: Status, raw_status: str, raw_error: str, *, at_send: bool = False) -> str:
+    """``provider``, ``recipient`` or ``unknown``: whose failure an IntelliSoftware outcome is.
+
+    At send, ``raw_status`` is the ``ERR:`` code: account errors (credit, access) are the
+    provider side, recipient errors (an invalid number) the recipient's.
+    """
+    if at_send:
+        code = raw_status.removeprefix(ERR_PREFIX).strip()
+        if not code:
+            return "unknown"
+        cls = classify_error(code).error_class
+        if cls is ErrorClass.ACCOUNT:
+            return "provider"
+        return "recipient" if cls is ErrorClass.RECIPIENT else "unknown"
+    try:
+        value = int(raw_status)
+    except (TypeError, ValueError):
+        return "unknown"
+    if value in PROVIDER_SIDE_REPORTS:
+        return "provider"
+    return "recipient" if value in RECIPIENT_SIDE_REPORTS else "unknown"

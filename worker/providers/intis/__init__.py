@@ -6,6 +6,7 @@ The registry (:mod:`worker.providers`) finds ``Adapter`` and ``create_sandbox`` 
 from __future__ import annotations
 
 from worker.providers.intis.adapter import IntisAdapter
+from worker.providers.intis.codes import failure_side
 from worker.providers.intis.sandbox import DEFAULT_API_KEY, create_sandbox
 from worker.providers.intis.webhooks import parse_webhook, verify_webhook
 
@@ -23,6 +24,7 @@ __all__ = [
     "Adapter",
     "IntisAdapter",
     "create_sandbox",
+    "failure_side",
     "parse_webhook",
     "sandbox_push_options",
     "verify_webhook",

@@ -192,3 +192,28 @@ CALLBACK_STATES: dict[int, tuple[str, Status]] = {
 def callback_status(state: int) -> Status:
     """The smsq status of a callback ``state``; raises KeyError outside 0–9."""
     return CALLBACK_STATES[state][1]
+
+
+# --------------------------------------------------------------------------- whose failure
+
+# Send refusals of the route or the sender (another provider may carry the message):
+# 8 invalid sender name, 9 not registered, 10 not approved, 11 forbidden words (this
+# provider's filter), 12 error in sending, 31 direction closed for the account, 32 and
+# 35 money / billing.
+PROVIDER_SIDE_CODES = frozenset({8, 9, 10, 11, 12, 31, 32, 35})
+# The number's: stop lists, invalid or wrong numbers.
+RECIPIENT_SIDE_CODES = frozenset({13, 16, 27, 33, 34})
+
+
+def failure_side(status: Status, raw_status: str, raw_error: str, *, at_send: bool = False) -> str:
+    """``provider``, ``recipient`` or ``unknown``: whose failure an Intis outcome is.
+
+    At send, ``raw_status`` is the error code. Intis's reports (``not_deliver``, callback
+    states 4/5/8) carry no reason, so a failure reported later is ``unknown``.
+    """
+    code = parse_code(raw_error if raw_error else raw_status) if at_send else None
+    if code is None:
+        return "unknown"
+    if code in PROVIDER_SIDE_CODES:
+        return "provider"
+    return "recipient" if code in RECIPIENT_SIDE_CODES else "unknown"

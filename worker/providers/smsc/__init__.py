@@ -6,6 +6,7 @@ The registry (:mod:`worker.providers`) finds ``Adapter`` and ``create_sandbox`` 
 from __future__ import annotations
 
 from worker.providers.smsc.adapter import SmscAdapter
+from worker.providers.smsc.codes import failure_side
 from worker.providers.smsc.sandbox import DEFAULT_LOGIN, DEFAULT_PASSWORD, create_sandbox
 from worker.providers.smsc.webhooks import parse_webhook, verify_webhook
 
@@ -42,6 +43,7 @@ __all__ = [
     "Adapter",
     "SmscAdapter",
     "create_sandbox",
+    "failure_side",
     "parse_webhook",
     "sandbox_push_options",
     "verify_webhook",

@@ -212,3 +212,46 @@ MESSAGE_TYPES: Mapping[int, str] = MappingProxyType(
 TEMPLATE_KINDS: Mapping[int, str] = MappingProxyType(
     {0: "service", 1: "transactional", 2: "authorization", 3: "advertising"}
 )
+
+
+# --------------------------------------------------------------------------- whose failure
+
+# Final message statuses that say whose failure it is on their own.
+_PROVIDER_STATUSES = frozenset({23, 24})  # prohibited (text/sender), insufficient funds
+_RECIPIENT_STATUSES = frozenset({22, 25})  # wrong number, number unavailable
+# Delivery errors (``err``) on status 20 "cannot be delivered": the route, the sender or
+# the operator refused, or the network was saturated — another provider's route may pass.
+PROVIDER_SIDE_ERRORS = frozenset({220, 246, 247, 248, 253, 254, 255})
+# The number itself: absent, without service, blocked, replaced, malformed, a machine.
+RECIPIENT_SIDE_ERRORS = frozenset({1, 6, 11, 13, 219, 242, 249})
+# Send refusals: 6 message forbidden (text or sender), 3 insufficient funds: the account's
+# or the route's problem; 7 bad number and 8 cannot deliver to it: the recipient's.
+_PROVIDER_SEND_ERRORS = frozenset({3, 6})
+_RECIPIENT_SEND_ERRORS = frozenset({7, 8})
+
+
+def failure_side(status: Status, raw_status: str, raw_error: str, *, at_send: bool = False) -> str:
+    """``provider``, ``recipient`` or ``unknown``: whose failure an SMSC outcome is.
+
+    Reports: ``raw_status`` is the status code, ``raw_error`` the ``err`` code.
+    ``at_send``: ``raw_status`` is the send error code (or a per-phone error).
+    """
+    try:
+        code = int(raw_status)
+    except (TypeError, ValueError):
+        return "unknown"
+    if at_send:
+        if code in _PROVIDER_SEND_ERRORS:
+            return "provider"
+        return "recipient" if code in _RECIPIENT_SEND_ERRORS else "unknown"
+    if code in _PROVIDER_STATUSES:
+        return "provider"
+    if code in _RECIPIENT_STATUSES:
+        return "recipient"
+    try:
+        err = int(raw_error)
+    except (TypeError, ValueError):
+        return "unknown"
+    if err in PROVIDER_SIDE_ERRORS:
+        return "provider"
+    return "recipient" if err in RECIPIENT_SIDE_ERRORS else "unknown"

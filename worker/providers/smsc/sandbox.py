@@ -297,8 +297,12 @@ class SmscSandbox:
         forbidden_senders: Sequence[str] = (),
         clock: Callable[[], float] = time.time,
         operator_prices: Mapping[str, str] | None = None,
+        delivery_errors: Mapping[str, int] | None = None,
     ) -> None:
         self.state = state
+        # number -> delivery error (``err``): its messages end "cannot be delivered" (20)
+        # with that error, e.g. 248 no route or 1 subscriber does not exist.
+        self.delivery_errors = {k.lstrip("+"): int(v) for k, v in (delivery_errors or {}).items()}
         # mccmnc -> price of one part: the get_price "codes" (individual tariffs), and what a
         # number of that network is charged. None: SMSC's one code, 25001 at the flat price.
         self.operator_prices = (
@@ -379,7 +383,7 @@ class SmscSandbox:
         if state == "delivered":
             return 1, 0, msg.final_at
         if state == "undeliverable":
-            return 20, 1, msg.final_at
+            return 20, int(msg.extra.get("err", 1)), msg.final_at
         return (20, 6, msg.final_at) if msg.extra.get("hlr") else (3, 6, msg.final_at)
 
     def _flag(self, msg: SandboxMessage) -> int:
@@ -521,6 +525,9 @@ class SmscSandbox:
         for phone in good:
             key = f"{sms_id}:{phone}"
             msg = self.state.new_message(key, phone, text, sender, parts, money(units[phone]))
+            if phone in self.delivery_errors and not is_hlr:
+                msg.outcome = "undeliverable"
+                msg.extra["err"] = self.delivery_errors[phone]
             if start > now:
                 msg.final_at = start + (msg.final_at - msg.accepted_at)
             msg.extra.update(
@@ -1176,6 +1183,7 @@ def create_sandbox(
     forbidden_senders: Sequence[str] | str = (),
     currency: str = "RUB",
     operator_prices: Mapping[str, str] | str | None = None,
+    delivery_errors: Mapping[str, int] | str | None = None,
 ) -> web.Application:
     """The SMSC sandbox application (serve it with ``sandbox_kit.serve``).
 
@@ -1187,7 +1195,8 @@ def create_sandbox(
     :class:`SmscCaps`. ``blocked_phones``: numbers SMSC refuses (error 8 / per-phone
     error 8); ``forbidden_words`` / ``forbidden_senders``: error 6. ``operator_prices``:
     mccmnc -> price of a part (text: ``25001:0.5,25002:1.1``), the individual tariffs
-    ``get_price`` lists and what numbers of those networks are charged.
+    ``get_price`` lists and what numbers of those networks are charged. ``delivery_errors``:
+    number -> ``err`` (text: ``79161234567:248``): its messages end status 20 with that error.
     Every option also takes text (``smsq sandbox --option smsc.caps=off``); lists are
     comma separated.
     """
@@ -1233,6 +1242,11 @@ def create_sandbox(
             dict(item.split(":", 1) for item in _items(operator_prices))
             if isinstance(operator_prices, str)
             else operator_prices
+        ),
+        delivery_errors=(
+            {k: int(v) for k, v in (item.split(":", 1) for item in _items(delivery_errors))}
+            if isinstance(delivery_errors, str)
+            else delivery_errors
         ),
     )
     app = make_app(state)
