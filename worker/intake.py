@@ -136,9 +136,12 @@ def _plan(
     if not isinstance(job, SendJob):
         return [(c, route) for c in _chunks(list(job.recipients), size)], None, []
     decisions, wanted = routing.route_recipients(rt, route, policy, job.recipients, job.countries)
-    fields = [d.fields() for d in decisions]
     if policy.strategy != "cost":
+        # Failover: the records keep the price a recipient goes at, when one is known.
+        priced = any(d.price is not None for d in decisions)
+        fields = [d.fields() for d in decisions] if priced else None
         return [(c, route) for c in _chunks(list(job.recipients), size)], fields, []
+    fields = [d.fields() for d in decisions]
     groups: dict[str, list[str]] = {a: [] for a in route}
     for phone, decision in zip(job.recipients, decisions, strict=True):
         groups[decision.account].append(phone)
