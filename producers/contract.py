@@ -37,7 +37,7 @@ from typing import Any, Literal, TypeAlias
 from producers.phones import (
     AcceptNumbers,
     InvalidPhone,
-    check_number,
+    check_phone,
     normalize_phone,
     number_library,
 )
@@ -231,7 +231,7 @@ def validate_job(
     deployment knows; any other ``provider`` is refused. ``now`` (aware) is
     the time ``scheduled_at`` is judged against; it defaults to the clock.
     ``numbers`` is what libphonenumber must say of each recipient (see
-    :func:`producers.phones.check_number`): ``"valid"`` (the default) or
+    :func:`producers.phones.check_phone`): ``"valid"`` (the default) or
     ``"possible"``; ``None``, or the library not installed, checks the form
     only (the worker always checks). The region of every checked recipient is
     in the job's ``countries``.
@@ -588,7 +588,13 @@ def _recipients(
             if phone in seen:
                 continue
             if numbers is not None:
-                region_of(check_number(phone, numbers))
+                written = phone
+                phone, region = check_phone(phone, numbers)
+                if phone in seen:  # the same number, written with a trunk prefix
+                    add(written)
+                    continue
+                region_of(region)
+                add(written)
         except InvalidPhone as exc:
             rejected.append(RejectedRecipient(index, _raw_text(raw), exc.reason))
             continue

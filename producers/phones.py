@@ -31,6 +31,7 @@ __all__ = [
     "AcceptNumbers",
     "InvalidPhone",
     "check_number",
+    "check_phone",
     "mask_phone",
     "normalize_phone",
     "number_library",
@@ -241,12 +242,19 @@ _PARSE_REASONS = {
 
 
 def check_number(digits: str, accept: AcceptNumbers = "valid") -> str:
+    """The region of ``digits`` when libphonenumber accepts them (see :func:`check_phone`)."""
+    return check_phone(digits, accept)[1]
+
+
+def check_phone(digits: str, accept: AcceptNumbers = "valid") -> tuple[str, str]:
     """Check normalised ``digits`` with libphonenumber; return the number's region code.
 
     With ``accept="valid"`` (the default) the number must be one the library
     calls valid (``is_valid_number``: a length and a range its country's
     numbering plan assigns); with ``"possible"``, a possible length for its
-    country code is enough. The region is ISO 3166-1 alpha-2 (``"GB"``), or
+    country code is enough. Returns the number as the library reads it
+    (international digits: a trunk prefix written after the country code, as in
+    ``+7 8 916 …``, is dropped) and its region: ISO 3166-1 alpha-2 (``"GB"``),
     ``"001"`` for non-geographic numbers, or ``""`` when the library cannot
     tell. Raises :class:`InvalidPhone` with the library's reason otherwise, and
     RuntimeError when the library is not installed.
@@ -260,9 +268,10 @@ def check_number(digits: str, accept: AcceptNumbers = "valid") -> str:
         name = getattr(exc.error_type, "name", None) or _parse_error_name(pn, exc.error_type)
         reason = _PARSE_REASONS.get(name, "not a phone number")
         raise InvalidPhone(f"libphonenumber: {reason}") from None
+    canonical = f"{number.country_code}{pn.national_significant_number(number)}"
     region = pn.region_code_for_number(number)
     if region is not None and pn.is_valid_number_for_region(number, region):
-        return str(region)
+        return canonical, str(region)
     main = pn.region_code_for_country_code(number.country_code)
     possible = pn.is_possible_number_with_reason(number)
     if possible != pn.ValidationResult.IS_POSSIBLE:
@@ -270,7 +279,7 @@ def check_number(digits: str, accept: AcceptNumbers = "valid") -> str:
         where = "" if main in ("ZZ", "001") else f" ({main})"
         raise InvalidPhone(f"libphonenumber: {_POSSIBLE_REASONS.get(name, 'not possible')}{where}")
     if accept == "possible":
-        return "" if main == "ZZ" else str(main)
+        return canonical, "" if main == "ZZ" else str(main)
     where = "" if main in ("ZZ", "001") else f" for {main}"
     raise InvalidPhone(
         f"libphonenumber: not a valid number{where} (possible length, but no such number range)"

@@ -737,3 +737,9 @@ def test_schema_rejects_an_oversized_recipient_list(schema_validator: Draft20201
     payload = send(recipients=["79161234567"] * (MAX_RECIPIENTS + 1))
     assert not schema_validator.is_valid(payload)
     assert schema_validator.is_valid(send(recipients=["79161234567"] * MAX_RECIPIENTS))
+
+
+def test_a_trunk_prefix_after_the_country_code_is_the_same_number() -> None:
+    job = validate(send(recipients=["+7 8 916 123-45-67", "+79161234567"]))
+    assert job.recipients == ("79161234567",) and job.countries == ("RU",)
+    assert job.duplicates == 1 and job.rejected == ()

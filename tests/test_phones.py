@@ -6,7 +6,13 @@ import re
 
 import pytest
 
-from producers.phones import InvalidPhone, check_number, mask_phone, normalize_phone
+from producers.phones import (
+    InvalidPhone,
+    check_number,
+    check_phone,
+    mask_phone,
+    normalize_phone,
+)
 
 
 @pytest.mark.parametrize(
@@ -201,3 +207,8 @@ def test_merely_possible_numbers_pass_when_the_deployment_accepts_them() -> None
     assert check_number("70000000000", "possible") == "RU"
     with pytest.raises(InvalidPhone, match="no country has this country code"):
         check_number("99912345678", "possible")  # not even possible
+
+
+def test_the_library_reads_a_trunk_prefix_after_the_country_code_away() -> None:
+    assert check_phone(normalize_phone("+7 8 916 123-45-67")) == ("79161234567", "RU")
+    assert check_phone("447400123456") == ("447400123456", "GB")
