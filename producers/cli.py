@@ -150,6 +150,7 @@ def format_status(status: JobStatus, *, show_numbers: bool = False, limit: int =
                 for k, v in (
                     ("id", shown.provider_message_id),
                     ("account", shown.account),
+                    ("attempt", shown.attempt),
                     ("operator", shown.operator),
                     ("price", shown.price),
                     ("parts", shown.parts),
