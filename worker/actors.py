@@ -23,6 +23,7 @@ from producers.wire import INTAKE_ACTOR, INTAKE_OTP_QUEUE, INTAKE_QUEUE
 from worker import dispatch, dispatch_args, intake, metrics, queues, reconcile, store, webhooks
 from worker.broker import DeadLetterFailed, SafeRedisBroker, build_broker
 from worker.config import Settings
+from worker.recovery import Recovery
 from worker.runtime import Runtime, RuntimeMiddleware
 
 log = logging.getLogger("smsq.actors")
@@ -39,6 +40,7 @@ class App:
     dispatch_chunk: Any
     dispatch_hlr: Any
     actors: dict[str, Any]  # the other modules' actors, by name
+    recovery: Recovery
 
 
 def create_app(settings: Settings, **broker_options: Any) -> App:
@@ -72,11 +74,18 @@ def create_app(settings: Settings, **broker_options: Any) -> App:
         pipe.execute()
         metrics.DEAD_LETTERS.labels("failed").inc()
 
+    recovery = Recovery(settings.worker)
+    options: dict[str, Any] = {"heartbeat_timeout": int(settings.worker.heartbeat_timeout * 1000)}
     broker = build_broker(
         settings.redis_url,
         poison_sink=poison_sink,
-        middleware=[CurrentMessage(), RuntimeMiddleware(runtime), DeadLetterFailed(failed_sink)],
-        **broker_options,
+        middleware=[
+            CurrentMessage(),
+            RuntimeMiddleware(runtime),
+            DeadLetterFailed(failed_sink),
+            recovery,
+        ],
+        **(options | broker_options),
     )
     dramatiq.set_broker(broker)
 
@@ -156,4 +165,4 @@ def create_app(settings: Settings, **broker_options: Any) -> App:
     for intake_queue in (INTAKE_QUEUE, INTAKE_OTP_QUEUE):
         broker.restrict_queue(intake_queue, frozenset({INTAKE_ACTOR}))
     broker.declare_queue(queues.DISPATCH_OTP_QUEUE)
-    return App(settings, runtime, broker, accept, send, hlr, extra)
+    return App(settings, runtime, broker, accept, send, hlr, extra, recovery)

@@ -103,6 +103,17 @@ class SafeRedisBroker(RedisBroker):
         self.poison_sink = poison_sink
         self.queue_actors: dict[str, frozenset[str]] = {}
         self._signatures: dict[str, inspect.Signature] = {}
+        self.stopping = False  # set on SIGTERM: nothing new is fetched
+        self.on_consumer_restart: Callable[[str], Any] | None = None
+        self._consumed: set[str] = set()
+
+    def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 5000) -> Any:
+        # Dramatiq makes a new consumer after a connection error and forgets what the old
+        # one had fetched: those messages are put back (worker.recovery).
+        if queue_name in self._consumed and self.on_consumer_restart is not None:
+            self.on_consumer_restart(queue_name)
+        self._consumed.add(queue_name)
+        return super().consume(queue_name, prefetch, timeout)
 
     def restrict_queue(self, queue_name: str, actors: frozenset[str]) -> None:
         """Accept only ``actors`` on ``queue_name`` (and its delay queue)."""
@@ -110,6 +121,8 @@ class SafeRedisBroker(RedisBroker):
         self.queue_actors[f"{queue_name}.DQ"] = actors
 
     def do_fetch(self, queue_name: str, count: int) -> list[bytes]:
+        if self.stopping:
+            return []
         fetch = self._dispatch("fetch")  # type: ignore[no-untyped-call]
         bodies: list[bytes | None] = fetch(queue_name, count)
         actors = frozenset(self.actors)

@@ -52,6 +52,7 @@ class ChunkOwner:
     key: str
     token: str = field(default_factory=lambda: uuid.uuid4().hex)
     maybe_sent: bool = False  # a request of this delivery may have reached the provider
+    account: str | None = None  # the account of its last move to sending
 
     def value(self, state: str, account: str) -> str:
         return f"{state}:{account}:{self.token}"
@@ -66,6 +67,7 @@ class ChunkOwner:
 
     def sending_mark(self, account: str) -> Mark:
         """The move to ``sending``, for the rate limiter to make with its grant."""
+        self.account = account
         return Mark(self.key, self.token, self.value("sending", account), CHUNK_STATE_TTL)
 
     async def not_sent(self, account: str) -> None:

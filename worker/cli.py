@@ -26,15 +26,15 @@ def _client(args: argparse.Namespace) -> SmsqClient:
 
 
 def _worker(args: argparse.Namespace) -> int:
-    from dramatiq.cli import main as dramatiq_main
-    from dramatiq.cli import make_argument_parser
+    import logging
 
-    load_settings()  # fail fast, with every problem listed, before forking
-    argv = ["worker.app", "--processes", str(args.processes), "--threads", str(args.threads)]
-    if args.queues:
-        argv += ["--queues", *args.queues]
-    parsed = make_argument_parser().parse_args(argv)  # type: ignore[no-untyped-call]
-    return int(dramatiq_main(parsed) or 0)  # type: ignore[no-untyped-call]
+    from worker.supervisor import Supervisor
+
+    settings = load_settings()  # fail fast, with every problem listed, before starting any
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    return Supervisor(args.processes, args.threads, args.queues, settings.worker).run()
 
 
 def _sandbox(args: argparse.Namespace) -> int:
@@ -104,7 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     add_producer_commands(sub, _client)
 
-    worker = sub.add_parser("worker", help="run the Dramatiq worker (intake and dispatch)")
+    worker = sub.add_parser(
+        "worker", help="run the worker processes (intake and dispatch), each restarted if it dies"
+    )
     worker.add_argument("--processes", type=int, default=os.cpu_count() or 1)
     worker.add_argument("--threads", type=int, default=8)
     worker.add_argument(

@@ -323,6 +323,8 @@ class Delivery:
     args: list[Any]
     message_id: str | None = None
     owner: ChunkOwner | None = None
+    outcomes: list[RecipientOutcome] | None = None  # the answer, once it came
+    request: SendRequest | None = None
 
     def entry(self, at: float | None = None) -> str:
         return store.dumps(
@@ -489,6 +491,8 @@ async def dispatch_chunk(
         priority=priority,
         client_id=client_id,
     )
+    if delivery is not None:
+        delivery.request = request
     if claim.state == "interrupted":
         account = claim.account or route[0]
         outcomes = [RecipientOutcome(p, Status.UNKNOWN, reason=INTERRUPTED) for p in recipients]
@@ -539,6 +543,8 @@ async def dispatch_chunk(
         outcomes = reconcile_outcomes(recipients, attempt.result or [])
     adapter = rt.adapter(attempt.account)
     outcomes = with_expected_ids(adapter, request, outcomes)
+    if delivery is not None:
+        delivery.outcomes = outcomes
     await _finish(rt, job_id, chunk_key, attempt.account, adapter.kind, outcomes, resend=resend)
     return "sent"
 
@@ -622,6 +628,8 @@ async def dispatch_hlr(
                 await pipe.execute()
 
             await rt.outage.call(f"recording HLR results of {chunk_key}", write)
+    if delivery is not None:
+        delivery.outcomes = outcomes
     await _finish(rt, job_id, chunk_key, account, rt.adapter(account).kind, outcomes)
     return "sent" if claim.state == "claimed" else claim.state
 
@@ -670,10 +678,52 @@ async def dispatch_or_give_up(
                     raise
                 log.warning("%s waits for Redis (%s)", actor, type(exc).__name__)
                 await Outage(left).call(f"{actor}: waiting for Redis", rt.async_redis().ping)
+    except asyncio.CancelledError:
+        await _interrupted(rt, actor, args, delivery)
+        raise
     except Exception as exc:
         if not final:
             raise
         await _give_up(rt, actor, args, exc)
+
+
+INTERRUPT_RECORD_SECONDS = 2.0  # what a shutdown waits for the recording of an interrupted chunk
+
+
+async def _interrupted(rt: Runtime, actor: str, args: tuple[Any, ...], delivery: Delivery) -> None:
+    """A dispatch cancelled by the shutdown bound: record what is known, in one short try.
+
+    With the provider's answer in hand, that answer; with a request that may have left,
+    every recipient ``unknown`` for reconciliation; with nothing sent, nothing: the chunk
+    stays ``claimed`` and its redelivery sends it.
+    """
+    owner = delivery.owner
+    if owner is None or not owner.maybe_sent:
+        return
+    try:
+        job_id, index, route, recipients = _chunk_of(actor, args)
+    except (IndexError, TypeError, ValueError):
+        return
+    account = owner.account or route[0]
+    outcomes = delivery.outcomes
+    if outcomes is None:
+        outcomes = [RecipientOutcome(p, Status.UNKNOWN, reason=INTERRUPTED) for p in recipients]
+        if delivery.request is not None and account in rt.adapters:
+            outcomes = with_expected_ids(rt.adapter(account), delivery.request, outcomes)
+    chunk_key = rt.keys.chunk(job_id, index)
+    try:
+        tally = await asyncio.wait_for(
+            rt.chunk_recorder().record(
+                job_id, chunk_key, account, outcomes, second_chance=second_chance(index)
+            ),
+            INTERRUPT_RECORD_SECONDS,
+        )
+    except Exception as exc:  # the sweep or a redelivery settles it
+        log.warning("interrupted chunk %s not recorded: %s", chunk_key, type(exc).__name__)
+        return
+    acc = rt.settings.accounts.get(account)
+    for status, n in tally.items():
+        metrics.RECIPIENTS.labels(acc.kind if acc else "unknown", status.value).inc(n)
 
 
 async def _give_up(rt: Runtime, actor: str, args: tuple[Any, ...], exc: Exception) -> None:

@@ -7,6 +7,7 @@ middleware has started the loop) and closed when it shuts down.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -40,6 +41,7 @@ class Runtime:
         self.limiter: RateLimiter | None = None
         self.concurrency: ConcurrencyLimiter | None = None
         self.outage = Outage(settings.worker.redis_outage)
+        self._interrupter: asyncio.Task[Any] | None = None
 
     async def start(self) -> None:
         """Create the session, the asyncio Redis client and one adapter per account."""
@@ -54,6 +56,9 @@ class Runtime:
         }
 
     async def stop(self) -> None:
+        if self._interrupter is not None and self._interrupter is not asyncio.current_task():
+            self._interrupter.cancel()
+            self._interrupter = None
         if self.session is not None:
             await self.session.close()
             self.session = None
@@ -61,6 +66,19 @@ class Runtime:
             await self.aredis.aclose()
             self.aredis = None
             self._chunk_recorder = None
+
+    async def interrupt_after(self, grace: float) -> int:
+        """At shutdown: after ``grace`` seconds, cancel the work still running on this loop
+        (dispatches record what they cannot finish, see ``dispatch.dispatch_or_give_up``)."""
+        me = asyncio.current_task()
+        self._interrupter = me
+        await asyncio.sleep(grace)
+        tasks = [t for t in asyncio.all_tasks() if t is not me and not t.done()]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            log.warning("shutdown bound reached: %d tasks interrupted", len(tasks))
+        return len(tasks)
 
     def adapter(self, account: str) -> ProviderAdapter:
         try:

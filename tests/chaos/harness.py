@@ -4,10 +4,14 @@ every experiment (nothing lost, nothing sent twice, settled within the bound).""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import redis
 
@@ -16,6 +20,7 @@ from producers.status import FINAL_STATUSES
 from tests.conftest import SandboxThread
 from tests.test_dispatch import _set_faults
 from tests.test_providers_bulk import accepted_phones
+from worker.sandboxes import sandbox_account
 
 FINAL = {s.value for s in FINAL_STATUSES}
 SETTLED = FINAL | {"submitted", "unknown"}  # dispatched: nothing left for a worker to do
@@ -102,3 +107,79 @@ async def set_faults(
     sandboxes: SandboxThread, kind: str, faults: dict[str, dict[str, float]]
 ) -> None:
     await _set_faults(sandboxes, kind, faults)
+
+
+def write_config(
+    path: Path, redis_url: str, sandboxes: SandboxThread, kind: str, extra: str = ""
+) -> dict[str, str]:
+    """A TOML configuration with one account on the sandbox; returns the environment to run
+    ``smsq`` with."""
+    creds = sandbox_account(kind)
+    secret = "CHAOS_SANDBOX_KEY"
+    field_name = "api_key" if creds.get("api_key") else "password"
+    path.write_text(
+        f"""
+[redis]
+url = "{redis_url}"
+
+[accounts.{kind}-sandbox]
+kind = "{kind}"
+base_url = "{sandboxes.url(kind)}"
+login = "{creds.get("login", "")}"
+{field_name} = {{ env = "{secret}" }}
+timeout = 5.0
+
+[routes]
+default = ["{kind}-sandbox"]
+{extra}
+"""
+    )
+    env = {**os.environ, "SMSQ_CONFIG": str(path), secret: creds[field_name]}
+    env.pop("REDIS_URL", None)
+    return env
+
+
+def children(pid: int) -> list[int]:
+    """The process ids whose parent is ``pid`` (Linux /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # pid (comm) state ppid ...: comm may hold spaces, so split after the last ')'
+        fields = stat.rsplit(")", 1)[1].split()
+        if int(fields[1]) == pid:
+            found.append(int(entry.name))
+    return sorted(found)
+
+
+def start_worker(env: dict[str, str], processes: int, threads: int = 4) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "worker.cli",
+            "worker",
+            "--processes",
+            str(processes),
+            "--threads",
+            str(threads),
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+
+def wait_children(pid: int, n: int, timeout: float = 30.0) -> list[int]:
+    deadline = time.monotonic() + timeout
+    while True:
+        kids = children(pid)
+        if len(kids) >= n:
+            return kids
+        assert time.monotonic() < deadline, f"{len(kids)} of {n} worker processes"
+        time.sleep(0.05)
