@@ -125,7 +125,7 @@ def create_app(settings: Settings, **broker_options: Any) -> App:
     def on_loop(actor: str, args: tuple[Any, ...]) -> None:
         # Sync wrappers, so the retry count is read on the worker thread (CurrentMessage
         # does not cross into the event loop); the work runs on the loop as usual.
-        if refused(actor, args):
+        if runtime.outage.call_sync(f"{actor}: checking the message", lambda: refused(actor, args)):
             return
         message = CurrentMessage.get_current_message()
         retries = int(message.options.get("retries", 0)) if message is not None else 0
