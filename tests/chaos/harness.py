@@ -151,7 +151,7 @@ def children(pid: int) -> list[int]:
             continue
         # pid (comm) state ppid ...: comm may hold spaces, so split after the last ')'
         fields = stat.rsplit(")", 1)[1].split()
-        if int(fields[1]) == pid:
+        if int(fields[1]) == pid and fields[0] != "Z":  # a zombie is dead already
             found.append(int(entry.name))
     return sorted(found)
 
