@@ -10,6 +10,11 @@ from dataclasses import dataclass
 
 DEFAULT_PREFIX = "smsq"
 
+# Every append to the events stream trims it to about this many entries (XADD MAXLEN ~):
+# one bound for every writer, as docs/wire-format.md promises; a consumer group lagging
+# further behind loses the oldest events.
+EVENTS_MAXLEN = 1_000_000
+
 
 @dataclass(frozen=True)
 class Keys:
@@ -49,7 +54,7 @@ class Keys:
         return f"{self.prefix}:prices:{account}"
 
     def chunk(self, job_id: str, index: int) -> str:
-        """String: state of one chunk (inflight / done)."""
+        """String: state of one chunk (claimed / sending / done)."""
         return f"{self.prefix}:chunk:{job_id}:{index}"
 
     @property

@@ -182,7 +182,7 @@ def test_redelivered_chunks_are_never_resent(
         app_worker.join()
         send.send(*args)  # a redelivery of a chunk that is done
         # a chunk whose earlier attempt died mid-request
-        redis_client.set("smsq:chunk:job-x:1", "inflight")
+        redis_client.set("smsq:chunk:job-x:1", "sending:intis-sandbox:dead-token")
         send.send(
             "job-x", 1, "intis-sandbox", "smstest", "hi", ["447400123012"], None, None, "bulk", 2
         )

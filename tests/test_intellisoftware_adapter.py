@@ -329,9 +329,13 @@ async def test_unicode_doc_example(gw: Gateways, adapter: IntelliSoftwareAdapter
     assert sent_params(gw.primary)[0]["hex"] == "00480045004C004C004F"
 
 
-async def test_long_unicode_concatenated(gw: Gateways, adapter: IntelliSoftwareAdapter) -> None:
-    [out] = await adapter.send(chunk("447710123456", text="ж" * 100))
-    assert out.parts == 2 and sent_params(gw.primary)[0]["maxconcat"] == "2"
+async def test_long_unicode_is_refused_by_the_gateway(
+    gw: Gateways, adapter: IntelliSoftwareAdapter
+) -> None:
+    # Unicode is one SMS at most (intake routes such texts elsewhere or refuses them).
+    with pytest.raises(ProviderError) as exc:
+        await adapter.send(chunk("447710123456", text="ж" * 100))
+    assert exc.value.error_class is ErrorClass.REQUEST and exc.value.raw_code == "INVALID_REQUEST"
 
 
 async def test_non_bmp_refused_before_sending(

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import aiohttp
 import pytest
@@ -991,3 +992,35 @@ async def test_incoming_needs_a_date(make_env: MakeEnv) -> None:
     with pytest.raises(ValueError):
         await adapter.incoming()
     assert await adapter.incoming(date(2000, 1, 1)) == []
+
+
+@pytest.mark.parametrize("zone", ["UTC", "Europe/Moscow"])
+async def test_status_times_are_read_in_the_accounts_zone(make_env: MakeEnv, zone: str) -> None:
+    # The gateway writes its times (status time, incoming date) as local times in the
+    # account's zone, as it reads sendingTime: one zone for all of them.
+    sandbox, adapter = await make_env(
+        mix=OutcomeMix(final_after=0.0, seed=5),
+        status_form="nested",
+        timezone=zone,
+        account_options={"timezone": zone},
+    )
+    (outcome,) = await adapter.send(chunk(phones(1)))
+    await asyncio.sleep(0.05)
+    (report,) = await adapter.status([outcome.provider_message_id or ""])
+    msg = sandbox.state.messages[outcome.provider_message_id or ""]
+    assert report.at is not None and report.status.is_final
+    assert abs(report.at.timestamp() - msg.final_at) < 1.0
+    incoming_at = datetime.fromtimestamp(msg.final_at, ZoneInfo(zone))
+    sandbox_app = sandbox.app[INTIS_KEY]
+    sandbox_app.incoming.append(
+        {
+            "id": "9001",
+            "date": incoming_at.strftime("%Y-%m-%d %H:%M:%S"),
+            "sender": "447911123456",
+            "prefix": "",
+            "text": "hi",
+        }
+    )
+    (message,), _ = await adapter.poll_incoming(None)
+    assert message.received_at is not None
+    assert abs(message.received_at.timestamp() - msg.final_at) < 1.0

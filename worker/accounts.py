@@ -15,16 +15,15 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
+from producers.keys import EVENTS_MAXLEN
 from worker import metrics
 from worker.providers.base import ErrorClass, ProviderError
 from worker.runtime import Runtime
 
 log = logging.getLogger("smsq.accounts")
-
-EVENTS_MAXLEN = 100_000
 
 
 @dataclass(frozen=True)
@@ -93,19 +92,43 @@ async def resume(rt: Runtime, name: str) -> None:
     log.info("account %s resumed", name)
 
 
-async def probe(rt: Runtime, state: AccountState) -> bool:
+BalanceProbe = Callable[[str], Awaitable[object]]
+
+
+class ProbeDeferred(Exception):
+    """The probe could not be made now (rate rules, in-flight cap): try again in ``delay``."""
+
+    def __init__(self, delay: float) -> None:
+        super().__init__(f"balance probe deferred {delay:.1f}s")
+        self.delay = delay
+
+
+async def probe(rt: Runtime, state: AccountState, ask: BalanceProbe) -> tuple[bool, float]:
     """If the paused account's probe is due and no one else is probing it, ask for its balance.
 
-    Returns True when the account answered (and is resumed).
+    ``ask(account)`` makes the balance request under the account's rate rules and
+    in-flight cap (dispatch passes its limited call); it raises ProbeDeferred when those
+    do not allow it soon. Returns (resumed, seconds until the next probe may be made).
     """
-    if not state.paused or state.probe_at > time.time():
-        return False
+    now = time.time()
+    if not state.paused:
+        return True, 0.0
+    if state.probe_at > now:
+        return False, state.probe_at - now
     lock = f"{account_key(rt, state.name)}:probe"
     interval = rt.settings.dispatch.probe_interval
     if not await rt.async_redis().set(lock, "1", nx=True, px=max(1, int(interval * 1000))):
-        return False
+        return False, 0.5  # another process is probing it: look again soon
     try:
-        await rt.adapter(state.name).balance()
+        await ask(state.name)
+    except ProbeDeferred as wait:
+        # Not asked: the next probe may come once the limits allow it.
+        pipe = rt.async_redis().pipeline(transaction=True)
+        pipe.hset(account_key(rt, state.name), "probe_at", time.time() + wait.delay)
+        pipe.delete(lock)
+        await pipe.execute()
+        metrics.ACCOUNT_PROBES.labels(state.name, "deferred").inc()
+        return False, wait.delay
     except ProviderError as exc:
         reason = exc.reason if exc.error_class is ErrorClass.ACCOUNT else state.reason
         await rt.async_redis().hset(
@@ -113,21 +136,23 @@ async def probe(rt: Runtime, state: AccountState) -> bool:
             mapping={"probe_at": time.time() + interval, "reason": reason},
         )
         metrics.ACCOUNT_PROBES.labels(state.name, "failed").inc()
-        return False
+        return False, interval
     metrics.ACCOUNT_PROBES.labels(state.name, "resumed").inc()
     await resume(rt, state.name)
-    return True
+    return True, 0.0
 
 
 async def choose(
-    rt: Runtime, accounts: Sequence[str], states: Sequence[AccountState]
+    rt: Runtime, accounts: Sequence[str], states: Sequence[AccountState], ask: BalanceProbe
 ) -> tuple[str | None, float]:
     """The first usable account of the route, probing due paused ones in order.
 
-    Returns (account, 0.0), or (None, seconds until the earliest probe is due).
+    Returns (account, 0.0), or (None, seconds until the earliest probe may be made).
     """
+    waits: list[float] = []
     for state in states:
-        if not state.paused or await probe(rt, state):
+        usable, wait = await probe(rt, state, ask)
+        if usable:
             return state.name, 0.0
-    earliest = min(s.probe_at for s in states)
-    return None, max(0.2, earliest - time.time())
+        waits.append(wait)
+    return None, max(0.2, min(waits, default=0.2))

@@ -60,6 +60,8 @@ for i = 0, n - 1 do
       if rawerr ~= "" then record["raw_error"] = rawerr end
       record["at"] = tonumber(at) or tonumber(now)
       record["source"] = source
+      -- smsq's own settling (reconcile) says why in the record's reason.
+      if source == "reconcile" then record["reason"] = raw end
       redis.call("HSET", rkey, phone, cjson.encode(record))
       local ckey = prefix .. ":job:" .. job .. ":counts"
       redis.call("HINCRBY", ckey, previous, -1)
@@ -68,8 +70,12 @@ for i = 0, n - 1 do
         redis.call("ZREM", awaiting, pid)
       end
       local fields = {"type", "status", "job_id", job, "phone", phone, "status", status,
-                      "previous", previous, "account", account, "provider_message_id", pid,
+                      "previous", previous, "account", account,
                       "raw_status", raw, "at", at, "source", source}
+      -- "~<job>|<phone>" is smsq's tracking id of a message the provider gave no id
+      if string.sub(pid, 1, 1) ~= "~" then
+        table.insert(fields, "provider_message_id"); table.insert(fields, pid)
+      end
       if rawerr ~= "" then table.insert(fields, "raw_error"); table.insert(fields, rawerr) end
       if extra ~= "" then table.insert(fields, "extra"); table.insert(fields, extra) end
       if record["attempt"] then

@@ -34,12 +34,10 @@ return 1
 
 
 def parse(value: str) -> tuple[str, str | None, str | None]:
-    """(state, account, token) of a stored value; legacy ``inflight:<account>`` reads as sending."""
+    """(state, account, token) of a stored value (``<state>:<account>:<token>`` or ``done``)."""
     if value == "done":
         return "done", None, None
     state, _, rest = value.partition(":")
-    if state == "inflight":
-        return "sending", rest or None, None
     account, _, token = rest.rpartition(":")
     return state, account or None, token or None
 

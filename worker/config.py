@@ -43,7 +43,7 @@ from producers.keys import DEFAULT_PREFIX
 from producers.phones import ACCEPT_NUMBERS, AcceptNumbers
 from worker.limiter import Rule
 from worker.providers import known_kinds, provider_module
-from worker.providers.base import AccountConfig
+from worker.providers.base import AccountConfig, MessageLimits
 
 ENV_PREFIX = "SMSQ__"
 SECRET_FIELDS = ("password", "api_key", "webhook_secret")
@@ -206,6 +206,12 @@ class Settings:
 
     def limits_for(self, account: str) -> AccountLimits:
         return self.limits.get(account) or AccountLimits()
+
+    def message_limits(self, account: str) -> MessageLimits:
+        """What one message may be on the account's provider (its documented limits)."""
+        kind = self.accounts[account].kind
+        limits = getattr(provider_module(kind), "MESSAGE_LIMITS", None)
+        return limits if isinstance(limits, MessageLimits) else MessageLimits()
 
     def provider_names(self) -> set[str]:
         """Every name a job's ``provider`` may take: routes, accounts, and kinds with one account."""
@@ -630,7 +636,8 @@ def _rule(where: str, raw: Any, problems: list[str]) -> Rule | None:
 
 
 def _limits(name: str, kind: str, raw: dict[str, Any], problems: list[str]) -> AccountLimits:
-    """The account's rate rules: the provider's documented defaults, replaced per endpoint by config."""
+    """The account's rate rules and in-flight cap: the provider's documented defaults (rules
+    replaced per endpoint by config, the cap by ``max_in_flight``; 0: no cap)."""
     defaults: Mapping[str, Any] = (
         getattr(provider_module(kind), "DEFAULT_LIMITS", {}) if kind in known_kinds() else {}
     )
@@ -647,7 +654,12 @@ def _limits(name: str, kind: str, raw: dict[str, Any], problems: list[str]) -> A
         items = value if isinstance(value, list) else [value]
         parsed = [_rule(where, item, problems) for item in items]
         rules[endpoint] = tuple(r for r in parsed if r is not None)
-    cap = raw.get("max_in_flight", 0)
+    default_cap = (
+        int(getattr(provider_module(kind), "DEFAULT_MAX_IN_FLIGHT", 0))
+        if kind in known_kinds()
+        else 0
+    )
+    cap = raw.get("max_in_flight", default_cap)
     if not isinstance(cap, int) or isinstance(cap, bool) or cap < 0:
         problems.append(f"accounts.{name}.max_in_flight: must be a whole number >= 0 (0: no cap)")
         cap = 0

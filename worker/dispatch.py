@@ -1,9 +1,11 @@
 """Chunk dispatch: one provider request per chunk, every recipient's outcome recorded once.
 
-A chunk's state key moves ``inflight`` -> ``done``. It is claimed with SET NX
-before the request; a redelivered chunk found ``done`` is acknowledged without
-sending, and one found ``inflight`` (its worker died mid-request) is never
-resent blindly: its recipients become ``unknown`` for reconciliation to settle.
+A chunk's state key moves ``claimed`` -> ``sending`` -> ``done`` (see
+:mod:`worker.chunk_state`). It is claimed with SET NX before the request; a
+redelivered chunk found ``done`` is acknowledged without sending, one found
+``claimed`` never left and is sent, and one found ``sending`` (its worker died
+mid-request) is never resent blindly: its recipients become ``unknown`` for
+reconciliation to settle.
 Transient failures are retried with tenacity (exponential backoff with
 jitter, bounded by attempts and total time); permanent ones are not.
 """
@@ -28,6 +30,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
+from producers.keys import EVENTS_MAXLEN
 from producers.status import Status
 from producers.wire import NAMESPACE, build_message, write_message
 from worker import accounts, chunk_state, metrics, store
@@ -38,6 +41,7 @@ from worker.inbound import hlr_record
 from worker.limiter import MarkRefused
 from worker.outage import Outage, redis_down
 from worker.providers.base import (
+    NEXT_REQUEST,
     ErrorClass,
     HlrResult,
     ProviderAdapter,
@@ -47,7 +51,6 @@ from worker.providers.base import (
 )
 from worker.queues import HLR_ACTOR, RESEND_INDEX_BASE, SEND_ACTOR, dispatch_queue
 from worker.runtime import Runtime
-from worker.status_apply import EVENTS_MAXLEN
 
 log = logging.getLogger("smsq.dispatch")
 
@@ -78,11 +81,15 @@ def _count_retry(state: RetryCallState) -> None:
 
 
 class Reschedule(Exception):
-    """The permit is further away than a worker should wait: send the message again later."""
+    """The permit is further away than a worker should wait: send the message again later.
 
-    def __init__(self, delay: float) -> None:
+    ``after`` is the failure of an earlier attempt of the same call, if one failed first.
+    """
+
+    def __init__(self, delay: float, after: ProviderError | None = None) -> None:
         super().__init__(f"rate limit: next permit in {delay:.1f}s")
         self.delay = delay
+        self.after = after
 
 
 SHORT_WAIT = 2.0  # seconds a dispatch may wait for a permit in the event loop
@@ -104,6 +111,9 @@ NOT_SENT = frozenset(
 )
 
 
+LEASE_MARGIN = 5.0  # seconds an in-flight lease outlives its request's timeout
+
+
 async def limited_call(
     rt: Runtime,
     account: str,
@@ -112,26 +122,28 @@ async def limited_call(
     call: Any,
     *args: Any,
     owner: ChunkOwner | None = None,
+    attempts: int | None = None,
 ) -> Any:
     """Await ``call(*args)`` under the account's limits, retrying transient failures.
 
     Every attempt takes its own in-flight lease (when the account has a cap) and
     then its own rate permit; either further away than SHORT_WAIT raises
-    Reschedule. With an ``owner``, the chunk is marked ``sending`` just before the
-    request and set back to ``claimed`` when the provider did not take it. A
-    THROTTLED answer pauses the account's endpoint for every process, then the
-    attempt is retried like a transient failure.
+    Reschedule. Every further request an attempt makes (a failover to a backup
+    host) takes a permit of its own and renews the lease through
+    :data:`~worker.providers.base.NEXT_REQUEST`. With an ``owner``, the chunk is
+    marked ``sending`` just before the request and set back to ``claimed`` when the
+    provider did not take it. A THROTTLED answer pauses the account's endpoint for
+    every process, then the attempt is retried like a transient failure. ``attempts``
+    bounds the tries below the dispatch settings' ``max_attempts``.
     """
     limits = rt.settings.limits_for(account)
     rules = limits.for_endpoint(endpoint)
     limiter, concurrency = rt.rate_limiter(), rt.concurrency_limiter()
-    lease_time = rt.settings.accounts[account].timeout + 5.0
+    timeout = rt.settings.accounts[account].timeout
+    lease_time = timeout + LEASE_MARGIN
     # A permit counts as in flight until its request completes; past the client's timeout
-    # (and failover to backup hosts) the provider can no longer see it arrive.
-    hold = (
-        rt.settings.accounts[account].timeout * (1 + len(rt.settings.accounts[account].backup_urls))
-        + 1.0
-    )
+    # the provider can no longer see it arrive. Each request has its own permit.
+    hold = timeout + 1.0
 
     async def lease_slot() -> str | None:
         if not limits.max_in_flight:
@@ -149,6 +161,32 @@ async def limited_call(
 
     async def attempt() -> Any:
         lease = await lease_slot()
+        permits: list[str] = []
+
+        async def next_request() -> None:
+            # The previous request is over; this one needs its own permit and a lease
+            # that covers it.
+            while permits:
+                await limiter.complete(account, endpoint, permits.pop())
+            if lease is not None and not await concurrency.renew(account, lease, lease_time):
+                raise ProviderError(ErrorClass.TRANSIENT, "in-flight lease lost before failover")
+            permit = uuid.uuid4().hex if rules else None
+            wait = await limiter.acquire(
+                account,
+                endpoint,
+                rules,
+                priority=priority,
+                max_wait=SHORT_WAIT,
+                hold=hold,
+                permit_id=permit,
+            )
+            if wait:
+                raise ProviderError(
+                    ErrorClass.TRANSIENT, f"no rate permit for the next host within {SHORT_WAIT}s"
+                )
+            if permit is not None:
+                permits.append(permit)
+
         try:
             # One round trip: the permit (or the provider's pause), and with it the chunk's
             # move to ``sending``: nothing stands between permit and request.
@@ -166,13 +204,14 @@ async def limited_call(
                     permit_id=permit,
                 )
             except MarkRefused:
-                permit = None
                 raise LostClaim() from None
             if wait:
-                permit = None  # nothing granted: nothing to complete
-                raise Reschedule(wait)
+                raise Reschedule(wait)  # nothing granted: nothing to complete
             if owner is not None:
                 owner.maybe_sent = True
+            if permit is not None:
+                permits.append(permit)
+            token = NEXT_REQUEST.set(next_request)
             try:
                 return await call(*args)
             except ProviderError as exc:
@@ -183,14 +222,32 @@ async def limited_call(
                     pause = limiter.pause(account, endpoint, exc.retry_after or THROTTLE_PAUSE)
                     await _best_effort("endpoint pause", pause)
                 raise
+            finally:
+                NEXT_REQUEST.reset(token)
         finally:
             # Neither may cost a provider's answer: permits and leases expire on their own.
-            if permit is not None:
-                await _best_effort("permit completion", limiter.complete(account, endpoint, permit))
+            for done in permits:
+                await _best_effort("permit completion", limiter.complete(account, endpoint, done))
             if lease is not None:
                 await _best_effort("lease release", concurrency.release(account, lease))
 
-    return await with_retries(rt.settings.dispatch, attempt)
+    failures: list[ProviderError] = []
+
+    async def noted() -> Any:
+        try:
+            return await attempt()
+        except ProviderError as exc:
+            failures.append(exc)
+            raise
+        except Reschedule as wait:
+            if failures and wait.after is None:
+                raise Reschedule(wait.delay, failures[-1]) from None
+            raise
+
+    settings = rt.settings.dispatch
+    if attempts is not None:
+        settings = replace(settings, max_attempts=min(attempts, settings.max_attempts))
+    return await with_retries(settings, noted)
 
 
 async def _best_effort(what: str, step: Awaitable[Any]) -> None:
@@ -412,8 +469,18 @@ async def _on_route(
     """
     states = list(claim.accounts)
     owner = claim.owner
+
+    async def ask_balance(name: str) -> object:
+        # A probe is a request like any other: the account's rate rules and in-flight cap.
+        try:
+            return await limited_call(
+                rt, name, "balance", priority, rt.adapter(name).balance, attempts=1
+            )
+        except Reschedule as wait:
+            raise accounts.ProbeDeferred(wait.delay) from None
+
     while True:
-        account, wait = await accounts.choose(rt, route, states)
+        account, wait = await accounts.choose(rt, route, states, ask_balance)
         if account is None:
             await owner.release()
             raise Reschedule(wait)
@@ -546,7 +613,18 @@ async def dispatch_chunk(
     if delivery is not None:
         delivery.outcomes = outcomes
     await _finish(rt, job_id, chunk_key, attempt.account, adapter.kind, outcomes, resend=resend)
+    await pause_on_account_outcome(rt, attempt.account, outcomes)
     return "sent"
+
+
+async def pause_on_account_outcome(
+    rt: Runtime, account: str, outcomes: Sequence[RecipientOutcome]
+) -> None:
+    """A recipient dropped for an account reason (e.g. no funds) pauses the account, as a
+    whole-request account error does: the next chunks wait or take the route's next account."""
+    failed = next((o for o in outcomes if o.error_class is ErrorClass.ACCOUNT), None)
+    if failed is not None:
+        await accounts.pause(rt, account, failed.reason or "account error")
 
 
 def hlr_outcome(result: HlrResult) -> RecipientOutcome:

@@ -16,10 +16,10 @@ from typing import Any
 
 import redis.asyncio as aredis
 
-from producers.keys import Keys
+from producers.keys import EVENTS_MAXLEN, Keys
 from worker import metrics, store
 from worker.providers.base import HlrResult, IncomingMessage
-from worker.status_apply import EVENTS_MAXLEN, canonical_id
+from worker.status_apply import canonical_id
 
 _STORE_INCOMING = """
 -- KEYS[1] mo hash (its time index: KEYS[1] .. ":index"), KEYS[2] events stream;

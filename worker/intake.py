@@ -174,8 +174,21 @@ def _route_fields(rt: Runtime, job: Job, now: float) -> dict[str, Any] | None:
     return fields
 
 
+def carriers(rt: Runtime, job: Job, accounts: tuple[str, ...]) -> tuple[str, ...]:
+    """The accounts of the route whose provider can carry the job's text (its documented
+    message limits); JobRejected naming each account's reason when none can."""
+    if not isinstance(job, SendJob):
+        return accounts
+    refusals = {a: rt.settings.message_limits(a).refusal(job.text) for a in accounts}
+    able = tuple(a for a in accounts if refusals[a] is None)
+    if not able:
+        reasons = [f"text: account {a} cannot send it: {why}" for a, why in refusals.items()]
+        raise JobRejected(reasons, job.job_id)
+    return able
+
+
 def _store_and_split(rt: Runtime, job: Job) -> str:
-    accounts = rt.settings.resolve(job.provider)
+    accounts = carriers(rt, job, rt.settings.resolve(job.provider))
     route = list(accounts)
     planned, decisions, wanted = _plan(rt, job, route)
     chunks = [c for c, _ in planned]

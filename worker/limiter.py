@@ -197,5 +197,12 @@ class ConcurrencyLimiter:
             return lease_id, 0.0
         return None, max(0.001, int(wait_us) / 1_000_000)
 
+    async def renew(self, account: str, lease_id: str, lease: float) -> bool:
+        """Extend a held lease to ``lease`` seconds from now; False if it had expired."""
+        renewed = await self._script(
+            keys=[self.key(account)], args=["renew", lease_id, 0, int(lease * 1_000_000)]
+        )
+        return bool(int(renewed))
+
     async def release(self, account: str, lease_id: str) -> None:
         await self._script(keys=[self.key(account)], args=["release", lease_id])

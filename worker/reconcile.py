@@ -96,6 +96,14 @@ def polls_incoming(adapter: object) -> bool:
     return callable(getattr(adapter, "poll_incoming", None))
 
 
+UNTRACKED = "~"  # awaiting ids "~<job>|<phone>": unknown messages without a provider id
+
+
+def untracked(pid: str) -> bool:
+    """An awaiting id smsq made up for a message the provider gave no id (see record_chunk.lua)."""
+    return pid.startswith(UNTRACKED)
+
+
 def status_batch(adapter: object) -> int:
     return max(1, int(getattr(adapter, "max_status_batch", DEFAULT_STATUS_BATCH)))
 
@@ -368,16 +376,24 @@ async def _reconcile(rt: Runtime, account: str, clock: Callable[[], float]) -> d
             (gone if over else live).append(d)
         if gone:  # settled elsewhere (a push) or no record left: nothing to ask
             await r.zrem(rt.keys.awaiting(account), *[d.pid for d in gone])
-        unknown = {d.pid: d.at or clock() for d in live if d.status == Status.UNKNOWN.value}
+        unknown = {
+            d.pid: d.at or clock()
+            for d in live
+            if d.status == Status.UNKNOWN.value and not untracked(d.pid)
+        }
         if history and unknown:
             await r.zadd(tk.unknown(account), unknown, nx=True)
-        handled: list[Due] = live if not polling else []
+        # Ids the provider cannot be asked about (it has no status query, or smsq has no id
+        # for the message) wait for their deadline.
+        handled: list[Due] = [d for d in live if not polling or untracked(d.pid)]
         final: set[str] = set()
         stop = False
         if polling and live:
             lookups: list[Due] = []
             messages: list[Due] = []
             for d in live:
+                if untracked(d.pid):
+                    continue
                 (lookups if has_hlr and d.info and d.info.kind == "hlr" else messages).append(d)
             # The group holding the oldest due id goes first: neither can starve the other.
             groups = sorted(
@@ -386,9 +402,10 @@ async def _reconcile(rt: Runtime, account: str, clock: Callable[[], float]) -> d
             for group, is_hlr in groups:
                 try:
                     reports = await _query(rt, adapter, account, group, is_hlr, inbound)
-                except Reschedule:
+                except Reschedule as wait:
                     # The next permit is far away: these ids back off (and meet their
                     # deadlines) like polled ones; the next slot goes on.
+                    stats["errors"] += 1 if wait.after else 0
                     handled.extend(group)
                     stop = True
                     break
@@ -454,7 +471,13 @@ async def _schedule(
     now: float,
     applier: StatusApplier,
 ) -> Counter[str]:
-    """Next check (backoff, never past the deadline) for what is not final; settle at it."""
+    """Next check (backoff, never past the deadline) for what is not final; settle at it.
+
+    At its deadline a submitted message becomes ``expired``. An ``unknown`` one stays
+    unknown with the reason (reconciliation stops looking) where the provider answers
+    status polls; where it does not (it only pushes), nothing else can settle it, so it
+    becomes ``expired`` with the reason: a late delivery report still upgrades it.
+    """
     r = rt.async_redis()
     tk = TrackingKeys(rt.keys.prefix)
     cfg = rt.settings.scheduler
@@ -469,9 +492,12 @@ async def _schedule(
             continue
         deadline, why = d.deadline()
         if now + DUE_SLACK >= deadline:
-            if d.status == Status.UNKNOWN.value:
+            if d.status == Status.UNKNOWN.value and polled:
                 give_up.append(d)
             else:
+                if d.status == Status.UNKNOWN.value:
+                    why += "; the provider has no status query, so the outcome is unknown"
+                    out["expired_unknown"] += 1
                 expire.append(
                     StatusReport(
                         provider_message_id=d.pid,
@@ -481,7 +507,7 @@ async def _schedule(
                     )
                 )
             continue
-        if polled:
+        if polled and not untracked(d.pid):
             polls = (d.polls or 0) + 1
             pipe.hincrby(tk.polls(d.job), d.phone, 1)
             later[d.pid] = min(
@@ -528,7 +554,15 @@ async def _record_run(rt: Runtime, account: str, stats: Counter[str], now: float
     pending, first = await pipe.execute()
     record: dict[Any, Any] = {"last_run_at": round(now, 3), "awaiting": int(pending)}
     record["next_check_at"] = round(float(first[0][1]), 3) if first else ""
-    for name in ("checked", "requests", "applied", "expired", "gave_up", "errors"):
+    for name in (
+        "checked",
+        "requests",
+        "applied",
+        "expired",
+        "expired_unknown",
+        "gave_up",
+        "errors",
+    ):
         record[name] = int(stats[name])
     await r.hset(TrackingKeys(rt.keys.prefix).last_run(account), mapping=record)
     metrics.AWAITING.labels(account).set(int(pending))
@@ -589,7 +623,8 @@ async def _sweep_history(
             reports, next_cursor, oldest_at = await limited_call(
                 rt, account, "history", "bulk", adapter.history_page, cursor
             )
-        except Reschedule:
+        except Reschedule as wait:
+            stats["errors"] += 1 if wait.after else 0
             break
         except ProviderError as exc:
             stats["errors"] += 1
@@ -631,14 +666,19 @@ async def _sweep_history(
 
 async def poll_incoming(rt: Runtime, account: str) -> int:
     """Fetch incoming messages after the account's cursor and store each once; returns new."""
+    return (await incoming_run(rt, account)).get("new", 0)
+
+
+async def incoming_run(rt: Runtime, account: str) -> dict[str, int]:
+    """One incoming poll: ``{"new": n}``, or ``skipped`` (busy, rate-limited) or ``failed``."""
     adapter: Any = rt.adapter(account)
     if not polls_incoming(adapter):
-        return 0
+        return {}
     r = rt.async_redis()
     tk = TrackingKeys(rt.keys.prefix)
     lease = AsyncLease(r, tk.lock("incoming", account), MAX_RUN_SECONDS + 30)
     if not await lease.acquire():
-        return 0
+        return {"skipped": 1}
     try:
         cursor_raw = await r.hget(tk.incoming(account), "cursor")
         cursor = _text(cursor_raw) if cursor_raw else None
@@ -646,32 +686,38 @@ async def poll_incoming(rt: Runtime, account: str) -> int:
             messages, new_cursor = await limited_call(
                 rt, account, "incoming", "bulk", adapter.poll_incoming, cursor
             )
-        except Reschedule:
-            return 0
+        except Reschedule as wait:
+            return {"failed" if wait.after else "skipped": 1}
         except ProviderError as exc:
             log.warning("incoming poll of %s failed: %s", account, exc)
-            return 0
+            return {"failed": 1}
         # Stored before the cursor moves: a crash in between fetches them again, stored once.
         new = await Inbound(r, rt.keys).store_incoming(account, messages, source="poll")
         mapping: dict[Any, Any] = {"polled_at": round(time.time(), 3), "last_new": new}
         if new_cursor:
             mapping["cursor"] = new_cursor
         await r.hset(tk.incoming(account), mapping=mapping)
-        return new
+        return {"new": new}
     finally:
         await lease.release()
 
 
 async def poll_balance(rt: Runtime, account: str) -> str | None:
     """Ask for the balance: the gauge and ``<prefix>:account:<name>`` (balance, currency)."""
+    amount, _ = await balance_run(rt, account)
+    return amount
+
+
+async def balance_run(rt: Runtime, account: str) -> tuple[str | None, dict[str, int]]:
+    """One balance poll: (the amount, or None; ``skipped`` (rate-limited) or ``failed``)."""
     adapter = rt.adapter(account)
     try:
         balance = await limited_call(rt, account, "balance", "bulk", adapter.balance)
-    except Reschedule:
-        return None
+    except Reschedule as wait:
+        return None, {"failed" if wait.after else "skipped": 1}
     except ProviderError as exc:
         log.warning("balance of %s: %s", account, exc)
-        return None
+        return None, {"failed": 1}
     mapping: dict[Any, Any] = {
         "balance": balance.amount,
         "currency": balance.currency or "",
@@ -683,7 +729,7 @@ async def poll_balance(rt: Runtime, account: str) -> str | None:
     except (InvalidOperation, ValueError):
         log.warning("balance of %s is not a number", account)
     amount: str = balance.amount
-    return amount
+    return amount, {}
 
 
 # --------------------------------------------------------------------------- retention
@@ -859,9 +905,11 @@ async def _purge(rt: Runtime, now: float) -> int:
                 await reopen.execute()
                 continue
             by_account: dict[str, list[str]] = {}
-            async for _, raw in r.hscan_iter(rt.keys.recipients(job), count=1000):
+            async for phone, raw in r.hscan_iter(rt.keys.recipients(job), count=1000):
                 data = json.loads(raw)
                 pid, account = data.get("provider_message_id"), data.get("account")
+                if account and not pid:  # its tracking id, if it had one
+                    pid = f"{UNTRACKED}{job}|{_text(phone)}"
                 if pid and account:
                     by_account.setdefault(str(account), []).append(canonical_id(str(pid)))
             pipe = r.pipeline(transaction=True)
@@ -891,6 +939,16 @@ async def superseded(rt: Runtime, task: str, account: str, slot: int | None) -> 
     return latest is not None and int(latest) > slot
 
 
+def run_result(figures: dict[str, int]) -> str:
+    """A run's ``smsq_scheduled_runs_total`` result: ``skipped`` (the lease was busy or the
+    next permit far away), ``failed`` (the provider failed it: nothing was done), or ``ok``."""
+    if figures.get("skipped"):
+        return "skipped"
+    if figures.get("failed") or (figures.get("errors") and not figures.get("requests")):
+        return "failed"
+    return "ok"
+
+
 def register_actors(broker: Any, runtime: Runtime) -> dict[str, Any]:
     """Declare this module's actors on ``broker``; returns them by name.
 
@@ -899,7 +957,7 @@ def register_actors(broker: Any, runtime: Runtime) -> dict[str, Any]:
     """
 
     async def run(
-        task: str, account: str, slot: int | None, work: Callable[[], Awaitable[Any]]
+        task: str, account: str, slot: int | None, work: Callable[[], Awaitable[dict[str, int]]]
     ) -> None:
         if await superseded(runtime, task, account, slot):
             metrics.SCHEDULED_RUNS.labels(task, "superseded").inc()
@@ -909,8 +967,7 @@ def register_actors(broker: Any, runtime: Runtime) -> dict[str, Any]:
         except Exception:
             metrics.SCHEDULED_RUNS.labels(task, "error").inc()
             raise
-        busy = isinstance(result, dict) and result.get("skipped")
-        metrics.SCHEDULED_RUNS.labels(task, "skipped" if busy else "ok").inc()
+        metrics.SCHEDULED_RUNS.labels(task, run_result(result)).inc()
 
     async def reconcile_account_actor(account: str, slot: int | None = None) -> None:
         await run("reconcile", account, slot, lambda: reconcile_account(runtime, account))
@@ -919,10 +976,13 @@ def register_actors(broker: Any, runtime: Runtime) -> dict[str, Any]:
         await run("history", account, slot, lambda: sweep_history(runtime, account))
 
     async def poll_incoming_actor(account: str, slot: int | None = None) -> None:
-        await run("incoming", account, slot, lambda: poll_incoming(runtime, account))
+        await run("incoming", account, slot, lambda: incoming_run(runtime, account))
 
     async def poll_balance_actor(account: str, slot: int | None = None) -> None:
-        await run("balance", account, slot, lambda: poll_balance(runtime, account))
+        async def balance() -> dict[str, int]:
+            return (await balance_run(runtime, account))[1]
+
+        await run("balance", account, slot, balance)
 
     async def sweep_retention_actor(slot: int | None = None) -> None:
         await run("retention", "all", slot, lambda: sweep_retention(runtime))
@@ -931,7 +991,10 @@ def register_actors(broker: Any, runtime: Runtime) -> dict[str, Any]:
         await run("stranded", "all", slot, lambda: sweep_stranded(runtime))
 
     async def refresh_prices_actor(account: str, slot: int | None = None) -> None:
-        await run("prices", account, slot, lambda: routing.refresh_prices(runtime, account))
+        async def prices() -> dict[str, int]:
+            return {"entries": await routing.refresh_prices(runtime, account)}
+
+        await run("prices", account, slot, prices)
 
     async def lookup_operators_actor(account: str, slot: int | None = None) -> None:
         await run("operators", account, slot, lambda: routing.lookup_operators(runtime, account))
@@ -965,6 +1028,8 @@ __all__ = [
     "RETENTION_ACTOR",
     "STRANDED_ACTOR",
     "TrackingKeys",
+    "balance_run",
+    "incoming_run",
     "is_finished",
     "next_delay",
     "offers_history",
@@ -974,6 +1039,7 @@ __all__ = [
     "polls_status",
     "reconcile_account",
     "register_actors",
+    "run_result",
     "sweep_history",
     "sweep_retention",
 ]

@@ -11,7 +11,9 @@
 -- A candidate the job's route resends (see resend.lua) is recorded queued for its next
 -- attempt instead of its final status, with a "resend" event instead of a status event.
 --
--- Writes every recipient's record, indexes submitted/unknown ids for reconciliation,
+-- Writes every recipient's record, indexes submitted/unknown ids for reconciliation (an
+-- unknown recipient without a provider id under the tracking id "~<job>|<phone>", so
+-- reconciliation still settles it at its deadline),
 -- moves the job's counts from each recipient's recorded status, appends one event per
 -- recipient, marks the chunk done (and no longer in flight) and, with the job's last chunk,
 -- the job done.
@@ -95,6 +97,8 @@ for i, o in ipairs(outcomes) do
                                                      otp_max_age, maxlen)
   records[#records + 1] = o.p
   records[#records + 1] = cjson.encode(rec)
+  local cid = o.cid
+  if (not cid) and o.s == "unknown" then cid = "~" .. job .. "|" .. o.p end
   if again then
     resent[o.s] = (resent[o.s] or 0) + 1
     tally["queued"] = (tally["queued"] or 0) + 1
@@ -103,11 +107,11 @@ for i, o in ipairs(outcomes) do
   end
   if again then
     -- queued for the next account: no index entry, no status event (resend.lua wrote one)
-  elseif o.cid and (o.s == "submitted" or o.s == "unknown") then
-    idx[#idx + 1] = o.cid
+  elseif cid and (o.s == "submitted" or o.s == "unknown") then
+    idx[#idx + 1] = cid
     idx[#idx + 1] = job .. "|" .. o.p
     aw[#aw + 1] = first_check
-    aw[#aw + 1] = o.cid
+    aw[#aw + 1] = cid
   end
   if not again then
     local ev = {"type", "status", "job_id", job, "phone", o.p, "status", o.s,

@@ -25,11 +25,10 @@ from typing import Protocol
 
 import redis.asyncio as aredis
 
+from producers.keys import EVENTS_MAXLEN
 from producers.status import FINAL_STATUSES, Status
 from worker import metrics
 from worker.providers.base import StatusReport
-
-EVENTS_MAXLEN = 1_000_000
 
 
 def canonical_id(provider_message_id: str) -> str:

@@ -15,11 +15,11 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from producers.contract import Job, RejectedRecipient, SendJob, is_job_id
-from producers.keys import Keys
+from producers.keys import EVENTS_MAXLEN, Keys
 from producers.status import FINAL_STATUSES, JobState, Status
 from worker import metrics
 from worker.providers.base import RecipientOutcome
-from worker.status_apply import EVENTS_MAXLEN, ResendHook, canonical_id, lua_script
+from worker.status_apply import ResendHook, canonical_id, lua_script
 
 CHUNK_STATE_TTL = 7 * 24 * 3600
 DEAD_LETTER_PAYLOAD_LIMIT = 64 * 1024  # default of [dispatch] dead_letter_max_bytes

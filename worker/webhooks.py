@@ -34,7 +34,7 @@ import dramatiq
 import redis.asyncio as aredis
 
 from producers.contract import unpaired_surrogates
-from producers.keys import Keys
+from producers.keys import EVENTS_MAXLEN, Keys
 from producers.wire import build_message, write_message
 from worker import metrics, store
 from worker.inbound import Inbound
@@ -42,7 +42,7 @@ from worker.providers import provider_module
 from worker.providers.base import AccountConfig, InboundRequest, WebhookContent
 from worker.resend import Resender
 from worker.runtime import Runtime
-from worker.status_apply import EVENTS_MAXLEN, StatusApplier
+from worker.status_apply import StatusApplier
 
 log = logging.getLogger("smsq.webhooks")
 

@@ -13,7 +13,8 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -21,10 +22,20 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import aiohttp
 
+from producers.segments import count_segments
 from producers.status import Status
 from worker import metrics
 
 MAX_RETRY_AFTER = 3600.0  # a provider's Retry-After is honoured up to an hour
+
+
+# Set by the core around a limited call: awaited before each further request the call makes
+# (a failover to a backup host), so every request takes its own rate permit and the
+# in-flight lease is renewed to cover it. Raises ProviderError (TRANSIENT) when no permit
+# comes soon enough: the earlier host did not take the request, so it is safe to retry.
+NEXT_REQUEST: ContextVar[Callable[[], Awaitable[None]] | None] = ContextVar(
+    "smsq_next_request", default=None
+)
 
 
 class ErrorClass(StrEnum):
@@ -75,6 +86,38 @@ class AccountConfig:
     webhook_secret: str = field(
         default="", repr=False
     )  # verifies pushes (signature key, URL token)
+
+
+@dataclass(frozen=True)
+class MessageLimits:
+    """What one message may be on a provider, as its documentation says (None: no limit).
+
+    The core reads these at intake: a text some account of the route cannot carry is
+    routed only to the accounts that can, or refused with the reason when none can.
+    """
+
+    max_chars: int | None = None  # characters in one message text
+    gsm7_parts: int | None = None  # parts of a GSM-7 text
+    ucs2_parts: int | None = None  # parts of a UCS-2 (Unicode) text
+    ucs2_bmp_only: bool = False  # Unicode is UCS-2 proper: no characters outside the BMP
+
+    def refusal(self, text: str) -> str | None:
+        """Why ``text`` cannot be sent under these limits, or None when it can."""
+        if self.max_chars is not None and len(text) > self.max_chars:
+            return f"the text has {len(text)} characters; at most {self.max_chars} are accepted"
+        seg = count_segments(text)
+        if seg.encoding == "ucs2":
+            if self.ucs2_bmp_only and any(ord(c) > 0xFFFF for c in text):
+                return "the text has characters outside the BMP, which UCS-2 cannot carry"
+            cap, name = self.ucs2_parts, "a Unicode (UCS-2)"
+        else:
+            cap, name = self.gsm7_parts, "a GSM-7"
+        if cap is not None and seg.parts > cap:
+            return (
+                f"{name} text of {seg.chars} characters needs {seg.parts} parts; "
+                f"at most {cap} are accepted"
+            )
+        return None
 
 
 @dataclass(frozen=True)

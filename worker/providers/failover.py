@@ -1,7 +1,9 @@
 """Backup-host failover for adapters whose provider has backup hosts (SMSC, IntelliSoftware).
 
 A call goes to the first host of the order and, when the attempt fails in a way the
-provider's rule allows, to the next, and so on. Any other failure (an error answer, a
+provider's rule allows, to the next, and so on. Each further host is a further request:
+before it the core's :data:`~worker.providers.base.NEXT_REQUEST` hook takes a rate permit
+for it and renews the in-flight lease. Any other failure (an error answer, a
 send that may have been acted on) is raised at once and never sent to another host.
 
 What differs per provider is a parameter of :class:`HostFailover`:
@@ -21,7 +23,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import NoReturn
 from urllib.parse import urlsplit
 
-from worker.providers.base import ErrorClass, HttpResponse, ProviderError
+from worker.providers.base import NEXT_REQUEST, ErrorClass, HttpResponse, ProviderError
 
 __all__ = ["HostFailover", "raise_all_failed", "raise_last"]
 
@@ -94,6 +96,11 @@ class HostFailover:
             raise ProviderError(ErrorClass.REQUEST, "no gateway URL configured")
         failures: list[ProviderError] = []
         for n, index in enumerate(order):
+            if n:
+                # Another request: the core's permit and in-flight lease for it.
+                next_request = NEXT_REQUEST.get()
+                if next_request is not None:
+                    await next_request()
             try:
                 response = await attempt(self.hosts[index])
             except ProviderError as exc:

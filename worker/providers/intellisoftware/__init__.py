@@ -5,6 +5,7 @@ The registry (:mod:`worker.providers`) finds ``Adapter`` and ``create_sandbox`` 
 
 from __future__ import annotations
 
+from worker.providers.base import MessageLimits
 from worker.providers.intellisoftware.adapter import IntelliSoftwareAdapter
 from worker.providers.intellisoftware.codes import failure_side
 from worker.providers.intellisoftware.sandbox import (
@@ -23,7 +24,17 @@ SANDBOX_ACCOUNT = {"login": DEFAULT_USERNAME, "password": DEFAULT_PASSWORD}
 # gives no request rate, so none (an account's ``limits`` may add some).
 DEFAULT_LIMITS: dict[str, list[tuple[int, float]]] = {}
 
+# Message limits (intellisoftware-http-api.txt): Unicode (type=2) ``hex`` is "140 octets
+# max, 70 unicode characters" with no ``maxconcat``, and UCS-2 only (no characters outside
+# the BMP); text messages concatenate up to ``maxconcat``, for which the doc gives no cap.
+MESSAGE_LIMITS = MessageLimits(ucs2_parts=1, ucs2_bmp_only=True)
+
+# Requests in flight at once: IntelliSoftware's HTTP API doc gives no cap, so none (0).
+DEFAULT_MAX_IN_FLIGHT = 0
+
 __all__ = [
+    "DEFAULT_MAX_IN_FLIGHT",
+    "MESSAGE_LIMITS",
     "SANDBOX_ACCOUNT",
     "Adapter",
     "IntelliSoftwareAdapter",

@@ -9,11 +9,10 @@ merged. It expects HTTP 200; anything else makes it retry every 5 minutes.
 IntelliSoftware signs nothing. Two ways to know a push is theirs:
 
 - a shared secret smsq puts in the forwarding URL configured in the account's
-  Preferences (e.g. ``https://smsq.example/hooks/intellisoftware?key=<secret>``):
-  :func:`verify_shared_secret` (constant-time);
-- the gateway's source addresses: :func:`verify_source_ip` (addresses or CIDR networks).
+  Preferences (e.g. ``https://smsq.example/hooks/intellisoftware?key=<secret>``);
+- the gateway's source addresses (addresses or CIDR networks).
 
-Both are the checks of :mod:`worker.providers.webhook_auth`, as ValueError.
+Both are checked by :mod:`worker.providers.webhook_auth` (see ``webhooks.py``).
 
 Malformed input raises ValueError naming the field (never echoing a number or secret).
 """
@@ -21,7 +20,7 @@ Malformed input raises ValueError naming the field (never echoing a number or se
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TypeVar
@@ -36,7 +35,6 @@ from worker.providers.intellisoftware.codes import (
     message_key,
     report_status,
 )
-from worker.providers.webhook_auth import check_shared_secret, check_source, parse_networks
 
 Fields = Mapping[str, object]
 
@@ -275,29 +273,3 @@ def parse_push(fields: Fields) -> Push:
     if "from" in keys:
         return parse_inbound_sms(fields)
     raise ValueError("not a recognised IntelliSoftware push")
-
-
-# --- verification ----------------------------------------------------------------------------
-
-
-def verify_shared_secret(provided: str | None, expected: str) -> None:
-    """Check the secret a push carries (e.g. the ``key`` query parameter) in constant time.
-
-    Raises ValueError when smsq has no secret configured, when none was sent, or when it
-    does not match. The message never contains either value.
-    """
-    if not expected:
-        raise ValueError("no shared secret configured for IntelliSoftware pushes")
-    check_shared_secret(provided, expected)
-
-
-def verify_source_ip(remote: str | None, allowed: Iterable[str]) -> None:
-    """Check a push's source address against an allow-list of addresses or CIDR networks.
-
-    Raises ValueError when the allow-list is empty or malformed, when the address is
-    missing or not an IP address, or when it is not allowed.
-    """
-    networks = parse_networks(allowed)
-    if not networks:
-        raise ValueError("empty IP allow-list for IntelliSoftware pushes")
-    check_source(remote, networks)

@@ -82,6 +82,7 @@ DEFAULT_USERNAME = "testuser"
 DEFAULT_PASSWORD = "testpass"
 DEFAULT_BALANCE = 100  # credits, as in the doc's "BALANCE:100"
 MMS_CREDITS = 1  # sandbox choice: the doc does not price MMS
+MAX_UNICODE_OCTETS = 140  # type=2 hex: "140 octets max, 70 unicode characters"
 MAX_BINARY_OCTETS = 140  # udh + ud in one SMS (the doc's example uses exactly 7 + 133)
 WAP_PUSH_MAX_CHARS = 114  # the doc's guide for text + href (with an 'http://www.' href)
 
@@ -362,9 +363,9 @@ class IntelliSoftwareSandbox:
             raise _Refused("PARAMETER_INVALID")  # UCS-2: BMP only (the README)
         n = len(text)
         parts = 1 if n <= UCS2_SINGLE else -(-n // UCS2_PART)
-        # The doc: "hex ... 140 octets max" and no maxconcat for type=2; the vendor's PHP SDK
-        # sends maxconcat with type=2, so the sandbox allows up to maxconcat parts.
-        if parts > self._maxconcat(p):
+        # The doc: "hex ... 140 octets max" and no maxconcat for type=2 (the vendor's PHP SDK
+        # sends maxconcat with type=2 all the same): more than one SMS is refused.
+        if parts > 1 or len(units) > MAX_UNICODE_OCTETS:
             raise _Refused("INVALID_REQUEST")
         return text, parts
 

@@ -5,6 +5,7 @@ The registry (:mod:`worker.providers`) finds ``Adapter`` and ``create_sandbox`` 
 
 from __future__ import annotations
 
+from worker.providers.base import MessageLimits
 from worker.providers.intis.adapter import IntisAdapter
 from worker.providers.intis.codes import failure_side
 from worker.providers.intis.sandbox import DEFAULT_API_KEY, create_sandbox
@@ -19,7 +20,15 @@ SANDBOX_ACCOUNT = {"login": "testuser", "api_key": DEFAULT_API_KEY, "sender": "s
 # gives no request rate for any endpoint, so none (an account's ``limits`` may add some).
 DEFAULT_LIMITS: dict[str, list[tuple[int, float]]] = {}
 
+# Message limits: the Intis doc gives none.
+MESSAGE_LIMITS = MessageLimits()
+
+# Requests in flight at once: the Intis HTTP API v1.4 doc gives no cap, so none (0).
+DEFAULT_MAX_IN_FLIGHT = 0
+
 __all__ = [
+    "DEFAULT_MAX_IN_FLIGHT",
+    "MESSAGE_LIMITS",
     "SANDBOX_ACCOUNT",
     "Adapter",
     "IntisAdapter",

@@ -32,7 +32,7 @@ import json
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta, tzinfo
 from decimal import Decimal, InvalidOperation
 from typing import Any, ClassVar, TypeVar
 from zoneinfo import ZoneInfo
@@ -493,18 +493,24 @@ def parse_send_response(text: str, phones: Sequence[str]) -> list[RecipientOutco
 # --------------------------------------------------------------------------- status
 
 
-def _parse_time(value: str) -> datetime | None:
-    """An Intis date or date-time, taken as UTC (the doc never names the zone)."""
+def _parse_time(value: str, zone: tzinfo = UTC) -> datetime | None:
+    """An Intis date or date-time: a local time in the account's zone.
+
+    The doc gives every time the gateway writes or reads (``sendingTime``, status
+    ``time``, incoming ``date``, ``from``/``to``) as a bare local time and only the
+    request ``timestamp`` as UTC: all of them are read in the account's one zone
+    (``options.timezone``, default UTC).
+    """
     text = value.strip()
     for fmt in ("%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%d"):
         try:
-            return datetime.strptime(text, fmt).replace(tzinfo=UTC)
+            return datetime.strptime(text, fmt).replace(tzinfo=zone)
         except ValueError:
             continue
     return None
 
 
-def _status_report(message_id: str, value: Any) -> StatusReport:
+def _status_report(message_id: str, value: Any, zone: tzinfo = UTC) -> StatusReport:
     raw_time = ""
     raw_error: str | None = None
     if isinstance(value, dict):
@@ -520,12 +526,12 @@ def _status_report(message_id: str, value: Any) -> StatusReport:
         status=codes.map_status(raw_status),
         raw_status=raw_status,
         raw_error=raw_error,
-        at=_parse_time(raw_time) if raw_time else None,
+        at=_parse_time(raw_time, zone) if raw_time else None,
         extra=extra,
     )
 
 
-def parse_status_response(text: str) -> list[StatusReport]:
+def parse_status_response(text: str, zone: tzinfo = UTC) -> list[StatusReport]:
     """Status reports from a ``status.php`` JSON body.
 
     Accepts the doc's flat ``{"<id>": "not_deliver"}``, the service's
@@ -542,9 +548,9 @@ def parse_status_response(text: str) -> list[StatusReport]:
             message_id = _text(item.get("messageId", item.get("id_sms", item.get("id"))))
             if not message_id:
                 raise MalformedResponse("status.php: list item without a message id")
-            reports.append(_status_report(message_id, item))
+            reports.append(_status_report(message_id, item, zone))
         return reports
-    return [_status_report(str(k), v) for k, v in _object(data, "status.php").items()]
+    return [_status_report(str(k), v, zone) for k, v in _object(data, "status.php").items()]
 
 
 # --------------------------------------------------------------------------- hlr
@@ -960,7 +966,8 @@ class IntisAdapter(HttpClient):
     ``account.base_url`` is the host (``https://go.intistele.com``) or the API
     root (``…/external/get``). ``account.login`` and ``account.api_key`` sign
     every request. ``account.options["timezone"]`` (an IANA name, default UTC)
-    is the zone ``sendingTime`` is written in: the doc gives none.
+    is the account's zone: ``sendingTime`` is written in it and the times the
+    gateway answers with (status times, incoming dates) are read in it.
     """
 
     kind: ClassVar[str] = "intis"
@@ -1060,7 +1067,11 @@ class IntisAdapter(HttpClient):
         reports: list[StatusReport] = []
         for batch in _chunks(_unique(provider_message_ids), STATUS_BATCH):
             reports.extend(
-                await self._parsed("status", {"state": ",".join(batch)}, parse_status_response)
+                await self._parsed(
+                    "status",
+                    {"state": ",".join(batch)},
+                    lambda text: parse_status_response(text, self._zone),
+                )
             )
         return reports
 
@@ -1228,8 +1239,7 @@ class IntisAdapter(HttpClient):
         return messages, now.isoformat()
 
     def _local_time(self, value: str) -> datetime | None:
-        parsed = _parse_time(value)
-        return parsed.replace(tzinfo=self._zone) if parsed is not None else None
+        return _parse_time(value, self._zone)
 
 
 def _day(value: str | date) -> str:

@@ -42,10 +42,11 @@ import string
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
 from typing import Any, Literal
 from xml.sax.saxutils import escape, quoteattr
+from zoneinfo import ZoneInfo
 
 import aiohttp
 from aiohttp import web
@@ -247,11 +248,15 @@ class IntisSandbox:
         callback_attempts: int | str = 10,
         callback_repeat: int | str = 1,
         charge_by_operator: bool | str = False,
+        timezone: str = "UTC",
     ) -> None:
         self.state = state
         # Charge each number its network's prices.php price (the flat ``price`` for networks
         # without one) instead of the flat price for all.
         self.charge_by_operator = str(charge_by_operator).lower() in ("1", "true", "on", "yes")
+        # The account's time zone: the times the gateway writes (status times, dates of
+        # incoming messages, stop-list entries) are local times in it, like sendingTime.
+        self.zone = ZoneInfo(timezone)
         self._rng = random.Random(state.mix.seed)
         self._seq = 0
         self._small_id = 4419372  # add2stop / add_template ids, like the doc's 4419373
@@ -303,9 +308,8 @@ class IntisSandbox:
 
     # ----------------------------------------------------------------- helpers
 
-    @staticmethod
-    def _now_text(at: float | None = None) -> str:
-        moment = datetime.fromtimestamp(at if at is not None else time.time(), UTC)
+    def _now_text(self, at: float | None = None) -> str:
+        moment = datetime.fromtimestamp(at if at is not None else time.time(), self.zone)
         return moment.strftime("%Y-%m-%d %H:%M:%S")
 
     def _next_small_id(self) -> str:
@@ -869,7 +873,8 @@ def create_sandbox(
     ``forbidden_words``, ``dialect``, ``status_form``, ``pending_status``, ``doc_quirks``,
     ``unavailable``,
     ``currency``, ``hlr_price``, ``lists``, ``incoming``, ``prices``, ``callback_url``,
-    ``callback_retry_interval``, ``callback_attempts``, ``callback_repeat`` …).
+    ``callback_retry_interval``, ``callback_attempts``, ``callback_repeat``, ``timezone``
+    (the account's zone, in which the gateway writes its times; default UTC) …).
     """
     sandbox = IntisSandbox(
         state,

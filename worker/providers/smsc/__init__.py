@@ -5,6 +5,7 @@ The registry (:mod:`worker.providers`) finds ``Adapter`` and ``create_sandbox`` 
 
 from __future__ import annotations
 
+from worker.providers.base import MessageLimits
 from worker.providers.smsc.adapter import SmscAdapter
 from worker.providers.smsc.codes import failure_side
 from worker.providers.smsc.sandbox import DEFAULT_LOGIN, DEFAULT_PASSWORD, create_sandbox
@@ -38,7 +39,17 @@ DEFAULT_LIMITS: dict[str, list[tuple[int, float]]] = {
     "prices": [(3, 60.0)],
 }
 
+# Message limits: send.php's ``mes`` is at most 1000 characters (providers/README.md).
+MESSAGE_LIMITS = MessageLimits(max_chars=1000)
+
+# Requests in flight at once (an account's ``max_in_flight`` replaces it): SMSC answers
+# error 9 to "fifteen or more requests simultaneously from different connections under
+# the same username" (smsc-data-api.txt, get.php), so at most 14.
+DEFAULT_MAX_IN_FLIGHT = 14
+
 __all__ = [
+    "DEFAULT_MAX_IN_FLIGHT",
+    "MESSAGE_LIMITS",
     "SANDBOX_ACCOUNT",
     "Adapter",
     "SmscAdapter",

@@ -201,9 +201,15 @@ class PhoneResult:
 
     @property
     def rejected(self) -> bool:
+        """Not sent: refused for this phone, or dropped for the account (see account_failure)."""
         if self.error not in (None, "", "0"):
             return True
         return self.status in self.REFUSING_STATUSES
+
+    @property
+    def account_failure(self) -> bool:
+        """Dropped because of the account (status 24, no funds), not because of the phone."""
+        return self.error in (None, "", "0") and self.status in codes.ACCOUNT_STATUSES
 
     @classmethod
     def parse(cls, data: Mapping[str, Any]) -> PhoneResult:
@@ -1229,7 +1235,8 @@ def outcomes_from_send(result: SendResult, recipients: Sequence[str]) -> list[Re
     """One outcome per requested phone from a send answer.
 
     With per-phone details, each phone is SUBMITTED (id ``"<id>:<phone>"``) or
-    REJECTED (raw code: the phone's error, else its status); a phone missing from
+    REJECTED (raw code: the phone's error, else its status) or, dropped for lack of
+    funds (status 24), FAILED classed ACCOUNT, so the core pauses the account; a phone missing from
     the details is UNKNOWN (reconciliation settles it). Without details every
     phone is SUBMITTED. ``parts`` is ``cnt`` divided by the accepted phones when it
     divides evenly (SMSC bills ``cnt`` = parts × recipients).
@@ -1254,6 +1261,16 @@ def outcomes_from_send(result: SendResult, recipients: Sequence[str]) -> list[Re
                     status=Status.UNKNOWN,
                     provider_message_id=make_message_id(result.id, phone),
                     reason="phone missing from the per-phone details",
+                )
+            )
+        elif entry is not None and entry.account_failure:
+            outcomes.append(
+                RecipientOutcome(
+                    phone=phone,
+                    status=Status.FAILED,
+                    raw_code=str(entry.status),
+                    reason=f"account error: {_phone_error_text(entry)}",
+                    error_class=ErrorClass.ACCOUNT,
                 )
             )
         elif entry is not None and entry.rejected:

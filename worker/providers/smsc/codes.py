@@ -52,6 +52,11 @@ STATUS_CODES: Mapping[int, StatusCode] = _table(
 )
 
 
+# Statuses that say the account, not the recipient, is the problem: at send time they
+# pause the account (an account failure), as the request error for no funds does.
+ACCOUNT_STATUSES = frozenset({24})
+
+
 def status_code(code: int | str) -> StatusCode:
     """The table row for ``code``; unknown codes map to UNKNOWN (never guessed final)."""
     try:

@@ -22,7 +22,11 @@ Caps (error 9; :class:`SmscCaps`, windows scalable, can be disabled): a second i
 send within a minute; more than 5 identical cost requests a minute; more than 5 status
 requests for one message or more than one bulk status request a minute; more than 3
 identical ``get_messages`` a minute or 30 an hour; more than 3 identical requests a
-minute to the other data calls (``get_stat``: any 3), ``info.php`` also 100 a minute.
+minute to the other data calls (``get_stat``: any 3), ``info.php`` also 100 a minute;
+fifteen or more requests at once under one login (``concurrent``, get.php's error 9:
+"fifteen or more requests simultaneously from different connections under the same
+username"). ``request_seconds`` is how long the gateway takes to answer a request, so
+that requests overlap as they do on the real gateway.
 
 Statuses advance with the shared :class:`~worker.providers.sandbox_kit.OutcomeMix`:
 -1 for the first half of the wait, then 0, then 1 (delivered), 20 (undeliverable,
@@ -141,6 +145,7 @@ class SmscCaps:
     data_identical: int = 3
     stat_per_minute: int = 3
     info_per_minute: int = 100
+    concurrent: int = 15  # requests at once under one login that get error 9
     login_errors: int = 5
     login_window: float = 1800.0
     block_for: float = 1800.0
@@ -298,6 +303,8 @@ class SmscSandbox:
         clock: Callable[[], float] = time.time,
         operator_prices: Mapping[str, str] | None = None,
         delivery_errors: Mapping[str, int] | None = None,
+        unfunded_phones: Sequence[str] = (),
+        request_seconds: float = 0.0,
     ) -> None:
         self.state = state
         # number -> delivery error (``err``): its messages end "cannot be delivered" (20)
@@ -310,6 +317,9 @@ class SmscSandbox:
             if operator_prices is not None
             else None
         )
+        self.request_seconds = request_seconds
+        self.active: dict[str, int] = {}  # requests being answered, per login
+        self.peak_active = 0
         self.login = login
         self.password = password
         self.api_key = api_key
@@ -320,6 +330,7 @@ class SmscSandbox:
         self.callback = callback
         self.caps = caps
         self.blocked_phones = {p.lstrip("+") for p in blocked_phones}
+        self.unfunded_phones = {p.lstrip("+") for p in unfunded_phones}
         self.forbidden_words = [w.lower() for w in forbidden_words]
         self.forbidden_senders = {s.lower() for s in forbidden_senders}
         self.clock = clock
@@ -498,10 +509,14 @@ class SmscSandbox:
                 seen[phone] = (raw, 22, "7")
             elif phone in self.blocked_phones:
                 seen[phone] = (phone, 23, "8")
+            elif phone in self.unfunded_phones:
+                seen[phone] = (phone, 24, "0")  # dropped: status 24, insufficient funds
             else:
                 seen[phone] = (phone, 0, "0")
-        good = [p for p, s, e in seen.values() if e == "0"]
+        good = [p for p, s, e in seen.values() if e == "0" and s == 0]
         if not good:
+            if any(s == 24 for _, s, _ in seen.values()):
+                raise SmscError(3, sms_id_hint)
             codes_seen = {e for _, _, e in seen.values()}
             raise SmscError(8 if "8" in codes_seen else 7, sms_id_hint)
         parts = 1 if is_hlr or is_ping else max(1, count_segments(mes).parts)
@@ -550,7 +565,7 @@ class SmscSandbox:
         if params.get("op") == "1":
             listed = list(seen.values())
         elif params.get("err") == "1":
-            listed = [x for x in seen.values() if x[2] != "0"]
+            listed = [x for x in seen.values() if x[2] != "0" or x[1] != 0]
         if listed:
             answer["phones"] = [
                 {
@@ -1150,9 +1165,21 @@ def _handler(
         params = await request_params(request)
         try:
             login = sandbox._check_auth(params, request.remote or "")
+        except SmscError as err:
+            return render_error(params, err)
+        active = sandbox.active.get(login, 0) + 1
+        sandbox.active[login] = active
+        sandbox.peak_active = max(sandbox.peak_active, active)
+        try:
+            if sandbox.caps.enabled and active >= sandbox.caps.concurrent:
+                raise SmscError(9)
+            if sandbox.request_seconds:
+                await asyncio.sleep(sandbox.request_seconds)
             return renderer(params, action(params, login))
         except SmscError as err:
             return render_error(params, err)
+        finally:
+            sandbox.active[login] -= 1
 
     return handle
 
@@ -1184,6 +1211,8 @@ def create_sandbox(
     currency: str = "RUB",
     operator_prices: Mapping[str, str] | str | None = None,
     delivery_errors: Mapping[str, int] | str | None = None,
+    unfunded_phones: Sequence[str] | str = (),
+    request_seconds: float | str = 0.0,
 ) -> web.Application:
     """The SMSC sandbox application (serve it with ``sandbox_kit.serve``).
 
@@ -1193,10 +1222,13 @@ def create_sandbox(
     ``callback_algorithm=<secret>`` when the URL names none. ``caps``: True (SMSC's
     windows), False (off), a number (SMSC's windows scaled by it) or an
     :class:`SmscCaps`. ``blocked_phones``: numbers SMSC refuses (error 8 / per-phone
-    error 8); ``forbidden_words`` / ``forbidden_senders``: error 6. ``operator_prices``:
+    error 8); ``unfunded_phones``: numbers SMSC drops for lack of funds (per-phone status
+    24); ``forbidden_words`` / ``forbidden_senders``: error 6. ``operator_prices``:
     mccmnc -> price of a part (text: ``25001:0.5,25002:1.1``), the individual tariffs
     ``get_price`` lists and what numbers of those networks are charged. ``delivery_errors``:
     number -> ``err`` (text: ``79161234567:248``): its messages end status 20 with that error.
+    ``request_seconds``: how long each request takes to answer (fifteen at once under one
+    login get error 9).
     Every option also takes text (``smsq sandbox --option smsc.caps=off``); lists are
     comma separated.
     """
@@ -1236,6 +1268,8 @@ def create_sandbox(
         caps=cap_config,
         currency=currency,
         blocked_phones=_items(blocked_phones),
+        unfunded_phones=_items(unfunded_phones),
+        request_seconds=float(request_seconds),
         forbidden_words=_items(forbidden_words),
         forbidden_senders=_items(forbidden_senders),
         operator_prices=(
