@@ -34,6 +34,7 @@ from functools import cache
 from importlib import resources
 from typing import Any, Literal, TypeAlias
 
+from producers.errors import InputError
 from producers.phones import (
     AcceptNumbers,
     InvalidPhone,
@@ -135,7 +136,7 @@ _MAX_SURROGATE_REASONS = 5
 # ---------------------------------------------------------------- types
 
 
-class JobRejected(ValueError):
+class JobRejected(InputError, ValueError):
     """The job as a whole is refused.
 
     ``reasons`` lists every job-level problem found, each a sentence naming

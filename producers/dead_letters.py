@@ -18,6 +18,7 @@ from typing import Any, cast
 import redis
 
 from producers.contract import is_job_id
+from producers.errors import InputError
 from producers.keys import Keys
 from producers.wire import INTAKE_ACTOR, NAMESPACE, enqueue_payload
 
@@ -48,7 +49,7 @@ class DeadLetter:
         )
 
 
-class NotReplayable(ValueError):
+class NotReplayable(InputError, ValueError):
     """The dead letter holds nothing that can go back on the intake queue."""
 
 

@@ -24,6 +24,8 @@ from __future__ import annotations
 from types import ModuleType
 from typing import Literal
 
+from producers.errors import InputError
+
 __all__ = [
     "ACCEPT_NUMBERS",
     "MAX_PHONE_DIGITS",
@@ -63,7 +65,7 @@ _SPARE_PREFIXES = frozenset({"28", "83", "89"})
 _INT_LIMIT = 10**MAX_PHONE_DIGITS
 
 
-class InvalidPhone(ValueError):
+class InvalidPhone(InputError, ValueError):
     """A recipient that cannot be a phone number; ``reason`` says why.
 
     The reason is a short phrase (``"too short: 7 digits, at least 8 needed"``)

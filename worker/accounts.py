@@ -18,6 +18,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
+from producers.errors import DispatchInterrupted
 from producers.keys import EVENTS_MAXLEN
 from worker import metrics
 from worker.providers.base import ErrorClass, ProviderError
@@ -95,7 +96,7 @@ async def resume(rt: Runtime, name: str) -> None:
 BalanceProbe = Callable[[str], Awaitable[object]]
 
 
-class ProbeDeferred(Exception):
+class ProbeDeferred(DispatchInterrupted):
     """The probe could not be made now (rate rules, in-flight cap): try again in ``delay``."""
 
     def __init__(self, delay: float) -> None:

@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from producers.errors import SmsqError
 from producers.keys import DEFAULT_PREFIX
 from producers.phones import ACCEPT_NUMBERS, AcceptNumbers
 from worker.limiter import Rule
@@ -69,7 +70,7 @@ STRATEGIES = ("failover", "cost")
 RESENDABLE = ("undeliverable", "rejected", "failed")
 
 
-class ConfigError(ValueError):
+class ConfigError(SmsqError, ValueError):
     """The configuration is invalid; ``problems`` lists every problem, each naming its key."""
 
     def __init__(self, problems: list[str]) -> None:

@@ -30,6 +30,7 @@ from tenacity import (
     wait_exponential_jitter,
 )
 
+from producers.errors import DispatchInterrupted
 from producers.keys import EVENTS_MAXLEN
 from producers.status import Status
 from producers.wire import NAMESPACE, build_message, write_message
@@ -80,7 +81,7 @@ def _count_retry(state: RetryCallState) -> None:
     metrics.RETRIES.labels(cls).inc()
 
 
-class Reschedule(Exception):
+class Reschedule(DispatchInterrupted):
     """The permit is further away than a worker should wait: send the message again later.
 
     ``after`` is the failure of an earlier attempt of the same call, if one failed first.
@@ -96,7 +97,7 @@ SHORT_WAIT = 2.0  # seconds a dispatch may wait for a permit in the event loop
 THROTTLE_PAUSE = 5.0  # seconds an account endpoint pauses on a throttled answer without Retry-After
 
 
-class LostClaim(Exception):
+class LostClaim(DispatchInterrupted):
     """Another delivery owns the chunk now: this one must not send."""
 
 

@@ -23,6 +23,7 @@ from typing import Any
 
 import redis.asyncio as aredis
 
+from producers.errors import DispatchInterrupted
 from worker import metrics
 
 
@@ -30,7 +31,7 @@ def _script(name: str) -> str:
     return resources.files("worker").joinpath(name).read_text(encoding="utf-8")
 
 
-class MarkRefused(Exception):
+class MarkRefused(DispatchInterrupted):
     """The key to mark with the grant is owned by another token: nothing was granted."""
 
 

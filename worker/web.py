@@ -36,6 +36,7 @@ from aiohttp.abc import AbstractAccessLogger
 from redis.exceptions import RedisError
 
 from producers.contract import JobRejected, RejectedRecipient, validate_job
+from producers.errors import InputError
 from producers.keys import Keys
 from producers.wire import INTAKE_ACTOR, build_message, intake_queue, write_message
 from worker import logs, webhooks
@@ -54,11 +55,11 @@ REDIS_ERRORS = (RedisError, OSError, TimeoutError, asyncio.TimeoutError)
 MAX_JSON_DEPTH = 32  # nesting a JSON body may have (a job needs 3; metadata a few more)
 
 
-class BodyTooLarge(Exception):
+class BodyTooLarge(InputError):
     pass
 
 
-class BodyTooSlow(Exception):
+class BodyTooSlow(InputError):
     pass
 
 

@@ -22,6 +22,7 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import aiohttp
 
+from producers.errors import PushError, SmsqError
 from producers.segments import count_segments
 from producers.status import Status
 from worker import metrics
@@ -49,7 +50,7 @@ class ErrorClass(StrEnum):
     AMBIGUOUS = "ambiguous"  # the request may have been acted on: reconcile, never resend blindly
 
 
-class ProviderError(Exception):
+class ProviderError(SmsqError):
     """A whole request failed. Per-recipient refusals are outcomes, not errors."""
 
     def __init__(
@@ -222,7 +223,7 @@ class WebhookContent:
     events: list[Mapping[str, str]] = field(default_factory=list)  # anything else, for the stream
 
 
-class WebhookRejected(Exception):
+class WebhookRejected(PushError):
     """A push that failed verification (bad signature, unknown source) or cannot be read."""
 
     def __init__(self, status: int, reason: str) -> None:

@@ -40,6 +40,7 @@ from zoneinfo import ZoneInfo
 import aiohttp
 from yarl import URL
 
+from producers.errors import SmsqError
 from producers.status import Status
 from worker.providers.base import (
     AccountConfig,
@@ -140,7 +141,7 @@ INCOMING_FIRST_LOOKBACK = timedelta(days=1)
 T = TypeVar("T")
 
 
-class MalformedResponse(ValueError):
+class MalformedResponse(SmsqError, ValueError):
     """A response body that none of the documented (or known undocumented) shapes fit."""
 
 

@@ -41,6 +41,7 @@ from typing import Any
 from urllib.parse import parse_qsl, unquote_to_bytes, urlsplit, urlunsplit
 from xml.etree import ElementTree
 
+from producers.errors import PushError
 from producers.status import Status
 from worker.providers.base import HlrResult, StatusReport
 from worker.providers.smsc import codes
@@ -61,7 +62,7 @@ _CODECS = {
 }
 
 
-class CallbackError(ValueError):
+class CallbackError(PushError, ValueError):
     """A callback body that cannot be decoded or lacks what its kind needs."""
 
 
