@@ -5,6 +5,7 @@
 | ``accept_job`` | ``smsq-intake`` (+ ``smsq-intake-otp``) | validate, record, split, enqueue chunks |
 | ``dispatch_chunk`` | ``smsq-dispatch`` (+ ``smsq-dispatch-otp``) | one send request per chunk |
 | ``dispatch_hlr`` | ``smsq-dispatch`` (+ ``smsq-dispatch-otp``) | one HLR request per chunk |
+| ``dispatch_gave_up`` | ``smsq-dispatch`` | Dramatiq's ``on_retry_exhausted`` hook of both: records the chunk failed |
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ from worker.runtime import Runtime, RuntimeMiddleware
 
 log = logging.getLogger("smsq.actors")
 
-DISPATCH_MAX_RETRIES = 5  # Dramatiq retries of a dispatch that raised; the last one gives up
+DISPATCH_MAX_RETRIES = 5  # Dramatiq retries of a dispatch that raised (send and HLR alike)
+GAVE_UP_ACTOR = "dispatch_gave_up"  # Dramatiq's on_retry_exhausted target for both
 
 
 @dataclass
@@ -128,16 +130,30 @@ def create_app(settings: Settings, **broker_options: Any) -> App:
         if runtime.outage.call_sync(f"{actor}: checking the message", lambda: refused(actor, args)):
             return
         message = CurrentMessage.get_current_message()
-        retries = int(message.options.get("retries", 0)) if message is not None else 0
         message_id = message.options.get("redis_message_id") if message is not None else None
         thread = get_event_loop_thread()
         if thread is None:
             raise RuntimeError("the AsyncIO middleware is not running")
-        final = retries >= DISPATCH_MAX_RETRIES
-        work = dispatch.dispatch_or_give_up(
-            runtime, actor, args, final=final, message_id=message_id
+        thread.run_coroutine(
+            dispatch.dispatch_or_give_up(runtime, actor, args, message_id=message_id)
         )
-        thread.run_coroutine(work)
+
+    def dispatch_gave_up(failed: dict[str, Any], retries: dict[str, Any]) -> None:
+        """Dramatiq's ``on_retry_exhausted`` hook of the dispatch actors: ``failed`` is the
+        message it gave up on (its last traceback in its options)."""
+        actor = str(failed.get("actor_name", ""))
+        args = failed.get("args")
+        if actor not in (queues.SEND_ACTOR, queues.HLR_ACTOR) or not isinstance(args, list):
+            log.warning("dispatch_gave_up: not a dispatch message (%s)", actor[:64])
+            return
+        options = failed.get("options")
+        trace = str(options.get("traceback") or "") if isinstance(options, dict) else ""
+        lines = trace.strip().splitlines()
+        error = lines[-1].split(":", 1)[0].rsplit(".", 1)[-1] if lines else "unknown error"
+        thread = get_event_loop_thread()
+        if thread is None:
+            raise RuntimeError("the AsyncIO middleware is not running")
+        thread.run_coroutine(dispatch.give_up(runtime, actor, args, error))
 
     def dispatch_chunk(*args: Any) -> None:
         on_loop(queues.SEND_ACTOR, args)
@@ -153,11 +169,23 @@ def create_app(settings: Settings, **broker_options: Any) -> App:
         actor_name=queues.SEND_ACTOR,
         queue_name=queues.DISPATCH_QUEUE,
         max_retries=DISPATCH_MAX_RETRIES,
+        on_retry_exhausted=GAVE_UP_ACTOR,
     )(dispatch_chunk)
     hlr = dramatiq.actor(
-        broker=broker, actor_name=queues.HLR_ACTOR, queue_name=queues.DISPATCH_QUEUE, max_retries=5
+        broker=broker,
+        actor_name=queues.HLR_ACTOR,
+        queue_name=queues.DISPATCH_QUEUE,
+        max_retries=DISPATCH_MAX_RETRIES,
+        on_retry_exhausted=GAVE_UP_ACTOR,
     )(dispatch_hlr)
+    gave_up = dramatiq.actor(
+        broker=broker,
+        actor_name=GAVE_UP_ACTOR,
+        queue_name=queues.DISPATCH_QUEUE,
+        max_retries=DISPATCH_MAX_RETRIES,
+    )(dispatch_gave_up)
     extra = {
+        GAVE_UP_ACTOR: gave_up,
         **webhooks.register_actors(broker, runtime),
         **reconcile.register_actors(broker, runtime),
     }

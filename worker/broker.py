@@ -204,6 +204,9 @@ class DeadLetterFailed(dramatiq.Middleware):
         self.sink = sink
 
     def after_nack(self, broker: dramatiq.Broker, message: Any) -> None:
+        actor = broker.actors.get(message.actor_name)
+        if actor is not None and actor.options.get("on_retry_exhausted"):
+            return  # its on_retry_exhausted actor records it, with what it knows of the work
         trace = str(message.options.get("traceback") or "").strip()
         last = trace.splitlines()[-1] if trace else "no error recorded"
         retries = message.options.get("retries", 0)

@@ -728,19 +728,16 @@ async def dispatch_or_give_up(
     actor: str,
     args: tuple[Any, ...],
     *,
-    final: bool,
     message_id: str | None = None,
 ) -> None:
-    """Run a dispatch actor's work; on its last try, an unexpected failure is given up cleanly.
+    """Run a dispatch actor's work.
 
     A Redis outage is ridden out in the process: the work waits for Redis (up to
     ``[worker] redis_outage`` seconds) and runs again with the same hold on the chunk, so
     a provider's answer is never dropped for a retry message that cannot be enqueued.
-    Other failures re-raise on earlier tries (Dramatiq retries with backoff). On the last
-    one, the chunk's recipients are recorded ``failed`` with the reason (``unknown`` if
-    caught sending) and a dead letter says what failed, instead of the message ending in
-    Dramatiq's own dead-letter set with everyone still ``queued``. If even that cannot be
-    written, the error propagates and the stranded-work sweep sends the chunk again.
+    Other failures re-raise: Dramatiq retries with backoff, and once its retries are
+    exhausted its ``on_retry_exhausted`` hook runs :func:`give_up` (the ``dispatch_gave_up``
+    actor), so nothing here counts tries.
     """
     run = dispatch_chunk if actor == SEND_ACTOR else dispatch_hlr
     priority = args[8] if actor == SEND_ACTOR and len(args) > 8 else (args[4:5] or ["bulk"])[0]
@@ -760,10 +757,6 @@ async def dispatch_or_give_up(
     except asyncio.CancelledError:
         await _interrupted(rt, actor, args, delivery)
         raise
-    except Exception as exc:
-        if not final:
-            raise
-        await _give_up(rt, actor, args, exc)
 
 
 INTERRUPT_RECORD_SECONDS = 2.0  # what a shutdown waits for the recording of an interrupted chunk
@@ -805,9 +798,17 @@ async def _interrupted(rt: Runtime, actor: str, args: tuple[Any, ...], delivery:
         metrics.RECIPIENTS.labels(acc.kind if acc else "unknown", status.value).inc(n)
 
 
-async def _give_up(rt: Runtime, actor: str, args: tuple[Any, ...], exc: Exception) -> None:
-    reason = f"dispatch failed on every try: {type(exc).__name__}"
-    log.exception("%s gave up", actor)
+async def give_up(rt: Runtime, actor: str, args: Sequence[Any], error: str) -> None:
+    """A dispatch Dramatiq gave up on (every try raised ``error``, an exception's name).
+
+    The chunk's recipients are recorded ``failed`` with the reason (``unknown`` if caught
+    sending: the provider may have it) and a dead letter says what failed, instead of
+    everyone staying ``queued``. If even that cannot be written, the error propagates (this
+    message is retried) and the stranded-work sweep sends the chunk again.
+    """
+    reason = f"dispatch failed on every try: {error}"
+    log.warning("%s gave up: %s", actor, error)
+    args = tuple(args)
     try:
         job_id, index, route, recipients = _chunk_of(actor, args)
     except (IndexError, TypeError, ValueError):
