@@ -137,10 +137,13 @@ def format_status(status: JobStatus, *, show_numbers: bool = False, limit: int =
         totals: dict[str, float] = {}
         for line in status.costs:
             totals[line.currency] = totals.get(line.currency, 0.0) + line.amount
-        total = ", ".join(f"{amount:.2f} {cur or '?'}" for cur, amount in sorted(totals.items()))
+        total = ", ".join(
+            f"{amount:.2f} {cur or '(currency not given)'}"
+            for cur, amount in sorted(totals.items())
+        )
         lines.append(f"  cost: {total}")
         for line in status.costs:
-            lines.append(f"    {line.account:<24} {line.amount:.2f} {line.currency or '?'}")
+            lines.append(f"    {line.account:<24} {line.amount:.2f} {line.currency}".rstrip())
     if status.recipients and limit:
         lines.append("  recipients:")
         for row in status.recipients[:limit]:

@@ -63,6 +63,10 @@ local KEEP = {"country", "route_account", "operator", "price", "currency", "pric
 local SENT = {submitted = true, delivered = true, unknown = true}
 local job_parts = tonumber(redis.call("HGET", base, "parts") or "") or 1
 local account_currency = redis.call("HGET", prefix .. ":prices:" .. account, "currency")
+if not account_currency or account_currency == "" then  -- the balance poll's currency
+  account_currency = redis.call("HGET", prefix .. ":account:" .. account, "currency")
+  if account_currency == "" then account_currency = false end
+end
 local costs = {}
 local idx, aw = {}, {}
 for i, o in ipairs(outcomes) do
