@@ -1,13 +1,23 @@
 """smsq's job contract and enqueue client (depends on ``redis`` only).
 
-``from producers import SmsqClient, enqueue_send, enqueue_hlr`` (loaded on first use).
+``from producers import SmsqClient, AsyncSmsqClient, enqueue_send, enqueue_hlr`` (loaded on
+first use).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["JobStatus", "RecipientRow", "SmsqClient", "enqueue_hlr", "enqueue_send"]
+__all__ = [
+    "AsyncSmsqClient",
+    "CancelResult",
+    "Event",
+    "JobStatus",
+    "RecipientRow",
+    "SmsqClient",
+    "enqueue_hlr",
+    "enqueue_send",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -58,6 +58,12 @@ def add_producer_commands(
     status.add_argument("--json", action="store_true")
     status.set_defaults(func=lambda a: _status(a, client_factory(a)))
 
+    cancel = sub.add_parser(
+        "cancel", help="cancel a job none of whose chunks was dispatched yet (a scheduled job)"
+    )
+    cancel.add_argument("job_id")
+    cancel.set_defaults(func=lambda a: _cancel(a, client_factory(a)))
+
     dlq = sub.add_parser("dlq", help="dead letters: list, show, replay, purge")
     dlq_sub = dlq.add_subparsers(dest="dlq_command", required=True)
     dl_list = dlq_sub.add_parser("list", help="newest first")
@@ -242,6 +248,21 @@ def _status(args: argparse.Namespace, client: SmsqClient) -> int:
     else:
         print(format_status(status, show_numbers=args.show_numbers, limit=args.limit))
     return 0
+
+
+def _cancel(args: argparse.Namespace, client: SmsqClient) -> int:
+    result = client.cancel(args.job_id)
+    if result.cancelled:
+        print(f"job {args.job_id}: cancelled ({result.recipients} recipients)")
+        return 0
+    explain = {
+        "dispatching": "a worker has already taken some of its chunks; nothing was cancelled",
+        "pending": "no worker has taken it yet; try again in a moment",
+        "not_found": "no such job in this Redis",
+    }
+    reason = explain.get(result.result, f"it is {result.result}")
+    print(f"job {args.job_id} not cancelled: {reason}", file=sys.stderr)
+    return 1
 
 
 def _letter_line(dl: DeadLetter) -> str:

@@ -53,8 +53,12 @@ class Keys:
         """Hash: an account's price list: "op:<mccmnc>" / "cc:<region>" -> price, currency, at."""
         return f"{self.prefix}:prices:{account}"
 
+    def pending(self, job_id: str) -> str:
+        """String: a job enqueued by a producer and not yet taken by a worker (JSON, expires)."""
+        return f"{self.prefix}:pending:{job_id}"
+
     def chunk(self, job_id: str, index: int) -> str:
-        """String: state of one chunk (claimed / sending / done)."""
+        """String: state of one chunk (claimed / sending / done / cancelled)."""
         return f"{self.prefix}:chunk:{job_id}:{index}"
 
     @property

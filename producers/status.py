@@ -20,6 +20,7 @@ class Status(StrEnum):
     REJECTED = "rejected"  # refused at submit: bad number, stop list, forbidden text
     FAILED = "failed"  # smsq gave up: retries exhausted, account error
     UNKNOWN = "unknown"  # ambiguous submit; reconciliation settles it
+    CANCELLED = "cancelled"  # the producer cancelled the job before it was dispatched
 
     @property
     def is_final(self) -> bool:
@@ -27,13 +28,22 @@ class Status(StrEnum):
 
 
 FINAL_STATUSES = frozenset(
-    {Status.DELIVERED, Status.UNDELIVERABLE, Status.EXPIRED, Status.REJECTED, Status.FAILED}
+    {
+        Status.DELIVERED,
+        Status.UNDELIVERABLE,
+        Status.EXPIRED,
+        Status.REJECTED,
+        Status.FAILED,
+        Status.CANCELLED,
+    }
 )
 
 
 class JobState(StrEnum):
     """State of a whole job record."""
 
+    PENDING = "pending"  # enqueued by a producer, not yet taken by a worker (no record yet)
     ACCEPTED = "accepted"  # validated, split into chunks, being dispatched
     DONE = "done"  # every chunk dispatched (recipients may still await delivery reports)
     DEAD_LETTERED = "dead_lettered"  # rejected as a whole; reasons recorded
+    CANCELLED = "cancelled"  # cancelled by the producer before any chunk was dispatched

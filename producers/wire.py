@@ -25,6 +25,8 @@ INTAKE_QUEUE = "smsq-intake"
 INTAKE_OTP_QUEUE = "smsq-intake-otp"
 INTAKE_ACTOR = "accept_job"
 MAX_DELAY_MS = 7 * 24 * 3600 * 1000  # Dramatiq refuses longer delays
+# How long a "pending" marker outlives its enqueue: the longest delay, plus a day of backlog.
+PENDING_TTL = MAX_DELAY_MS // 1000 + 24 * 3600
 
 
 def intake_queue(priority: str) -> str:
@@ -78,6 +80,36 @@ def write_message(
     pipe.rpush(f"{namespace}:{queue}", redis_id)
 
 
+def mark_pending(pipe: Any, pending_key: str, kind: str, now: float | None = None) -> None:
+    """Queue the write of a job's "pending" marker (``Keys.pending``), which tells a job
+    enqueued and not yet taken by a worker from no job at all. The intake deletes it in the
+    transaction that records the job (or dead-letters it); otherwise it expires."""
+    marker = json.dumps({"enqueued_at": round(now or time.time(), 3), "kind": kind})
+    pipe.set(pending_key, marker, ex=PENDING_TTL)
+
+
+def write_job(
+    pipe: Any,
+    payload: dict[str, Any],
+    *,
+    pending_key: str | None = None,
+    queue: str | None = None,
+    delay_ms: int | None = None,
+    namespace: str = NAMESPACE,
+) -> str:
+    """Queue (without I/O) the writes of one job message for ``accept_job`` on ``pipe``,
+    with its pending marker when ``pending_key`` is given; returns the Redis message id."""
+    if delay_ms is not None and not 0 <= delay_ms <= MAX_DELAY_MS:
+        raise ValueError(f"delay must be between 0 and {MAX_DELAY_MS} ms")
+    queue = queue or intake_queue(str(payload.get("priority", "bulk")))
+    eta = int(time.time() * 1000) + delay_ms if delay_ms is not None else None
+    target, redis_id, body = build_message(queue, INTAKE_ACTOR, [payload], eta_ms=eta)
+    if pending_key is not None:
+        mark_pending(pipe, pending_key, str(payload.get("kind", "send")))
+    write_message(pipe, target, redis_id, body, namespace)
+    return redis_id
+
+
 def enqueue_payload(
     client: redis.Redis,
     payload: dict[str, Any],
@@ -85,14 +117,17 @@ def enqueue_payload(
     queue: str | None = None,
     delay_ms: int | None = None,
     namespace: str = NAMESPACE,
+    pending_key: str | None = None,
 ) -> str:
     """Enqueue one job payload for ``accept_job``; returns the Redis message id."""
-    if delay_ms is not None and not 0 <= delay_ms <= MAX_DELAY_MS:
-        raise ValueError(f"delay must be between 0 and {MAX_DELAY_MS} ms")
-    queue = queue or intake_queue(str(payload.get("priority", "bulk")))
-    eta = int(time.time() * 1000) + delay_ms if delay_ms is not None else None
-    target, redis_id, body = build_message(queue, INTAKE_ACTOR, [payload], eta_ms=eta)
     pipe = client.pipeline(transaction=True)
-    write_message(pipe, target, redis_id, body, namespace)
+    redis_id = write_job(
+        pipe,
+        payload,
+        pending_key=pending_key,
+        queue=queue,
+        delay_ms=delay_ms,
+        namespace=namespace,
+    )
     pipe.execute()
     return redis_id

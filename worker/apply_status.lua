@@ -15,8 +15,10 @@
 local prefix, account, now = ARGV[1], ARGV[2], ARGV[3]
 local maxlen = tonumber(ARGV[4])
 local RANK = {queued = 0, unknown = 1, submitted = 2,
-              undeliverable = 3, expired = 3, rejected = 3, failed = 3, delivered = 4}
-local FINAL = {undeliverable = true, expired = true, rejected = true, failed = true, delivered = true}
+              undeliverable = 3, expired = 3, rejected = 3, failed = 3, cancelled = 3,
+              delivered = 4}
+local FINAL = {undeliverable = true, expired = true, rejected = true, failed = true,
+               cancelled = true, delivered = true}
 local index = prefix .. ":msgid:" .. account
 local awaiting = prefix .. ":awaiting:" .. account
 local events = prefix .. ":events"

@@ -10,6 +10,8 @@ Values of ``<prefix>:chunk:<job>:<index>``:
   answered (or a connection that never opened) sets it back to ``claimed``.
 - ``done`` — the outcomes are recorded (by ``record_chunk.lua``, which ignores a
   second recording).
+- ``cancelled`` — the producer cancelled the job before any chunk was claimed
+  (``SmsqClient.cancel``); a delivery that finds it acknowledges without sending.
 
 Every transition after the claim is compare-and-set on the owner's token.
 """
@@ -29,6 +31,13 @@ local v = redis.call("GET", KEYS[1])
 if not v then return 0 end
 if string.match(v, ":([^:]+)$") ~= ARGV[1] then return 0 end
 if ARGV[2] == "" then redis.call("DEL", KEYS[1]) else redis.call("SET", KEYS[1], ARGV[2], "EX", ARGV[3]) end
+return 1
+"""
+
+
+_TAKE_OVER = """
+if redis.call("GET", KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call("SET", KEYS[1], ARGV[2], "EX", ARGV[3])
 return 1
 """
 
@@ -59,9 +68,12 @@ class ChunkOwner:
         script = self.client.register_script(_CAS)
         return bool(await script(keys=[self.key], args=[self.token, new_value, CHUNK_STATE_TTL]))
 
-    async def take_over(self, account: str) -> None:
-        """Own a chunk found ``claimed`` by a delivery that never sent it."""
-        await self.client.set(self.key, self.value("claimed", account), ex=CHUNK_STATE_TTL)
+    async def take_over(self, found: str, account: str) -> bool:
+        """Own a chunk found ``claimed`` (value ``found``) by a delivery that never sent it;
+        False when the value changed since it was read (released and cancelled, say)."""
+        script = self.client.register_script(_TAKE_OVER)
+        value = self.value("claimed", account)
+        return bool(await script(keys=[self.key], args=[found, value, CHUNK_STATE_TTL]))
 
     def sending_mark(self, account: str) -> Mark:
         """The move to ``sending``, for the rate limiter to make with its grant."""

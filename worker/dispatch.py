@@ -398,7 +398,7 @@ class Delivery:
 
 @dataclass
 class Claim:
-    """What claiming a chunk found: 'claimed' (ours now), 'done' or 'interrupted'."""
+    """What claiming a chunk found: 'claimed' (ours now), 'done', 'cancelled' or 'interrupted'."""
 
     state: str
     account: str | None
@@ -430,14 +430,17 @@ async def _claim(
     states = [accounts.parse_state(n, r) for n, r in zip(route, raw_states, strict=True)]
     if claimed:
         return Claim("claimed", route[0], states, owner)
-    state, account, token = chunk_state.parse((value or b"").decode())
-    if state == "done":
+    raw = (value or b"").decode()
+    state, account, token = chunk_state.parse(raw)
+    if state in ("done", "cancelled"):
         if delivery is not None:
             await rt.async_redis().hdel(rt.keys.inflight, chunk_key)
-        return Claim("done", None, states, owner)
+        return Claim(state, None, states, owner)
     if state == "claimed" or (token == owner.token and not owner.maybe_sent):
-        # An earlier delivery claimed it and never sent it (it died, or was retried): ours now.
-        await owner.take_over(account or route[0])
+        # An earlier delivery claimed it and never sent it (it died, or was retried): ours now,
+        # unless the value changed meanwhile (it was released, then cancelled or claimed again).
+        if not await owner.take_over(raw, account or route[0]):
+            return await _claim(rt, chunk_key, route, delivery)
         return Claim("claimed", account or route[0], states, owner)
     return Claim("interrupted", account or route[0], states, owner)
 
@@ -542,13 +545,16 @@ async def dispatch_chunk(
     delivery: Delivery | None = None,
 ) -> str:
     """Send one chunk; returns 'sent', 'duplicate', 'interrupted', 'rescheduled',
-    'superseded' (another delivery owns it) or 'too_old' (an OTP past its max age)."""
+    'superseded' (another delivery owns it), 'cancelled' (the producer cancelled the job
+    before it was dispatched) or 'too_old' (an OTP past its max age)."""
     route = _route(route_arg)
     chunk_key = rt.keys.chunk(job_id, index)
     resend = second_chance(index)
     claim = await _claim(rt, chunk_key, route, delivery)
     if claim.state == "done":
         return "duplicate"
+    if claim.state == "cancelled":
+        return "cancelled"  # the cancel recorded the recipients: nothing to send or write
     request = SendRequest(
         chunk_id=f"{job_id}:{index}",
         sender=sender,
@@ -659,6 +665,8 @@ async def dispatch_hlr(
     claim = await _claim(rt, chunk_key, route, delivery)
     if claim.state == "done":
         return "duplicate"
+    if claim.state == "cancelled":
+        return "cancelled"
     results: list[HlrResult] = []
     account = claim.account or route[0]
     if claim.state == "interrupted":

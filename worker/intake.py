@@ -114,6 +114,8 @@ def _dead_letter(rt: Runtime, reasons: list[str], payload: Any, job_id: str | No
         record_job=record_job,
         max_bytes=int(rt.settings.dispatch.dead_letter_max_bytes),
     )
+    if job_id:
+        pipe.delete(rt.keys.pending(job_id))
     pipe.execute()
     metrics.DEAD_LETTERS.labels("intake").inc()
     log.warning("job dead-lettered (%s): %s", dl_id, "; ".join(reasons)[:500])
@@ -210,6 +212,7 @@ def _store_and_split(rt: Runtime, job: Job) -> str:
             resubmitted = previous_state == JobState.DEAD_LETTERED.value.encode()
             if (previous_state is not None and not resubmitted) or pipe.exists(tombstone):
                 log.info("job %s seen before; not accepted twice", job.job_id)
+                rt.redis.delete(rt.keys.pending(job.job_id))
                 return "duplicate"
             first_id = 0
             if isinstance(job, SendJob) and chunks:
@@ -230,6 +233,7 @@ def _store_and_split(rt: Runtime, job: Job) -> str:
                 extra=_route_fields(rt, job, now),
             )
             routing.want_lookups(pipe, rt.keys, wanted, now)
+            pipe.delete(rt.keys.pending(job.job_id))  # "pending" ends as the record appears
             for index, (phones, chunk_route) in enumerate(planned):
                 if isinstance(job, HlrJob):
                     actor, args = HLR_ACTOR, [job.job_id, index, chunk_route, phones, job.priority]

@@ -743,7 +743,7 @@ def is_finished(record: dict[str, str], counts: dict[str, int], now: float, hori
     it will be.
     """
     state = record.get("state")
-    if state == JobState.DEAD_LETTERED.value:
+    if state in (JobState.DEAD_LETTERED.value, JobState.CANCELLED.value):
         return True
     if state != JobState.DONE.value:
         return False

@@ -18,7 +18,7 @@
 -- recipient, marks the chunk done (and no longer in flight) and, with the job's last chunk,
 -- the job done.
 -- Adds what went out to the job's costs (<job>:cost, "<account>|<currency>" -> amount).
--- A chunk already done is left alone (another delivery recorded it): returns -1;
+-- A chunk already done (another delivery recorded it) or cancelled is left alone: returns -1;
 -- otherwise {the number of the job's chunks done, {"<account>|<currency>", amount, ...},
 -- {status, number queued for a second chance instead, ...}}.
 local prefix, job, account, now = ARGV[1], ARGV[2], ARGV[3], ARGV[5]
@@ -26,7 +26,8 @@ local second_chance, otp_max_age = ARGV[12] == "resend", ARGV[11] or "600"
 local FINAL = {undeliverable = true, expired = true, rejected = true, failed = true,
                delivered = true}
 local resent = {}
-if redis.call("GET", ARGV[8]) == "done" then
+local chunk_state = redis.call("GET", ARGV[8])
+if chunk_state == "done" or chunk_state == "cancelled" then
   if ARGV[4] ~= "" then redis.call("HDEL", ARGV[4], ARGV[8]) end
   return -1
 end

@@ -13,7 +13,11 @@ Routes:
 - ``GET /health``: 200 ``{"redis": "ok", ...}`` when Redis answers, else 503.
 - ``POST /v1/jobs`` (only with ``[web] intake_tokens``): ``Authorization: Bearer <token>``
   (401 otherwise), a JSON job payload (docs/wire-format.md) validated like the worker does
-  (422 ``{"errors": [...]}``), enqueued on the intake queue: 202 ``{"job_id": ...}``.
+  (422 ``{"errors": [...]}``), enqueued on the intake queue (state ``pending`` until a
+  worker takes it): 202 ``{"job_id": ...}``.
+- ``GET /v1/jobs/{job_id}`` (same tokens): the job's state and counts, 200; ``pending`` for a
+  job enqueued and not yet taken by a worker; 404 for no such job. ``?recipients=N`` adds up
+  to N recipient rows, numbers masked unless ``&show_numbers=1``.
 
 Logs never carry a phone number, a secret, a token, a query string or a body: the access
 log shows method, path, status and time only.
@@ -35,10 +39,11 @@ from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 from redis.exceptions import RedisError
 
+from producers.client import AsyncSmsqClient
 from producers.contract import JobRejected, RejectedRecipient, validate_job
 from producers.errors import InputError
 from producers.keys import Keys
-from producers.wire import INTAKE_ACTOR, build_message, intake_queue, write_message
+from producers.wire import INTAKE_ACTOR, build_message, intake_queue, mark_pending, write_message
 from worker import logs, webhooks
 from worker.config import ConfigError, Settings, load_settings
 from worker.providers import provider_module
@@ -238,11 +243,7 @@ def _rejected(rejected: list[RejectedRecipient]) -> list[dict[str, Any]]:
 async def post_job(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS_KEY]
     if not _authorized(request.headers.get("Authorization", ""), settings.web.intake_tokens):
-        return web.json_response(
-            {"errors": ["missing or wrong bearer token"]},
-            status=401,
-            headers={"WWW-Authenticate": 'Bearer realm="smsq"'},
-        )
+        return _unauthorized()
     limit = settings.web.max_body_bytes
     try:
         body = await read_body(request, limit, settings.web.body_timeout)
@@ -276,6 +277,7 @@ async def post_job(request: web.Request) -> web.Response:
     target, redis_id, message = build_message(intake_queue(job.priority), INTAKE_ACTOR, [payload])
     try:
         pipe = _redis(request).pipeline(transaction=True)
+        mark_pending(pipe, Keys(settings.key_prefix).pending(job.job_id), job.kind)
         write_message(pipe, target, redis_id, message)
         await pipe.execute()
     except REDIS_ERRORS as exc:
@@ -289,6 +291,75 @@ async def post_job(request: web.Request) -> web.Response:
         },
         status=202,
     )
+
+
+def _unauthorized() -> web.Response:
+    return web.json_response(
+        {"errors": ["missing or wrong bearer token"]},
+        status=401,
+        headers={"WWW-Authenticate": 'Bearer realm="smsq"'},
+    )
+
+
+async def get_job(request: web.Request) -> web.Response:
+    settings = request.app[SETTINGS_KEY]
+    if not _authorized(request.headers.get("Authorization", ""), settings.web.intake_tokens):
+        return _unauthorized()
+    job_id = request.match_info["job_id"]
+    try:
+        limit = int(request.query.get("recipients", "0"))
+    except ValueError:
+        return web.json_response({"errors": ["recipients must be a whole number"]}, status=400)
+    limit = max(0, min(limit, MAX_ROWS))
+    show_numbers = request.query.get("show_numbers", "") in ("1", "true", "yes")
+    client = AsyncSmsqClient(client=_redis(request), prefix=settings.key_prefix)
+    try:
+        status = await client.status(job_id, recipients=limit > 0, limit=limit or None)
+    except REDIS_ERRORS as exc:
+        log.error("job status not read, answered 503: %s", type(exc).__name__)
+        return web.json_response({"errors": ["temporarily unavailable, retry"]}, status=503)
+    if status is None:
+        return web.json_response({"errors": [f"no job {job_id!r}"]}, status=404)
+    body: dict[str, Any] = {
+        "job_id": status.job_id,
+        "state": status.state,
+        "counts": dict(status.counts),
+        "record": {k: v for k, v in status.record.items() if k in JOB_FIELDS},
+    }
+    if status.reasons:
+        body["reasons"] = status.reasons
+    if limit:
+        rows = [r if show_numbers else r.masked() for r in status.recipients]
+        body["recipients"] = [{k: v for k, v in r.__dict__.items() if v is not None} for r in rows]
+    return web.json_response(body)
+
+
+MAX_ROWS = 10_000  # recipient rows one GET /v1/jobs/{id} returns at most
+# The job record's fields a status answer shows (docs/wire-format.md, "Reading the outcome").
+JOB_FIELDS = frozenset(
+    {
+        "kind",
+        "provider",
+        "accounts",
+        "priority",
+        "recipients",
+        "valid",
+        "rejected",
+        "duplicates",
+        "chunks",
+        "chunks_done",
+        "created_at",
+        "finished_at",
+        "cancelled_at",
+        "enqueued_at",
+        "sender",
+        "encoding",
+        "parts",
+        "scheduled_at",
+        "validity",
+        "callback_url",
+    }
+)
 
 
 # --------------------------------------------------------------------------- application
@@ -326,6 +397,7 @@ def create_web_app(
     app.router.add_get("/health", health)
     if settings.web.intake_tokens:
         app.router.add_post("/v1/jobs", post_job)
+        app.router.add_get("/v1/jobs/{job_id}", get_job)
     return app
 
 
