@@ -381,7 +381,7 @@ def test_take_over_does_not_overwrite_a_cancel(redis_url: str) -> None:
             await client.set(key, "claimed:acc:tok1")
             owner = ChunkOwner(client, key)
             await client.set(key, "cancelled")  # released, then cancelled
-            took = await owner.take_over("claimed:acc:tok1", "acc")
+            took = await owner.take_over("acc")
             return took, await client.get(key)
         finally:
             await client.aclose()

@@ -35,9 +35,11 @@ return 1
 """
 
 
+# A chunk cancelled or recorded since it was read is not taken over.
 _TAKE_OVER = """
-if redis.call("GET", KEYS[1]) ~= ARGV[1] then return 0 end
-redis.call("SET", KEYS[1], ARGV[2], "EX", ARGV[3])
+local v = redis.call("GET", KEYS[1])
+if v == "cancelled" or v == "done" then return 0 end
+redis.call("SET", KEYS[1], ARGV[1], "EX", ARGV[2])
 return 1
 """
 
@@ -68,12 +70,12 @@ class ChunkOwner:
         script = self.client.register_script(_CAS)
         return bool(await script(keys=[self.key], args=[self.token, new_value, CHUNK_STATE_TTL]))
 
-    async def take_over(self, found: str, account: str) -> bool:
-        """Own a chunk found ``claimed`` (value ``found``) by a delivery that never sent it;
-        False when the value changed since it was read (released and cancelled, say)."""
+    async def take_over(self, account: str) -> bool:
+        """Own a chunk found ``claimed`` by a delivery that never sent it; False when it was
+        cancelled or recorded since it was read (it was released and then cancelled, say)."""
         script = self.client.register_script(_TAKE_OVER)
         value = self.value("claimed", account)
-        return bool(await script(keys=[self.key], args=[found, value, CHUNK_STATE_TTL]))
+        return bool(await script(keys=[self.key], args=[value, CHUNK_STATE_TTL]))
 
     def sending_mark(self, account: str) -> Mark:
         """The move to ``sending``, for the rate limiter to make with its grant."""

@@ -430,16 +430,15 @@ async def _claim(
     states = [accounts.parse_state(n, r) for n, r in zip(route, raw_states, strict=True)]
     if claimed:
         return Claim("claimed", route[0], states, owner)
-    raw = (value or b"").decode()
-    state, account, token = chunk_state.parse(raw)
+    state, account, token = chunk_state.parse((value or b"").decode())
     if state in ("done", "cancelled"):
         if delivery is not None:
             await rt.async_redis().hdel(rt.keys.inflight, chunk_key)
         return Claim(state, None, states, owner)
     if state == "claimed" or (token == owner.token and not owner.maybe_sent):
         # An earlier delivery claimed it and never sent it (it died, or was retried): ours now,
-        # unless the value changed meanwhile (it was released, then cancelled or claimed again).
-        if not await owner.take_over(raw, account or route[0]):
+        # unless it was cancelled (or recorded) since it was read.
+        if not await owner.take_over(account or route[0]):
             return await _claim(rt, chunk_key, route, delivery)
         return Claim("claimed", account or route[0], states, owner)
     return Claim("interrupted", account or route[0], states, owner)
