@@ -32,7 +32,7 @@ import aiohttp
 import redis
 
 from producers.client import SmsqClient
-from worker.providers import provider_module
+from worker.providers import provider_spec
 from worker.providers.base import AccountConfig, SendRequest
 from worker.redis_server import RedisServer, free_port
 from worker.sandboxes import sandbox_account, wait_until_serving
@@ -47,7 +47,7 @@ def numbers(n: int, offset: int) -> list[str]:
 
 async def ceiling(account: AccountConfig, recipients: int, concurrency: int) -> dict[str, Any]:
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=200)) as session:
-        adapter = provider_module(account.kind).Adapter(account, session)
+        adapter = provider_spec(account.kind).adapter(account, session)
         size = adapter.max_batch
         phones = numbers(recipients, 500_000_000)
         chunks = [phones[i : i + size] for i in range(0, len(phones), size)]

@@ -15,9 +15,18 @@ from aiohttp import web
 
 from producers.segments import ucs2_hex
 from producers.status import Status
-from worker.providers import provider_module
-from worker.providers.base import AccountConfig, Balance, ErrorClass, ProviderError, SendRequest
-from worker.providers.intellisoftware import SANDBOX_ACCOUNT, Adapter, create_sandbox
+from worker.providers import provider_spec
+from worker.providers.base import (
+    AccountConfig,
+    Balance,
+    BalanceQuery,
+    ErrorClass,
+    HlrLookup,
+    ProviderError,
+    SendRequest,
+    StatusPolling,
+)
+from worker.providers.intellisoftware import SPEC, create_sandbox
 from worker.providers.intellisoftware.adapter import (
     IntelliSoftwareAdapter,
     MmsFile,
@@ -273,10 +282,10 @@ def chunk(*recipients: str, text: str = "Hello", **kw: Any) -> SendRequest:
 
 
 def test_registry_exposes_the_adapter() -> None:
-    module = provider_module("intellisoftware")
-    assert module.Adapter is IntelliSoftwareAdapter is Adapter
-    assert module.create_sandbox is create_sandbox
-    assert SANDBOX_ACCOUNT == {"login": DEFAULT_USERNAME, "password": DEFAULT_PASSWORD}
+    spec = provider_spec("intellisoftware")
+    assert spec is SPEC and spec.adapter is IntelliSoftwareAdapter
+    assert spec.create_sandbox is create_sandbox
+    assert spec.sandbox_account == {"login": DEFAULT_USERNAME, "password": DEFAULT_PASSWORD}
     assert IntelliSoftwareAdapter.kind == "intellisoftware"
 
 
@@ -532,12 +541,9 @@ async def test_update_subscription_list(gw: Gateways, adapter: IntelliSoftwareAd
 
 
 async def test_status_and_hlr_not_supported(adapter: IntelliSoftwareAdapter) -> None:
-    assert await adapter.status(["10011000000000000001-abc"]) == []
-    with pytest.raises(ProviderError) as exc:
-        await adapter.hlr(["447710123456"])
-    assert exc.value.error_class is ErrorClass.REQUEST
-    assert "not supported by this provider" in exc.value.reason
-    assert not adapter.supports_status_polling and not adapter.supports_hlr
+    # Capabilities it lacks are protocols it does not implement: the core never asks.
+    assert not isinstance(adapter, StatusPolling) and not isinstance(adapter, HlrLookup)
+    assert isinstance(adapter, BalanceQuery)
 
 
 async def test_forwarded_status_reports_match_the_send_ids(session: aiohttp.ClientSession) -> None:

@@ -11,7 +11,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from worker.providers.intellisoftware import SANDBOX_ACCOUNT, create_sandbox
+from worker.providers.intellisoftware import SPEC, create_sandbox
 from worker.providers.intellisoftware.codes import message_key
 from worker.providers.intellisoftware.sandbox import (
     MmsContent,
@@ -21,6 +21,7 @@ from worker.providers.intellisoftware.sandbox import (
 from worker.providers.sandbox_kit import Fault, OutcomeMix, RunningSandbox, SandboxState, serve
 from worker.sandboxes import start_sandboxes
 
+SANDBOX_ACCOUNT = SPEC.sandbox_account
 DOC_HOST = "http://www.intellisoftware.co.uk"
 SANDBOX_ACCOUNT_FORM = {
     "username": SANDBOX_ACCOUNT["login"],

@@ -16,9 +16,9 @@ import aiohttp
 import pytest
 
 from producers.status import Status
-from worker.providers import provider_module
+from worker.providers import provider_spec
 from worker.providers.base import AccountConfig, ErrorClass, ProviderError, SendRequest
-from worker.providers.intis import Adapter, IntisAdapter, codes, create_sandbox
+from worker.providers.intis import SPEC, IntisAdapter, codes, create_sandbox
 from worker.providers.intis.adapter import (
     ENDPOINTS,
     MAX_BATCH,
@@ -631,9 +631,9 @@ def chunk(recipients: list[str], text: str = "Hello!", **kw: Any) -> SendRequest
 
 
 def test_registry_exposes_the_adapter() -> None:
-    module = provider_module("intis")
-    assert module.Adapter is IntisAdapter is Adapter
-    assert module.create_sandbox is create_sandbox
+    spec = provider_spec("intis")
+    assert spec is SPEC and spec.adapter is IntisAdapter
+    assert spec.create_sandbox is create_sandbox
     assert IntisAdapter.kind == "intis"
 
 

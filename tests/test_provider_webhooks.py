@@ -14,7 +14,7 @@ from urllib.parse import urlencode
 import pytest
 
 from producers.status import Status
-from worker.providers import known_kinds, provider_module
+from worker.providers import known_kinds, provider_spec
 from worker.providers.base import (
     AccountConfig,
     InboundRequest,
@@ -52,14 +52,14 @@ def request(
 
 def refused(kind: str, acc: AccountConfig, req: InboundRequest) -> WebhookRejected:
     with pytest.raises(WebhookRejected) as info:
-        provider_module(kind).verify_webhook(acc, req)
+        provider_spec(kind).verify_webhook(acc, req)
     return info.value
 
 
 def accepted(kind: str, acc: AccountConfig, req: InboundRequest) -> WebhookContent:
-    answer = provider_module(kind).verify_webhook(acc, req)
+    answer = provider_spec(kind).verify_webhook(acc, req)
     assert answer == WebhookAnswer(200, "OK", "text/plain")
-    content = provider_module(kind).parse_webhook(acc, req)
+    content = provider_spec(kind).parse_webhook(acc, req)
     assert isinstance(content, WebhookContent)
     return content
 
@@ -69,7 +69,7 @@ def accepted(kind: str, acc: AccountConfig, req: InboundRequest) -> WebhookConte
 
 @pytest.mark.parametrize("kind", known_kinds())
 def test_every_provider_exports_the_webhook_functions(kind: str) -> None:
-    module = provider_module(kind)
+    module = provider_spec(kind)
     assert callable(module.verify_webhook) and callable(module.parse_webhook)
 
 
@@ -247,9 +247,9 @@ def test_smsc_ip_allow_list_alone_and_with_signature() -> None:
 def test_smsc_unparseable_push_raises_value_error() -> None:
     acc = account("smsc", secret="", webhook_ips=["127.0.0.1"])
     req = request(urlencode({"id": "14"}).encode(), remote="127.0.0.1")  # no phone, no status
-    provider_module("smsc").verify_webhook(acc, req)
+    provider_spec("smsc").verify_webhook(acc, req)
     with pytest.raises(ValueError, match="lacks"):
-        provider_module("smsc").parse_webhook(acc, req)
+        provider_spec("smsc").parse_webhook(acc, req)
 
 
 # --------------------------------------------------------------------------- IntelliSoftware
@@ -369,9 +369,9 @@ def test_intellisoftware_ip_allow_list() -> None:
 
 def test_intellisoftware_unrecognised_push_raises_value_error() -> None:
     req = is_request({"hello": "world"})
-    provider_module("intellisoftware").verify_webhook(account("intellisoftware"), req)
+    provider_spec("intellisoftware").verify_webhook(account("intellisoftware"), req)
     with pytest.raises(ValueError, match="not a recognised"):
-        provider_module("intellisoftware").parse_webhook(account("intellisoftware"), req)
+        provider_spec("intellisoftware").parse_webhook(account("intellisoftware"), req)
 
 
 # --------------------------------------------------------------------------- Intis
@@ -437,9 +437,9 @@ def test_intis_ip_allow_list() -> None:
 
 def test_intis_malformed_report_raises_value_error() -> None:
     req = intis_request(dict(INTIS_REPORT, state="42"))
-    provider_module("intis").verify_webhook(account("intis"), req)
+    provider_spec("intis").verify_webhook(account("intis"), req)
     with pytest.raises(ValueError, match="state"):
-        provider_module("intis").parse_webhook(account("intis"), req)
+        provider_spec("intis").parse_webhook(account("intis"), req)
 
 
 def test_smsc_signature_algorithm_is_pinned_per_account() -> None:

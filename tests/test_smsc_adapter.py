@@ -26,7 +26,7 @@ from worker.providers.sandbox_kit import (
     request_params,
     serve,
 )
-from worker.providers.smsc import SANDBOX_ACCOUNT, Adapter, codes
+from worker.providers.smsc import SPEC, codes
 from worker.providers.smsc.adapter import (
     DEFAULT_BACKUP_URLS,
     DEFAULT_BATCH,
@@ -92,12 +92,12 @@ def chunk(recipients: list[str], text: str = "Hello", **kw: Any) -> SendRequest:
 
 
 def test_registry_exports() -> None:
-    from worker.providers import provider_module
+    from worker.providers import provider_spec
 
-    module = provider_module("smsc")
-    assert module.Adapter is SmscAdapter and Adapter.kind == "smsc"
-    assert callable(module.create_sandbox)
-    assert SANDBOX_ACCOUNT["login"] == "testuser"
+    spec = provider_spec("smsc")
+    assert spec is SPEC and spec.adapter is SmscAdapter and SmscAdapter.kind == "smsc"
+    assert callable(spec.create_sandbox)
+    assert spec.sandbox_account["login"] == "testuser"
 
 
 def test_message_id_round_trip() -> None:

@@ -43,8 +43,8 @@ from producers.errors import SmsqError
 from producers.keys import DEFAULT_PREFIX
 from producers.phones import ACCEPT_NUMBERS, AcceptNumbers
 from worker.limiter import Rule
-from worker.providers import known_kinds, provider_module
-from worker.providers.base import AccountConfig, MessageLimits
+from worker.providers import known_kinds, provider_spec
+from worker.providers.base import AccountConfig, MessageLimits, ProviderOptions, parse_options
 
 ENV_PREFIX = "SMSQ__"
 SECRET_FIELDS = ("password", "api_key", "webhook_secret")
@@ -210,9 +210,7 @@ class Settings:
 
     def message_limits(self, account: str) -> MessageLimits:
         """What one message may be on the account's provider (its documented limits)."""
-        kind = self.accounts[account].kind
-        limits = getattr(provider_module(kind), "MESSAGE_LIMITS", None)
-        return limits if isinstance(limits, MessageLimits) else MessageLimits()
+        return provider_spec(self.accounts[account].kind).message_limits
 
     def provider_names(self) -> set[str]:
         """Every name a job's ``provider`` may take: routes, accounts, and kinds with one account."""
@@ -360,6 +358,9 @@ def _account(
     secrets = {f: _secret(f"{where}.{f}", raw.get(f), env, problems) for f in SECRET_FIELDS}
     if not isinstance(kind, str) or not isinstance(base_url, str):
         return None
+    typed: ProviderOptions = ProviderOptions()
+    if kind in known_kinds():  # the provider's own options, every bad one named
+        typed = parse_options(provider_spec(kind).options, options, f"{where}.options", problems)
     return AccountConfig(
         name=name,
         kind=kind,
@@ -371,7 +372,7 @@ def _account(
         batch_size=batch if isinstance(batch, int) else 0,
         timeout=float(timeout) if isinstance(timeout, int | float) else 30.0,
         backup_urls=tuple(u.rstrip("/") for u in backups),
-        options=options,
+        options=typed,
     )
 
 
@@ -639,9 +640,8 @@ def _rule(where: str, raw: Any, problems: list[str]) -> Rule | None:
 def _limits(name: str, kind: str, raw: dict[str, Any], problems: list[str]) -> AccountLimits:
     """The account's rate rules and in-flight cap: the provider's documented defaults (rules
     replaced per endpoint by config, the cap by ``max_in_flight``; 0: no cap)."""
-    defaults: Mapping[str, Any] = (
-        getattr(provider_module(kind), "DEFAULT_LIMITS", {}) if kind in known_kinds() else {}
-    )
+    spec = provider_spec(kind) if kind in known_kinds() else None
+    defaults = spec.default_limits if spec is not None else {}
     rules: dict[str, tuple[Rule, ...]] = {
         endpoint: tuple(Rule(limit, window) for limit, window in pairs)
         for endpoint, pairs in defaults.items()
@@ -655,11 +655,7 @@ def _limits(name: str, kind: str, raw: dict[str, Any], problems: list[str]) -> A
         items = value if isinstance(value, list) else [value]
         parsed = [_rule(where, item, problems) for item in items]
         rules[endpoint] = tuple(r for r in parsed if r is not None)
-    default_cap = (
-        int(getattr(provider_module(kind), "DEFAULT_MAX_IN_FLIGHT", 0))
-        if kind in known_kinds()
-        else 0
-    )
+    default_cap = spec.default_max_in_flight if spec is not None else 0
     cap = raw.get("max_in_flight", default_cap)
     if not isinstance(cap, int) or isinstance(cap, bool) or cap < 0:
         problems.append(f"accounts.{name}.max_in_flight: must be a whole number >= 0 (0: no cap)")

@@ -24,7 +24,7 @@ from pathlib import Path
 from producers.cli import format_status
 from producers.client import SmsqClient
 from producers.status import FINAL_STATUSES, Status
-from worker.providers import known_kinds, provider_module
+from worker.providers import known_kinds, provider_spec
 from worker.redis_server import RedisServer, free_port
 from worker.sandboxes import sandbox_account, wait_until_serving
 
@@ -87,8 +87,8 @@ def _redis() -> Iterator[str]:
 
 def push_options(kind: str, hook_url: str, secret: str) -> dict[str, str]:
     """How the kind's sandbox is told to push to ``hook_url`` (see its package)."""
-    options: dict[str, str] = provider_module(kind).sandbox_push_options(hook_url, secret)
-    return options
+    make = provider_spec(kind).sandbox_push_options
+    return make(hook_url, secret) if make is not None else {}
 
 
 def _bar(done: int, total: int, width: int = 40) -> str:

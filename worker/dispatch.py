@@ -43,7 +43,10 @@ from worker.limiter import MarkRefused
 from worker.outage import Outage, redis_down
 from worker.providers.base import (
     NEXT_REQUEST,
+    BalanceQuery,
     ErrorClass,
+    ExpectedIds,
+    HlrLookup,
     HlrResult,
     ProviderAdapter,
     ProviderError,
@@ -475,10 +478,11 @@ async def _on_route(
 
     async def ask_balance(name: str) -> object:
         # A probe is a request like any other: the account's rate rules and in-flight cap.
+        adapter = rt.adapter(name)
+        if not isinstance(adapter, BalanceQuery):
+            raise ProviderError(ErrorClass.REQUEST, "the provider has no balance query")
         try:
-            return await limited_call(
-                rt, name, "balance", priority, rt.adapter(name).balance, attempts=1
-            )
+            return await limited_call(rt, name, "balance", priority, adapter.balance, attempts=1)
         except Reschedule as wait:
             raise accounts.ProbeDeferred(wait.delay) from None
 
@@ -514,8 +518,7 @@ def with_expected_ids(
     """Give UNKNOWN outcomes without an id the id the provider gives that message, when the
     adapter knows it before any answer (``expected_message_ids``, e.g. SMSC's client id):
     reconciliation then finds them through status polls and the sent history."""
-    expected = getattr(adapter, "expected_message_ids", None)
-    ids = expected(request) if expected is not None else None
+    ids = adapter.expected_message_ids(request) if isinstance(adapter, ExpectedIds) else None
     if not ids:
         return list(outcomes)
     by_phone = dict(zip(request.recipients, ids, strict=False))
@@ -673,6 +676,10 @@ async def dispatch_hlr(
     else:
 
         async def lookup(adapter: ProviderAdapter) -> list[HlrResult]:
+            if not isinstance(adapter, HlrLookup):
+                raise ProviderError(
+                    ErrorClass.REQUEST, "HLR lookup is not supported by this provider"
+                )
             return await adapter.hlr(recipients)
 
         try:

@@ -16,9 +16,9 @@ account). A run skips itself when the scheduler has already queued a newer slot.
 | ``poll_balance`` | ``balance_interval`` | the balance into ``smsq_account_balance`` and ``<prefix>:account:<name>`` |
 | ``sweep_retention`` | see the scheduler | finished jobs expire after ``retention``; their index entries go with them |
 
-What a provider can do is read from its adapter, never from its name:
-``supports_status_polling`` (default True), ``max_status_batch``, ``hlr_results``,
-``history_page``, ``poll_incoming``.
+What a provider can do is read from its adapter, never from its name: the capability
+protocols of worker/providers/base.py (``StatusPolling`` with ``max_status_batch``,
+``HlrResults``, ``SentHistory``, ``IncomingPolling``, ``BalanceQuery``).
 
 Keys (besides the public ones in producers/keys.py):
 ``<prefix>:job:<id>:polls`` (phone -> status polls made; expires with the job),
@@ -50,7 +50,19 @@ from worker import accounts, metrics, routing
 from worker.dispatch import Reschedule, limited_call
 from worker.inbound import Inbound
 from worker.lease import AsyncLease
-from worker.providers.base import ErrorClass, HlrResult, ProviderError, StatusReport
+from worker.providers.base import (
+    BalanceQuery,
+    ErrorClass,
+    HlrResult,
+    HlrResults,
+    IncomingPolling,
+    ProviderAdapter,
+    ProviderError,
+    SentHistory,
+    StatusPolling,
+    StatusReport,
+    implements,
+)
 from worker.resend import Resender
 from worker.runtime import Runtime
 from worker.status_apply import StatusApplier, canonical_id
@@ -68,7 +80,6 @@ OPERATORS_ACTOR = "lookup_operators"
 RETENTION_ACTOR = "sweep_retention"
 STRANDED_ACTOR = "sweep_stranded"
 
-DEFAULT_STATUS_BATCH = 50  # ids per status request when the adapter names no maximum
 MAX_RUN_SECONDS = 60.0  # one run stops after this long; the next slot goes on
 MAX_REQUESTS_PER_RUN = 200
 MAX_HISTORY_PAGES = 5  # history pages per sweep (SMSC: 30 an hour in all)
@@ -84,16 +95,17 @@ FINAL = frozenset(s.value for s in FINAL_STATUSES)
 
 
 def polls_status(adapter: object) -> bool:
-    """The provider answers status polls (IntelliSoftware does not: it only pushes)."""
-    return bool(getattr(adapter, "supports_status_polling", True))
+    """The provider answers status polls (adapter or adapter class; one that only pushes
+    does not)."""
+    return implements(adapter, StatusPolling)
 
 
 def offers_history(adapter: object) -> bool:
-    return callable(getattr(adapter, "history_page", None))
+    return implements(adapter, SentHistory)
 
 
 def polls_incoming(adapter: object) -> bool:
-    return callable(getattr(adapter, "poll_incoming", None))
+    return implements(adapter, IncomingPolling)
 
 
 UNTRACKED = "~"  # awaiting ids "~<job>|<phone>": unknown messages without a provider id
@@ -104,8 +116,8 @@ def untracked(pid: str) -> bool:
     return pid.startswith(UNTRACKED)
 
 
-def status_batch(adapter: object) -> int:
-    return max(1, int(getattr(adapter, "max_status_batch", DEFAULT_STATUS_BATCH)))
+def status_batch(adapter: StatusPolling) -> int:
+    return max(1, adapter.max_status_batch)
 
 
 # --------------------------------------------------------------------------- keys
@@ -353,10 +365,10 @@ async def _reconcile(rt: Runtime, account: str, clock: Callable[[], float]) -> d
     r = rt.async_redis()
     tk = TrackingKeys(rt.keys.prefix)
     adapter = rt.adapter(account)
-    polling = polls_status(adapter)
-    has_hlr = callable(getattr(adapter, "hlr_results", None))
-    history = offers_history(adapter)
-    batch = status_batch(adapter) if polling else 1000
+    polling = isinstance(adapter, StatusPolling)
+    has_hlr = isinstance(adapter, HlrResults)
+    history = isinstance(adapter, SentHistory)
+    batch = status_batch(adapter) if isinstance(adapter, StatusPolling) else 1000
     applier = StatusApplier(r, rt.keys.prefix, resender=Resender(rt))
     inbound = Inbound(r, rt.keys)
     stats: Counter[str] = Counter()
@@ -442,7 +454,7 @@ async def _reconcile(rt: Runtime, account: str, clock: Callable[[], float]) -> d
 
 async def _query(
     rt: Runtime,
-    adapter: Any,
+    adapter: ProviderAdapter,
     account: str,
     group: Sequence[Due],
     is_hlr: bool,
@@ -450,12 +462,14 @@ async def _query(
 ) -> list[StatusReport]:
     """One status request for ``group`` (HLR lookups through ``hlr_results``)."""
     ids = [d.pid for d in group]
-    if is_hlr:
+    if is_hlr and isinstance(adapter, HlrResults):
         results: list[HlrResult] = await limited_call(
             rt, account, "status", "bulk", adapter.hlr_results, ids
         )
         await inbound.record_hlr(account, results, rt.settings.routing.operator_ttl)
         return [hlr_report(x) for x in results if x.provider_message_id and not x.pending]
+    if not isinstance(adapter, StatusPolling):
+        return []
     reports: list[StatusReport] = await limited_call(
         rt, account, "status", "bulk", adapter.status, ids
     )
@@ -582,7 +596,7 @@ async def sweep_history(
     covered without finding is noted as not sent (it stays unknown).
     """
     adapter = rt.adapter(account)
-    if not offers_history(adapter):
+    if not isinstance(adapter, SentHistory):
         return {}
     r = rt.async_redis()
     tk = TrackingKeys(rt.keys.prefix)
@@ -596,7 +610,7 @@ async def sweep_history(
 
 
 async def _sweep_history(
-    rt: Runtime, account: str, adapter: Any, clock: Callable[[], float]
+    rt: Runtime, account: str, adapter: SentHistory, clock: Callable[[], float]
 ) -> dict[str, int]:
     r = rt.async_redis()
     tk = TrackingKeys(rt.keys.prefix)
@@ -671,8 +685,8 @@ async def poll_incoming(rt: Runtime, account: str) -> int:
 
 async def incoming_run(rt: Runtime, account: str) -> dict[str, int]:
     """One incoming poll: ``{"new": n}``, or ``skipped`` (busy, rate-limited) or ``failed``."""
-    adapter: Any = rt.adapter(account)
-    if not polls_incoming(adapter):
+    adapter = rt.adapter(account)
+    if not isinstance(adapter, IncomingPolling):
         return {}
     r = rt.async_redis()
     tk = TrackingKeys(rt.keys.prefix)
@@ -711,6 +725,8 @@ async def poll_balance(rt: Runtime, account: str) -> str | None:
 async def balance_run(rt: Runtime, account: str) -> tuple[str | None, dict[str, int]]:
     """One balance poll: (the amount, or None; ``skipped`` (rate-limited) or ``failed``)."""
     adapter = rt.adapter(account)
+    if not isinstance(adapter, BalanceQuery):
+        return None, {}
     try:
         balance = await limited_call(rt, account, "balance", "bulk", adapter.balance)
     except Reschedule as wait:

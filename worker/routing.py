@@ -36,7 +36,7 @@ from producers.keys import Keys
 from worker import store
 from worker.config import PriceOverride, RoutePolicy
 from worker.dispatch import Reschedule, limited_call
-from worker.providers.base import OperatorSource, PriceSource, ProviderError
+from worker.providers.base import OperatorSource, PriceSource, ProviderError, implements
 from worker.runtime import Runtime
 
 log = logging.getLogger("smsq.routing")
@@ -291,11 +291,13 @@ def want_lookups(pipe: Any, keys: Keys, phones: Sequence[str], now: float) -> No
 
 
 def offers_prices(adapter: object) -> bool:
-    return callable(getattr(adapter, "price_list", None))
+    """An adapter (or adapter class) with the PriceSource capability."""
+    return implements(adapter, PriceSource)
 
 
 def offers_operators(adapter: object) -> bool:
-    return callable(getattr(adapter, "lookup_operators", None))
+    """An adapter (or adapter class) with the OperatorSource capability."""
+    return implements(adapter, OperatorSource)
 
 
 async def refresh_prices(rt: Runtime, account: str) -> int:

@@ -21,7 +21,7 @@ from producers.keys import Keys
 from worker.config import Settings
 from worker.limiter import ConcurrencyLimiter, RateLimiter
 from worker.outage import Outage
-from worker.providers import provider_module
+from worker.providers import provider_spec
 from worker.providers.base import ProviderAdapter
 from worker.resend import Resender
 from worker.store import ChunkRecorder
@@ -51,7 +51,7 @@ class Runtime:
         self.limiter = RateLimiter(self.aredis, self.keys.prefix)
         self.concurrency = ConcurrencyLimiter(self.aredis, self.keys.prefix)
         self.adapters = {
-            name: provider_module(acc.kind).Adapter(acc, self.session)
+            name: provider_spec(acc.kind).adapter(acc, self.session)
             for name, acc in self.settings.accounts.items()
         }
 

@@ -49,7 +49,7 @@ from producers.wire import NAMESPACE, build_message
 from worker import logs, metrics
 from worker.config import Settings, load_settings
 from worker.lease import Lease
-from worker.providers import provider_module
+from worker.providers import provider_spec
 from worker.reconcile import (
     BALANCE_ACTOR,
     HISTORY_ACTOR,
@@ -102,7 +102,7 @@ def build_tasks(settings: Settings) -> list[Task]:
     cfg = settings.scheduler
     tasks: list[Task] = []
     for name, account in sorted(settings.accounts.items()):
-        adapter_class = provider_module(account.kind).Adapter
+        adapter_class = provider_spec(account.kind).adapter
         tasks.append(Task("reconcile", RECONCILE_ACTOR, cfg.reconcile_interval, name))
         if offers_history(adapter_class):
             tasks.append(Task("history", HISTORY_ACTOR, cfg.history_interval, name))
@@ -120,7 +120,7 @@ def build_tasks(settings: Settings) -> list[Task]:
     }
     routing_cfg = settings.routing
     for name in sorted(costed):
-        adapter_class = provider_module(settings.accounts[name].kind).Adapter
+        adapter_class = provider_spec(settings.accounts[name].kind).adapter
         if offers_prices(adapter_class):
             tasks.append(Task("prices", PRICES_ACTOR, routing_cfg.price_interval, name))
         if offers_operators(adapter_class):

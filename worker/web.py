@@ -46,7 +46,7 @@ from producers.keys import Keys
 from producers.wire import INTAKE_ACTOR, build_message, intake_queue, mark_pending, write_message
 from worker import logs, webhooks
 from worker.config import ConfigError, Settings, load_settings
-from worker.providers import provider_module
+from worker.providers import provider_spec, webhook_auth
 from worker.providers.base import InboundRequest, WebhookAnswer, WebhookRejected
 
 log = logging.getLogger("smsq.web")
@@ -171,7 +171,7 @@ async def hook(request: web.Request) -> web.StreamResponse:
         remote=request.remote or "",
         received_at=time.time(),
     )
-    module = provider_module(account.kind)
+    module = provider_spec(account.kind)
     try:
         answer: WebhookAnswer = module.verify_webhook(account, inbound)
     except WebhookRejected as exc:
@@ -422,7 +422,7 @@ def main(host: str | None = None, port: int | None = None) -> int:
     open_accounts = [
         name
         for name, acc in settings.accounts.items()
-        if not acc.webhook_secret and not acc.options.get("webhook_ips")
+        if not acc.webhook_secret and not webhook_auth.listed_ips(acc)
     ]
     if open_accounts:
         log.warning(

@@ -38,7 +38,7 @@ from producers.keys import EVENTS_MAXLEN, Keys
 from producers.wire import build_message, write_message
 from worker import metrics, store
 from worker.inbound import Inbound
-from worker.providers import provider_module
+from worker.providers import provider_spec
 from worker.providers.base import AccountConfig, InboundRequest, WebhookContent
 from worker.resend import Resender
 from worker.runtime import Runtime
@@ -166,7 +166,7 @@ class WebhookApplier:
                 raise ValueError(f"account {push.account!r} is no longer configured")
             if account.kind != push.kind:
                 raise ValueError(f"account {push.account!r} is now of kind {account.kind!r}")
-            content = provider_module(account.kind).parse_webhook(account, push.request)
+            content = provider_spec(account.kind).parse_webhook(account, push.request)
             if not isinstance(content, WebhookContent):
                 raise TypeError(f"parse_webhook returned {type(content).__name__}")
             where = _unwritable_text(content)

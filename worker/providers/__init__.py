@@ -1,20 +1,16 @@
-"""Provider adapters and their sandboxes.
+"""Provider adapters and their sandboxes: the registry.
 
-The registry maps an account's ``kind`` to the module that implements it; the
-core looks adapters up here and never names a provider itself. Each provider
-package exposes ``Adapter`` (a :class:`~worker.providers.base.ProviderAdapter`)
-and ``create_sandbox(state, **options) -> aiohttp.web.Application``.
+The registry maps an account's ``kind`` to its provider package's ``SPEC``, a typed
+:class:`~worker.providers.base.ProviderSpec` (adapter, options, push handling, documented
+limits, sandbox); the core looks providers up here and never names one itself.
 """
 
 from __future__ import annotations
 
 import importlib
-from types import ModuleType
-from typing import Literal
 
 from producers.status import Status
-
-Side = Literal["provider", "recipient", "unknown"]
+from worker.providers.base import ProviderSpec, Side
 
 PROVIDER_MODULES: dict[str, str] = {
     "intis": "worker.providers.intis",
@@ -23,13 +19,18 @@ PROVIDER_MODULES: dict[str, str] = {
 }
 
 
-def provider_module(kind: str) -> ModuleType:
+def provider_spec(kind: str) -> ProviderSpec:
+    """The spec of provider ``kind``; ValueError naming the known kinds otherwise."""
     try:
-        return importlib.import_module(PROVIDER_MODULES[kind])
+        module = importlib.import_module(PROVIDER_MODULES[kind])
     except KeyError:
         raise ValueError(
             f"unknown provider kind {kind!r}; known: {sorted(PROVIDER_MODULES)}"
         ) from None
+    spec = module.SPEC
+    if not isinstance(spec, ProviderSpec) or spec.kind != kind:
+        raise TypeError(f"{module.__name__}.SPEC is not the ProviderSpec of {kind!r}")
+    return spec
 
 
 def known_kinds() -> list[str]:
@@ -39,12 +40,18 @@ def known_kinds() -> list[str]:
 def failure_side(
     kind: str, status: Status, raw_status: str, raw_error: str, *, at_send: bool = False
 ) -> Side:
-    """Whose failure a final outcome is, by the provider's own codes (its package's
+    """Whose failure a final outcome is, by the provider's own codes (its spec's
     ``failure_side``): ``provider`` (route, sender, operator or account side: another
     provider may deliver), ``recipient`` (the number) or ``unknown`` (no reason given).
     ``at_send``: the send itself was refused and ``raw_status`` is its error code."""
-    side = getattr(provider_module(kind), "failure_side", None)
-    if side is None:
-        return "unknown"
-    result: Side = side(status, raw_status, raw_error, at_send=at_send)
-    return result
+    return provider_spec(kind).failure_side(status, raw_status, raw_error, at_send=at_send)
+
+
+__all__ = [
+    "PROVIDER_MODULES",
+    "ProviderSpec",
+    "Side",
+    "failure_side",
+    "known_kinds",
+    "provider_spec",
+]

@@ -15,10 +15,20 @@ import math
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextvars import ContextVar
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import (
+    Any,
+    ClassVar,
+    Literal,
+    Protocol,
+    TypeVar,
+    get_args,
+    get_origin,
+    get_type_hints,
+    runtime_checkable,
+)
 
 import aiohttp
 
@@ -70,6 +80,102 @@ class ProviderError(SmsqError):
         self.retry_after = retry_after
 
 
+def implements(target: object, capability: type) -> bool:
+    """Whether an adapter, or an adapter class, has every member of a capability protocol
+    (``isinstance`` answers for instances only)."""
+    members = {n for n in vars(capability) if not n.startswith("_")}
+    members |= set(getattr(capability, "__annotations__", {}))
+    return all(hasattr(target, m) for m in members)
+
+
+# --------------------------------------------------------------------------- options
+
+
+@dataclass(frozen=True)
+class ProviderOptions:
+    """``accounts.<name>.options``: typed per provider (a subclass), validated by the config
+    loader with every bad option named. These are the options every provider takes."""
+
+    webhook_ips: tuple[str, ...] = ()  # addresses or CIDR networks pushes may come from
+
+    def problems(self) -> list[str]:
+        """What is wrong with the values beyond their types (subclasses add their checks)."""
+        return []
+
+
+OptionsT = TypeVar("OptionsT", bound=ProviderOptions)
+
+
+def _option_value(kind: Any, value: Any) -> tuple[bool, Any]:
+    """(ok, value) of ``value`` read as the option type ``kind`` (bool, int, float, str,
+    tuple[str, ...], or one of them | None)."""
+    args = get_args(kind)
+    if args and type(None) in args:
+        if value is None:
+            return True, None
+        (kind,) = [a for a in args if a is not type(None)]
+    if kind is bool:
+        return isinstance(value, bool), value
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool), value
+    if kind is float:
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        return ok, float(value) if ok else value
+    if kind is str:
+        return isinstance(value, str), value
+    if get_origin(kind) is tuple:
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        ok = isinstance(value, list | tuple) and all(isinstance(v, str) for v in value)
+        return ok, tuple(value) if ok else value
+    return False, value
+
+
+def _type_name(kind: Any) -> str:
+    names = {bool: "true or false", int: "a whole number", float: "a number", str: "a string"}
+    args = get_args(kind)
+    if args and type(None) in args:
+        (kind,) = [a for a in args if a is not type(None)]
+    if get_origin(kind) is tuple:
+        return "a list of strings"
+    return names.get(kind, str(kind))
+
+
+def parse_options(
+    cls: type[OptionsT], raw: Mapping[str, Any], where: str, problems: list[str]
+) -> OptionsT:
+    """``raw`` as ``cls``: every unknown option and every value of the wrong type or
+    meaning is appended to ``problems`` (each naming ``<where>.<option>``)."""
+    hints = get_type_hints(cls)
+    known = {f.name for f in fields(cls)}
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key not in known:
+            problems.append(f"{where}.{key}: unknown option (known: {', '.join(sorted(known))})")
+            continue
+        ok, parsed = _option_value(hints[key], value)
+        if not ok:
+            problems.append(f"{where}.{key}: must be {_type_name(hints[key])}, got {value!r}")
+            continue
+        values[key] = parsed
+    options = cls(**values)
+    problems.extend(f"{where}.{p}" for p in options.problems())
+    return options
+
+
+def options_of(account: AccountConfig, cls: type[OptionsT]) -> OptionsT:
+    """The account's options as ``cls`` (the config loader's typed options, or a plain
+    mapping read the same way; ValueError naming every problem)."""
+    if isinstance(account.options, cls):
+        return account.options
+    raw = account.options if isinstance(account.options, Mapping) else {}
+    problems: list[str] = []
+    options = parse_options(cls, raw, f"accounts.{account.name}.options", problems)
+    if problems:
+        raise ValueError("; ".join(problems))
+    return options
+
+
 @dataclass(frozen=True)
 class AccountConfig:
     """One provider account, as the adapter needs it. Secrets are already resolved."""
@@ -83,7 +189,7 @@ class AccountConfig:
     batch_size: int = 0  # 0: the adapter's documented maximum
     timeout: float = 30.0
     backup_urls: tuple[str, ...] = ()
-    options: Mapping[str, Any] = field(default_factory=dict)
+    options: ProviderOptions | Mapping[str, Any] = field(default_factory=ProviderOptions)
     webhook_secret: str = field(
         default="", repr=False
     )  # verifies pushes (signature key, URL token)
@@ -270,11 +376,8 @@ class ProviderAdapter(Protocol):
         """
         ...
 
-    async def status(self, provider_message_ids: Sequence[str]) -> list[StatusReport]: ...
-
-    async def hlr(self, phones: Sequence[str]) -> list[HlrResult]: ...
-
-    async def balance(self) -> Balance: ...
+    # What else it can do is a capability of its own (StatusPolling, HlrLookup, BalanceQuery,
+    # SentHistory, IncomingPolling, HlrResults, ExpectedIds, PriceSource, OperatorSource).
 
 
 # --------------------------------------------------------------------------- capabilities
@@ -317,6 +420,104 @@ class OperatorSource(Protocol):
     async def lookup_operators(self, phones: Sequence[str]) -> list[NetworkInfo]:
         """One request; numbers the provider could not place are left out."""
         ...
+
+
+# --------------------------------------------------------------------------- capabilities
+# What an adapter can do besides sending, each a typed port. The core asks
+# ``isinstance(adapter, StatusPolling)`` (never a provider's name, never getattr).
+
+
+@runtime_checkable
+class StatusPolling(Protocol):
+    """The provider answers status queries for the ids it gave."""
+
+    max_status_batch: int  # ids per status request
+
+    async def status(self, provider_message_ids: Sequence[str]) -> list[StatusReport]:
+        """Ids the provider does not mention get no report."""
+        ...
+
+
+@runtime_checkable
+class HlrLookup(Protocol):
+    """The provider looks numbers up in the HLR."""
+
+    async def hlr(self, phones: Sequence[str]) -> list[HlrResult]: ...
+
+
+@runtime_checkable
+class HlrResults(Protocol):
+    """HLR lookups answered later, polled by the ids the lookup gave."""
+
+    async def hlr_results(self, provider_message_ids: Sequence[str]) -> list[HlrResult]: ...
+
+
+@runtime_checkable
+class SentHistory(Protocol):
+    """The provider lists what was sent, newest first, a page at a time."""
+
+    async def history_page(
+        self, cursor: str | None
+    ) -> tuple[list[StatusReport], str | None, float | None]:
+        """(reports, the next page's cursor or None at the end, the page's oldest time)."""
+        ...
+
+
+@runtime_checkable
+class IncomingPolling(Protocol):
+    """Incoming messages fetched after a cursor."""
+
+    async def poll_incoming(self, cursor: str | None) -> tuple[list[IncomingMessage], str | None]:
+        """(new messages, the cursor to ask from next time)."""
+        ...
+
+
+@runtime_checkable
+class BalanceQuery(Protocol):
+    """The account's balance."""
+
+    async def balance(self) -> Balance: ...
+
+
+@runtime_checkable
+class ExpectedIds(Protocol):
+    """The ids the provider will give a send's messages are known before its answer."""
+
+    def expected_message_ids(self, request: SendRequest) -> list[str] | None: ...
+
+
+# --------------------------------------------------------------------------- the registry entry
+
+Side = Literal["provider", "recipient", "unknown"]
+
+
+def _no_side(status: Status, raw_status: str, raw_error: str, *, at_send: bool = False) -> Side:
+    return "unknown"
+
+
+@dataclass(frozen=True)
+class ProviderSpec:
+    """Everything the core knows about one provider kind, typed (``SPEC`` in its package).
+
+    The provider's documented limits are data here: rate rules per endpoint class
+    (``[(requests, per_seconds)]``, an account's ``limits`` replace them per endpoint), the
+    in-flight cap (an account's ``max_in_flight`` replaces it; 0: none) and message limits.
+    """
+
+    kind: str
+    adapter: Callable[[AccountConfig, aiohttp.ClientSession], ProviderAdapter]
+    options: type[ProviderOptions]
+    verify_webhook: Callable[[AccountConfig, InboundRequest], WebhookAnswer]
+    parse_webhook: Callable[[AccountConfig, InboundRequest], WebhookContent]
+    default_limits: Mapping[str, Sequence[tuple[int, float]]] = field(default_factory=dict)
+    default_max_in_flight: int = 0
+    message_limits: MessageLimits = field(default_factory=MessageLimits)
+    # whose failure a final outcome is, by the provider's codes (second-chance resends)
+    failure_side: Callable[..., Side] = _no_side
+    # development tooling: the sandbox that plays this provider
+    sandbox_account: Mapping[str, str] = field(default_factory=dict)
+    create_sandbox: Callable[..., Any] | None = None  # (state, **options) -> web.Application
+    sandbox_push_options: Callable[[str, str], dict[str, str]] | None = None
 
 
 @dataclass(frozen=True)

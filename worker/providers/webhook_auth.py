@@ -20,7 +20,13 @@ import hmac
 import ipaddress
 from collections.abc import Callable, Iterable, Sequence
 
-from worker.providers.base import AccountConfig, InboundRequest, WebhookAnswer, WebhookRejected
+from worker.providers.base import (
+    AccountConfig,
+    InboundRequest,
+    ProviderOptions,
+    WebhookAnswer,
+    WebhookRejected,
+)
 
 __all__ = [
     "IPS_OPTION",
@@ -75,12 +81,18 @@ def check_shared_secret(provided: str | None, expected: str) -> None:
         raise ValueError("push carries a wrong shared secret")
 
 
+def listed_ips(account: AccountConfig) -> list[str]:
+    """The account's ``options.webhook_ips`` as written (typed options or a plain mapping)."""
+    options = account.options
+    raw = options.webhook_ips if isinstance(options, ProviderOptions) else options.get(IPS_OPTION)
+    entries = raw.split(",") if isinstance(raw, str) else [str(e) for e in raw or ()]
+    return [e.strip() for e in entries if e.strip()]
+
+
 def allowed_networks(account: AccountConfig) -> list[Network]:
     """The account's ``options.webhook_ips``; WebhookRejected(403) if an entry is no address."""
-    raw = account.options.get(IPS_OPTION) or []
-    entries = raw.split(",") if isinstance(raw, str) else [str(e) for e in raw]
     try:
-        return parse_networks(e.strip() for e in entries if e.strip())
+        return parse_networks(listed_ips(account))
     except ValueError as exc:
         raise WebhookRejected(403, f"accounts.{account.name}.options.{IPS_OPTION}: {exc}") from None
 

@@ -70,13 +70,12 @@ from worker.providers.base import (
     AccountConfig,
     Balance,
     ErrorClass,
-    HlrResult,
     HttpClient,
     HttpResponse,
     ProviderError,
     RecipientOutcome,
     SendRequest,
-    StatusReport,
+    options_of,
 )
 from worker.providers.failover import HostFailover, raise_all_failed
 from worker.providers.intellisoftware.codes import (
@@ -98,6 +97,7 @@ from worker.providers.intellisoftware.codes import (
     classify_error,
     message_key,
 )
+from worker.providers.intellisoftware.options import IntelliSoftwareOptions
 
 log = logging.getLogger(__name__)
 
@@ -305,19 +305,18 @@ class IntelliSoftwareAdapter(HttpClient):
     ``account.login`` / ``account.password`` are the gateway's username / password;
     ``account.base_url`` is the primary host root (e.g. ``https://www.intellisoftware.co.uk``,
     without ``/smsgateway``) and ``account.backup_urls`` the backups
-    (``https://www.intellisoftware2.co.uk``). ``account.options["default_country_code"]``
+    (``https://www.intellisoftware2.co.uk``). ``options.default_country_code``
     (default ``"44"``) is what the gateway prefixes to national numbers, used only to
     match answer lines back to requested numbers.
     """
 
     kind: ClassVar[str] = "intellisoftware"
-    # Informational flags for the core: delivery arrives only by forwarded status reports.
-    supports_status_polling: ClassVar[bool] = False
-    supports_hlr: ClassVar[bool] = False
+    # Capabilities: BalanceQuery only. No status query (delivery arrives only as forwarded
+    # status reports) and no HLR lookup: it implements neither StatusPolling nor HlrLookup.
 
     def __init__(self, account: AccountConfig, session: aiohttp.ClientSession) -> None:
         super().__init__(account, session)
-        self._country_code = str(account.options.get("default_country_code", DEFAULT_COUNTRY_CODE))
+        self._country_code = options_of(account, IntelliSoftwareOptions).default_country_code
         self._failover = HostFailover(
             self.kind,
             self.gateways,
@@ -366,18 +365,6 @@ class IntelliSoftwareAdapter(HttpClient):
             sender=request.sender or None,
             usercontext=request.chunk_id or None,
         )
-
-    async def status(self, provider_message_ids: Sequence[str]) -> list[StatusReport]:
-        """Always ``[]``: IntelliSoftware has no status polling.
-
-        Delivery arrives only as forwarded status reports (:mod:`.receivers`); returning
-        nothing tells reconciliation "no news", so the messages keep waiting for them.
-        """
-        return []
-
-    async def hlr(self, phones: Sequence[str]) -> list[HlrResult]:
-        """IntelliSoftware's HTTP API has no HLR lookup: always a REQUEST error."""
-        raise ProviderError(ErrorClass.REQUEST, "HLR lookup is not supported by this provider")
 
     async def balance(self) -> Balance:
         """The account's remaining credits (currency ``"credits"``)."""

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 
 from producers.status import Status
-from worker.providers.base import ErrorClass
+from worker.providers.base import ErrorClass, Side
 
 # Response prefixes (every answer is one of these, per line).
 ID_PREFIX = "ID:"
@@ -279,7 +279,7 @@ PROVIDER_SIDE_REPORTS = frozenset({7})
 RECIPIENT_SIDE_REPORTS = frozenset({12})
 
 
-def failure_side(status: Status, raw_status: str, raw_error: str, *, at_send: bool = False) -> str:
+def failure_side(status: Status, raw_status: str, raw_error: str, *, at_send: bool = False) -> Side:
     """``provider``, ``recipient`` or ``unknown``: whose failure an IntelliSoftware outcome is.
 
     At send, ``raw_status`` is the ``ERR:`` code: account errors (credit, access) are the

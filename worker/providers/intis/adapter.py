@@ -56,8 +56,10 @@ from worker.providers.base import (
     RecipientOutcome,
     SendRequest,
     StatusReport,
+    options_of,
 )
 from worker.providers.intis import codes
+from worker.providers.intis.options import IntisOptions
 from worker.providers.intis.signing import signed_params
 
 __all__ = [
@@ -966,7 +968,7 @@ class IntisAdapter(HttpClient):
 
     ``account.base_url`` is the host (``https://go.intistele.com``) or the API
     root (``…/external/get``). ``account.login`` and ``account.api_key`` sign
-    every request. ``account.options["timezone"]`` (an IANA name, default UTC)
+    every request. ``options.timezone`` (:class:`IntisOptions`, an IANA name, default UTC)
     is the account's zone: ``sendingTime`` is written in it and the times the
     gateway answers with (status times, incoming dates) are read in it.
     """
@@ -979,8 +981,7 @@ class IntisAdapter(HttpClient):
         super().__init__(account, session)
         base = (account.base_url or DEFAULT_BASE_URL).rstrip("/")
         self._api_root = base if base.endswith(API_PATH) else base + API_PATH
-        zone = account.options.get("timezone")
-        self._zone = ZoneInfo(str(zone)) if zone else UTC
+        self._zone = ZoneInfo(options_of(account, IntisOptions).timezone)
 
     @property
     def max_batch(self) -> int:

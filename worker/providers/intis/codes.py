@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from producers.status import Status
-from worker.providers.base import ErrorClass
+from worker.providers.base import ErrorClass, Side
 
 __all__ = [
     "CALLBACK_STATES",
@@ -205,7 +205,7 @@ PROVIDER_SIDE_CODES = frozenset({8, 9, 10, 11, 12, 31, 32, 35})
 RECIPIENT_SIDE_CODES = frozenset({13, 16, 27, 33, 34})
 
 
-def failure_side(status: Status, raw_status: str, raw_error: str, *, at_send: bool = False) -> str:
+def failure_side(status: Status, raw_status: str, raw_error: str, *, at_send: bool = False) -> Side:
     """``provider``, ``recipient`` or ``unknown``: whose failure an Intis outcome is.
 
     At send, ``raw_status`` is the error code. Intis's reports (``not_deliver``, callback

@@ -1,26 +1,26 @@
 """SMSC (smsc.ru / smscentre.com): adapter, code tables, callback parsing, sandbox.
 
-The registry (:mod:`worker.providers`) finds ``Adapter`` and ``create_sandbox`` here.
+The registry (:mod:`worker.providers`) reads ``SPEC``, this provider's typed
+:class:`~worker.providers.base.ProviderSpec`.
 """
 
 from __future__ import annotations
 
-from worker.providers.base import MessageLimits
+from worker.providers.base import MessageLimits, ProviderSpec
 from worker.providers.smsc.adapter import SmscAdapter
 from worker.providers.smsc.codes import failure_side
+from worker.providers.smsc.options import SmscOptions
 from worker.providers.smsc.sandbox import DEFAULT_LOGIN, DEFAULT_PASSWORD, create_sandbox
 from worker.providers.smsc.webhooks import parse_webhook, verify_webhook
 
-Adapter = SmscAdapter
-
 # What the sandbox accepts by default (for configs that point at it).
-SANDBOX_ACCOUNT = {"login": DEFAULT_LOGIN, "password": DEFAULT_PASSWORD, "sender": "SMSC.ru"}
+_SANDBOX_ACCOUNT = {"login": DEFAULT_LOGIN, "password": DEFAULT_PASSWORD, "sender": "SMSC.ru"}
 
 # Rate rules per endpoint class, [(requests, per_seconds)], as SMSC documents them (an
 # account's ``limits`` replace them per endpoint). Each is what SMSC answers error 9 past.
 # None for send (its cap is "no second identical send within a minute", which a rate
 # cannot express; chunks never repeat), hlr, cost or balance: the pages give none.
-DEFAULT_LIMITS: dict[str, list[tuple[int, float]]] = {
+_DEFAULT_LIMITS: dict[str, list[tuple[int, float]]] = {
     # status.php: "more than one bulk status request ... per minute" (providers/README.md;
     # also "more than 5 status requests for one message": the bulk rule is the stricter).
     "status": [(1, 60.0)],
@@ -40,25 +40,12 @@ DEFAULT_LIMITS: dict[str, list[tuple[int, float]]] = {
 }
 
 # Message limits: send.php's ``mes`` is at most 1000 characters (providers/README.md).
-MESSAGE_LIMITS = MessageLimits(max_chars=1000)
+_MESSAGE_LIMITS = MessageLimits(max_chars=1000)
 
 # Requests in flight at once (an account's ``max_in_flight`` replaces it): SMSC answers
 # error 9 to "fifteen or more requests simultaneously from different connections under
 # the same username" (smsc-data-api.txt, get.php), so at most 14.
-DEFAULT_MAX_IN_FLIGHT = 14
-
-__all__ = [
-    "DEFAULT_MAX_IN_FLIGHT",
-    "MESSAGE_LIMITS",
-    "SANDBOX_ACCOUNT",
-    "Adapter",
-    "SmscAdapter",
-    "create_sandbox",
-    "failure_side",
-    "parse_webhook",
-    "sandbox_push_options",
-    "verify_webhook",
-]
+_DEFAULT_MAX_IN_FLIGHT = 14
 
 
 def sandbox_push_options(hook_url: str, secret: str) -> dict[str, str]:
@@ -68,3 +55,21 @@ def sandbox_push_options(hook_url: str, secret: str) -> dict[str, str]:
         "callback_secret": secret,
         "callback_retry_interval": "2",
     }
+
+
+SPEC = ProviderSpec(
+    kind="smsc",
+    adapter=SmscAdapter,
+    options=SmscOptions,
+    verify_webhook=verify_webhook,
+    parse_webhook=parse_webhook,
+    default_limits=_DEFAULT_LIMITS,
+    default_max_in_flight=_DEFAULT_MAX_IN_FLIGHT,
+    message_limits=_MESSAGE_LIMITS,
+    failure_side=failure_side,
+    sandbox_account=_SANDBOX_ACCOUNT,
+    create_sandbox=create_sandbox,
+    sandbox_push_options=sandbox_push_options,
+)
+
+__all__ = ["SPEC", "SmscAdapter", "SmscOptions", "create_sandbox"]

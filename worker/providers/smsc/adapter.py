@@ -39,10 +39,12 @@ from worker.providers.base import (
     RecipientOutcome,
     SendRequest,
     StatusReport,
+    options_of,
 )
 from worker.providers.base import IncomingMessage as Incoming
 from worker.providers.failover import HostFailover, raise_last
 from worker.providers.smsc import codes
+from worker.providers.smsc.options import SmscOptions
 
 # Phones per info.php?get_operator request (a comma-separated list; the request goes as a
 # POST past ~2000 characters). The 100-a-minute cap is the "operator" limiter rule.
@@ -623,6 +625,7 @@ class SmscAdapter(HttpClient):
 
     def __init__(self, account: AccountConfig, session: aiohttp.ClientSession) -> None:
         super().__init__(account, session)
+        self._options = options_of(account, SmscOptions)
         self._failover = HostFailover(
             self.kind,
             self._host_list(account),
@@ -663,8 +666,9 @@ class SmscAdapter(HttpClient):
             return {"apikey": self.account.api_key}
         return {"login": self.account.login, "psw": self.account.password}
 
-    def _option(self, name: str) -> Any:
-        return self.account.options.get(name)
+    @property
+    def options(self) -> SmscOptions:
+        return self._options
 
     # -- transport ----------------------------------------------------------------
 
@@ -682,7 +686,7 @@ class SmscAdapter(HttpClient):
         query = {**self._auth(), **params, "fmt": "3", "charset": "utf-8"}
         # GET by default (as SMSC's examples); POST when long, or always when the account
         # sets options.always_post (keeps psw out of proxies' URL logs).
-        use_post = bool(self._option("always_post")) or len(urlencode(query)) > GET_QUERY_LIMIT
+        use_post = self.options.always_post or len(urlencode(query)) > GET_QUERY_LIMIT
 
         async def attempt(host: str) -> HttpResponse:
             url = f"{host}/sys/{script}"
@@ -849,8 +853,8 @@ class SmscAdapter(HttpClient):
 
     async def send(self, request: SendRequest) -> list[RecipientOutcome]:
         """Send one chunk; one outcome per requested recipient, in request order."""
-        translit = self._option("translit")
-        flash = bool(self._option("flash"))
+        translit = self.options.translit
+        flash = self.options.flash
         result = await self.send_sms(
             request.recipients,
             request.text,
@@ -1125,7 +1129,7 @@ class SmscAdapter(HttpClient):
         """``get_price``: the per-operator tariffs (``codes``, by MCC+MNC) and the tariff
         zones whose name is a country SMSC bills as one (``api``: the price via the API)."""
         prices = await self.get_prices()
-        currency = str(self._option("currency") or "RUB")
+        currency = self.options.currency or "RUB"
         out = [
             OperatorPrice(price=cost, currency=currency, mccmnc=mccmnc)
             for mccmnc, cost in prices.codes.items()

@@ -46,9 +46,9 @@ from producers.status import Status
 from worker.providers.base import HlrResult, StatusReport
 from worker.providers.smsc import codes
 from worker.providers.smsc.adapter import HLR_FIELDS, hlr_from_status, make_message_id
+from worker.providers.smsc.options import SIGNATURE_PARAMS
 
 DEFAULT_CHARSET = "windows-1251"
-SIGNATURE_PARAMS = ("md5", "sha1", "crc32")
 
 # Charset names SMSC uses → Python codec names.
 _CODECS = {

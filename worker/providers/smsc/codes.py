@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 
 from producers.status import Status
-from worker.providers.base import ErrorClass
+from worker.providers.base import ErrorClass, Side
 
 
 @dataclass(frozen=True)
@@ -235,7 +235,7 @@ _PROVIDER_SEND_ERRORS = frozenset({3, 6})
 _RECIPIENT_SEND_ERRORS = frozenset({7, 8})
 
 
-def failure_side(status: Status, raw_status: str, raw_error: str, *, at_send: bool = False) -> str:
+def failure_side(status: Status, raw_status: str, raw_error: str, *, at_send: bool = False) -> Side:
     """``provider``, ``recipient`` or ``unknown``: whose failure an SMSC outcome is.
 
     Reports: ``raw_status`` is the status code, ``raw_error`` the ``err`` code.

@@ -30,6 +30,7 @@ from worker.providers.base import (
     WebhookAnswer,
     WebhookContent,
     WebhookRejected,
+    options_of,
 )
 from worker.providers.smsc.callbacks import (
     SIGNATURE_PARAMS,
@@ -41,6 +42,7 @@ from worker.providers.smsc.callbacks import (
     handle_callback,
     verify_signature,
 )
+from worker.providers.smsc.options import SmscOptions
 from worker.providers.webhook_auth import verify_push
 
 __all__ = ["parse_webhook", "verify_webhook"]
@@ -59,7 +61,10 @@ def _algorithm(account: AccountConfig) -> str:
     md5 by default; crc32 only when configured, being no protection against a forger
     who has seen one signed push.
     """
-    value = str(account.options.get(ALGORITHM_OPTION, DEFAULT_ALGORITHM)).strip().lower()
+    try:
+        value = options_of(account, SmscOptions).callback_algorithm.strip().lower()
+    except ValueError as exc:
+        raise WebhookRejected(403, str(exc)) from None
     if value not in SIGNATURE_PARAMS:
         raise WebhookRejected(
             403,
