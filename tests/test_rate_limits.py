@@ -18,6 +18,10 @@ from worker.sandboxes import sandbox_account
 CAP, WINDOW = 10, 2.0
 
 
+def _sends(sandboxes: SandboxThread) -> list[float]:
+    return [e.at for e in sandboxes.log("intis") if e.path.endswith("/send.php")]
+
+
 def test_four_worker_processes_respect_the_cap_and_use_it(redis_url: str, tmp_path: Path) -> None:
     sandboxes = SandboxThread(["intis"], intis={"balance": "10000000"})
     creds = sandbox_account("intis")
@@ -46,12 +50,16 @@ limits.send = {{ requests = {CAP}, per_seconds = {WINDOW} }}
         client = SmsqClient(redis_url)
         numbers = [f"+7922{i:07d}" for i in range(50 * 200)]  # a backlog of 200 requests
         client.enqueue_send(provider="capped", sender="smstest", text="capped", recipients=numbers)
-        time.sleep(12)
+        # Measure from the first request, however long the processes took to start.
+        started = time.monotonic()
+        while not _sends(sandboxes) and time.monotonic() - started < 60:
+            time.sleep(0.05)
+        time.sleep(10)
         stopped_at = time.time()
     finally:
         worker.send_signal(signal.SIGTERM)
         worker.wait(timeout=60)
-    arrivals = sorted(e.at for e in sandboxes.log("intis") if e.path.endswith("/send.php"))
+    arrivals = sorted(_sends(sandboxes))
     sandboxes.stop()
     assert len(arrivals) > 3 * CAP
     worst = max_in_window(arrivals, WINDOW)
