@@ -596,7 +596,7 @@ class SmsqClient(_Common):
     def accounts(self) -> list[AccountView]:
         """Provider accounts the circuit breaker has seen (never-paused accounts have no record)."""
         out = []
-        for key in self.redis.scan_iter(match=f"{self.keys.prefix}:account:*", count=200):
+        for key in self.redis.scan_iter(match=self.keys.accounts_pattern, count=200):
             name = _decode(key).split(":", 2)[2]
             if ":" in name:
                 continue  # the probe lock
@@ -606,7 +606,7 @@ class SmsqClient(_Common):
 
     def limiters(self) -> list[LimiterView]:
         """Permits recently granted per (account, endpoint class), and provider-requested pauses."""
-        prefix = f"{self.keys.prefix}:rl:"
+        prefix = self.keys.rate_prefix
         out = []
         for key in self.redis.scan_iter(match=prefix + "*", count=200):
             rest = _decode(key)[len(prefix) :]
@@ -758,7 +758,7 @@ class AsyncSmsqClient(_Common):
 
     async def accounts(self) -> list[AccountView]:
         out = []
-        async for key in self.redis.scan_iter(match=f"{self.keys.prefix}:account:*", count=200):
+        async for key in self.redis.scan_iter(match=self.keys.accounts_pattern, count=200):
             name = _decode(key).split(":", 2)[2]
             if ":" in name:
                 continue
@@ -767,7 +767,7 @@ class AsyncSmsqClient(_Common):
         return sorted(out, key=lambda a: a.name)
 
     async def limiters(self) -> list[LimiterView]:
-        prefix = f"{self.keys.prefix}:rl:"
+        prefix = self.keys.rate_prefix
         out = []
         async for key in self.redis.scan_iter(match=prefix + "*", count=200):
             rest = _decode(key)[len(prefix) :]

@@ -1,7 +1,10 @@
-"""The Redis key layout smsq writes and producers may read.
+"""The Redis key layout: every key smsq writes, in one place.
 
-Every key starts with a configurable prefix (``smsq`` by default). The layout
-is part of the public read model documented in docs/wire-format.md.
+Every key starts with a configurable prefix (``smsq`` by default). :class:`Keys`
+owns them all; no other module formats a key (tests/test_key_layout.py checks). The
+keys above the "internal" line are the public read model producers may read
+(docs/wire-format.md); the ones below it are smsq's own bookkeeping, subject to change.
+Dramatiq's queue keys (``dramatiq:...``) are the broker's (see producers/wire.py).
 """
 
 from __future__ import annotations
@@ -103,3 +106,103 @@ class Keys:
     def dead_letter_index(self) -> str:
         """Sorted set: dead-letter ids by time."""
         return f"{self.prefix}:dlq:index"
+
+    # ------------------------------------------------------------------- public: accounts
+
+    def account(self, name: str) -> str:
+        """Hash: a provider account's circuit state (state, reason, since, probe_at) and
+        last balance (balance, currency, balance_at)."""
+        return f"{self.prefix}:account:{name}"
+
+    @property
+    def accounts_pattern(self) -> str:
+        """SCAN pattern of the account hashes (probe locks match too: skip names with ':')."""
+        return f"{self.prefix}:account:*"
+
+    # ------------------------------------------------------------------- internal
+
+    def probe_lock(self, account: str) -> str:
+        """String: held while one process probes a paused account."""
+        return f"{self.prefix}:account:{account}:probe"
+
+    @property
+    def client_ids(self) -> str:
+        """Counter: the numeric client message ids given to chunks."""
+        return f"{self.prefix}:client_ids"
+
+    def rate(self, account: str, endpoint: str) -> str:
+        """Sorted set: the permit log of (account, endpoint class)."""
+        return f"{self.prefix}:rl:{account}:{endpoint}"
+
+    def rate_pause(self, account: str, endpoint: str) -> str:
+        """String: a provider-requested pause of (account, endpoint class)."""
+        return self.rate(account, endpoint) + ":pause"
+
+    @property
+    def rate_prefix(self) -> str:
+        """What every permit log's key starts with (for SCAN)."""
+        return f"{self.prefix}:rl:"
+
+    def in_flight_leases(self, account: str) -> str:
+        """Sorted set: the account's in-flight leases, by expiry."""
+        return f"{self.prefix}:cc:{account}"
+
+    def polls(self, job_id: str) -> str:
+        """Hash: phone -> status polls made (expires with the job)."""
+        return f"{self.prefix}:job:{job_id}:polls"
+
+    def unknown(self, account: str) -> str:
+        """Sorted set: unknown ids -> dispatch time, for the history sweep."""
+        return f"{self.prefix}:unknown:{account}"
+
+    def history(self, account: str) -> str:
+        """Hash: the sent-history walk's cursor."""
+        return f"{self.prefix}:history:{account}"
+
+    def incoming(self, account: str) -> str:
+        """Hash: the incoming poll's cursor."""
+        return f"{self.prefix}:incoming:{account}"
+
+    def incoming_messages(self, account: str) -> str:
+        """Hash: provider id -> incoming message (indexed by arrival in ``...:at``)."""
+        return f"{self.prefix}:mo:{account}"
+
+    def last_run(self, account: str) -> str:
+        """Hash: the last reconciliation run's figures."""
+        return f"{self.prefix}:reconcile:{account}"
+
+    def lock(self, task: str, account: str) -> str:
+        """String: the run lease of a periodic task for one account."""
+        return f"{self.prefix}:lock:{task}:{account}"
+
+    def latest(self, task: str, account: str) -> str:
+        """String: the newest slot the scheduler queued for (task, account)."""
+        return f"{self.prefix}:sched:latest:{task}:{account}"
+
+    @property
+    def retention_scan(self) -> str:
+        """Hash: the retention finder's position."""
+        return f"{self.prefix}:retention:scan"
+
+    @property
+    def scheduler_lease(self) -> str:
+        """String: held by the one active scheduler."""
+        return f"{self.prefix}:scheduler:lease"
+
+    def slot(self, task: str, account: str, slot: int) -> str:
+        """String: one periodic task's time slot, claimed once."""
+        return f"{self.prefix}:slot:{task}:{account}:{slot}"
+
+    @property
+    def inbox(self) -> str:
+        """Hash: push id -> JSON of the raw request, until the actor has applied it."""
+        return f"{self.prefix}:inbox"
+
+    def push_seen(self, fingerprint: str) -> str:
+        """String: a provider push's event already published (its retry changes nothing)."""
+        return f"{self.prefix}:pushseen:{fingerprint}"
+
+    @property
+    def resend(self) -> str:
+        """Sorted set: second-chance resends due, "<job>|<phone>|<attempt>" by time."""
+        return f"{self.prefix}:resend"

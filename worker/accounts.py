@@ -36,7 +36,7 @@ class AccountState:
 
 
 def account_key(rt: Runtime, name: str) -> str:
-    return f"{rt.keys.prefix}:account:{name}"
+    return rt.keys.account(name)
 
 
 def parse_state(name: str, raw: dict[bytes, bytes]) -> AccountState:
@@ -116,7 +116,7 @@ async def probe(rt: Runtime, state: AccountState, ask: BalanceProbe) -> tuple[bo
         return True, 0.0
     if state.probe_at > now:
         return False, state.probe_at - now
-    lock = f"{account_key(rt, state.name)}:probe"
+    lock = rt.keys.probe_lock(state.name)
     interval = rt.settings.dispatch.probe_interval
     if not await rt.async_redis().set(lock, "1", nx=True, px=max(1, int(interval * 1000))):
         return False, 0.5  # another process is probing it: look again soon

@@ -84,7 +84,7 @@ class Inbound:
 
     def incoming_key(self, account: str) -> str:
         """Hash id -> message; ``+ ':index'``: sorted set of ids by arrival, for retention."""
-        return f"{self._keys.prefix}:mo:{account}"
+        return self._keys.incoming_messages(account)
 
     async def trim_incoming(self, client: aredis.Redis, account: str, before: float) -> int:
         """Forget messages that arrived before ``before`` (epoch seconds); returns how many."""

@@ -216,7 +216,7 @@ def _store_and_split(rt: Runtime, job: Job) -> str:
                 return "duplicate"
             first_id = 0
             if isinstance(job, SendJob) and chunks:
-                last = int(pipe.incrby(f"{rt.keys.prefix}:client_ids", len(chunks)))
+                last = int(pipe.incrby(rt.keys.client_ids, len(chunks)))
                 first_id = last - len(chunks) + 1
             pipe.multi()
             if resubmitted:  # a corrected job under the id of one that was dead-lettered

@@ -24,6 +24,7 @@ from typing import Any
 import redis.asyncio as aredis
 
 from producers.errors import DispatchInterrupted
+from producers.keys import Keys
 from worker import metrics
 
 
@@ -51,7 +52,7 @@ class Mark:
 
 def rate_key(prefix: str, account: str, endpoint: str) -> str:
     """The permit log of (account, endpoint); ``rate_key(...) + ':pause'`` is its pause flag."""
-    return f"{prefix}:rl:{account}:{endpoint}"
+    return Keys(prefix).rate(account, endpoint)
 
 
 @dataclass(frozen=True)
@@ -186,7 +187,7 @@ class ConcurrencyLimiter:
         self._script = client.register_script(_script("concurrency.lua"))
 
     def key(self, account: str) -> str:
-        return f"{self._prefix}:cc:{account}"
+        return Keys(self._prefix).in_flight_leases(account)
 
     async def try_acquire(self, account: str, limit: int, lease: float) -> tuple[str | None, float]:
         """(lease id, 0.0) when a slot was free, else (None, seconds until one may be)."""

@@ -123,41 +123,8 @@ def status_batch(adapter: StatusPolling) -> int:
 # --------------------------------------------------------------------------- keys
 
 
-@dataclass(frozen=True)
-class TrackingKeys:
-    """The keys of reconciliation and polling (see the module docstring)."""
-
-    prefix: str
-
-    def polls(self, job_id: str) -> str:
-        return f"{self.prefix}:job:{job_id}:polls"
-
-    def unknown(self, account: str) -> str:
-        return f"{self.prefix}:unknown:{account}"
-
-    def history(self, account: str) -> str:
-        return f"{self.prefix}:history:{account}"
-
-    def incoming(self, account: str) -> str:
-        return f"{self.prefix}:incoming:{account}"
-
-    def last_run(self, account: str) -> str:
-        return f"{self.prefix}:reconcile:{account}"
-
-    def lock(self, task: str, account: str) -> str:
-        return f"{self.prefix}:lock:{task}:{account}"
-
-    def latest(self, task: str, account: str) -> str:
-        """The newest slot the scheduler queued for (task, account)."""
-        return f"{self.prefix}:sched:latest:{task}:{account}"
-
-    @property
-    def retention(self) -> str:
-        return Keys(self.prefix).retention
-
-    @property
-    def retention_scan(self) -> str:
-        return f"{self.prefix}:retention:scan"
+# The keys of reconciliation and polling are Keys' (producers/keys.py); the old name stays.
+TrackingKeys = Keys
 
 
 def job_keys(keys: Keys, job_id: str) -> list[str]:
@@ -178,17 +145,19 @@ def job_keys(keys: Keys, job_id: str) -> list[str]:
 # (the status stays unknown: nothing says what happened), the id leaves the given sets.
 # ARGV: prefix, account, leave awaiting (1/0), then per id: job, phone, id, reason.
 _NOTE_UNKNOWN = """
-local prefix, account, leave = ARGV[1], ARGV[2], ARGV[3] == "1"
+-- KEYS[1] unknown set, KEYS[2] awaiting set, KEYS[2 + i] the i-th item's recipients hash
+-- ARGV[1] leave awaiting (1/0), then per item: phone, provider id, reason
+local leave = ARGV[1] == "1"
 local noted = 0
-for i = 4, #ARGV, 4 do
-  local job, phone, pid, reason = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
-  redis.call("ZREM", prefix .. ":unknown:" .. account, pid)
-  local rkey = prefix .. ":job:" .. job .. ":rcpt"
+for i = 1, #KEYS - 2 do
+  local rkey = KEYS[2 + i]
+  local phone, pid, reason = ARGV[3 * i - 1], ARGV[3 * i], ARGV[3 * i + 1]
+  redis.call("ZREM", KEYS[1], pid)
   local raw = redis.call("HGET", rkey, phone)
   local record = raw and cjson.decode(raw)
   -- Only a message still unknown is given up: a push may have moved it on meanwhile.
   if (not record) or record["status"] == "unknown" then
-    if leave then redis.call("ZREM", prefix .. ":awaiting:" .. account, pid) end
+    if leave then redis.call("ZREM", KEYS[2], pid) end
     if record then
       record["reason"] = reason
       redis.call("HSET", rkey, phone, cjson.encode(record))
@@ -550,14 +519,16 @@ async def note_unknown(
     rt: Runtime, account: str, items: Sequence[tuple[Due, str]], *, leave_awaiting: bool = True
 ) -> int:
     """Record why unknown recipients stay unknown, and stop looking for them."""
-    args: list[Any] = [rt.keys.prefix, account, "1" if leave_awaiting else "0"]
+    keys: list[str] = [rt.keys.unknown(account), rt.keys.awaiting(account)]
+    args: list[Any] = ["1" if leave_awaiting else "0"]
     for d, reason in items:
         if d.job and d.phone:
-            args += [d.job, d.phone, d.pid, reason]
-    if len(args) == 3:
+            keys.append(rt.keys.recipients(d.job))
+            args += [d.phone, d.pid, reason]
+    if len(keys) == 2:
         return 0
     script = rt.async_redis().register_script(_NOTE_UNKNOWN)
-    return int(await script(keys=[], args=args))
+    return int(await script(keys=keys, args=args))
 
 
 async def _record_run(rt: Runtime, account: str, stats: Counter[str], now: float) -> None:

@@ -27,6 +27,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
+from producers.keys import Keys
 from producers.status import Status
 from producers.wire import NAMESPACE, build_message, write_message
 from worker.providers import failure_side
@@ -43,7 +44,7 @@ CLAIM_SECONDS = 60  # an entry one drainer took is left alone by the others this
 
 
 def resend_key(prefix: str) -> str:
-    return f"{prefix}:resend"
+    return Keys(prefix).resend
 
 
 def _text(value: Any) -> str:
@@ -116,9 +117,7 @@ class Resender:
             ]
             now = time.time()
             validity = max(MIN_VALIDITY, int(float(expires_at) - now)) if expires_at else None
-            client_id = (
-                int(await client.incr(f"{rt.keys.prefix}:client_ids")) - 1
-            ) % CLIENT_ID_MAX + 1
+            client_id = (int(await client.incr(rt.keys.client_ids)) - 1) % CLIENT_ID_MAX + 1
             args = [
                 job_id,
                 RESEND_INDEX_BASE + int(await client.hincrby(rt.keys.job(job_id), "resends", 1)),

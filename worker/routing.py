@@ -229,7 +229,7 @@ def route_recipients(
     keys = rt.keys
     pipe = client.pipeline(transaction=False)
     for account in route:
-        pipe.hget(f"{keys.prefix}:account:{account}", "state")
+        pipe.hget(keys.account(account), "state")
         pipe.hgetall(prices_key(keys, account))
     raw = pipe.execute()
     paused = [a for i, a in enumerate(route) if raw[2 * i] == b"paused"]

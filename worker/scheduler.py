@@ -148,9 +148,7 @@ class Scheduler:
         self.tracking = TrackingKeys(settings.key_prefix)
         self.client = client or redis.Redis.from_url(settings.redis_url)
         cfg = settings.scheduler
-        self.lease = Lease(
-            self.client, f"{self.keys.prefix}:scheduler:lease", cfg.lease_seconds, self.identity
-        )
+        self.lease = Lease(self.client, self.keys.scheduler_lease, cfg.lease_seconds, self.identity)
         self.tasks = build_tasks(settings)
         self.claimed = 0  # slots this instance claimed (and enqueued)
         self._claim = self.client.register_script(_CLAIM)
@@ -167,7 +165,7 @@ class Scheduler:
         return self._leader
 
     def slot_key(self, task: str, account: str, slot: int) -> str:
-        return f"{self.keys.prefix}:slot:{task}:{account}:{slot}"
+        return self.keys.slot(task, account, slot)
 
     # -- one iteration ------------------------------------------------------------
 

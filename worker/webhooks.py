@@ -61,7 +61,7 @@ SECRET_PARAMS = frozenset({"key"})
 
 def inbox_key(keys: Keys) -> str:
     """Hash: push id -> JSON of the raw request, until the actor has applied it."""
-    return f"{keys.prefix}:inbox"
+    return keys.inbox
 
 
 def new_push_id() -> str:
@@ -212,9 +212,7 @@ class WebhookApplier:
                 fingerprint = hashlib.sha256(
                     json.dumps([account.name, dict(event)], sort_keys=True).encode()
                 ).hexdigest()
-                seen.set(
-                    f"{keys.prefix}:pushseen:{fingerprint}", "1", nx=True, ex=EVENT_DEDUP_SECONDS
-                )
+                seen.set(keys.push_seen(fingerprint), "1", nx=True, ex=EVENT_DEDUP_SECONDS)
             fresh = [e for e, new in zip(fresh, await seen.execute(), strict=True) if new]
         pipe = client.pipeline(transaction=True)
         for event in fresh:
