@@ -32,9 +32,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-import redis
-import redis.asyncio as aredis
-
+from producers import redis_conn
 from producers.client import SmsqClient
 from worker.limiter import RateLimiter, Rule
 from worker.redis_server import RedisServer, free_port
@@ -70,7 +68,7 @@ def window_stats(times: list[float], cap: int, window: float) -> dict[str, Any]:
 
 def _hammer(url: str, cap: int, window: float, seconds: float, out: Any) -> None:
     async def run() -> tuple[int, int]:
-        client = aredis.Redis.from_url(url)
+        client = redis_conn.async_client(url)
         limiter = RateLimiter(client, "bench")
         calls = grants = 0
         original = limiter.try_acquire
@@ -107,7 +105,7 @@ def limiter_bench(
     results = [queue.get(timeout=seconds + 60) for _ in procs]
     for p in procs:
         p.join()
-    client = redis.Redis.from_url(url)
+    client = redis_conn.sync_client(url)
     times = [float(v) for v in client.lrange("bench:grants", 0, -1)]
     client.close()
     calls = sum(c for c, _ in results)

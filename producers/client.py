@@ -34,6 +34,7 @@ from typing import Any
 import redis
 import redis.asyncio as aredis
 
+from producers import redis_conn
 from producers.contract import is_job_id, new_job_id, validate_job
 from producers.keys import DEFAULT_PREFIX, Keys
 from producers.phones import AcceptNumbers, mask_phone
@@ -464,7 +465,7 @@ class SmsqClient(_Common):
         super().__init__(prefix, providers, namespace, numbers)
         self._own = client is None
         if client is None:
-            client = redis.Redis.from_url(redis_url or "redis://127.0.0.1:6379/0")
+            client = redis_conn.sync_client(redis_url or "redis://127.0.0.1:6379/0")
         self.redis = client
         self._cancel = client.register_script(CANCEL_SCRIPT)
 
@@ -657,7 +658,7 @@ class AsyncSmsqClient(_Common):
         super().__init__(prefix, providers, namespace, numbers)
         self._own = client is None
         if client is None:
-            client = aredis.Redis.from_url(redis_url or "redis://127.0.0.1:6379/0")
+            client = redis_conn.async_client(redis_url or "redis://127.0.0.1:6379/0")
         self.redis = client
         self._cancel = client.register_script(CANCEL_SCRIPT)
 

@@ -49,31 +49,31 @@ def create_app(settings: Settings, **broker_options: Any) -> App:
     """Build the broker, the runtime and the actors for one process."""
     runtime = Runtime(settings)
 
+    def write_dead_letter(source: str, reasons: list[str], payload: Any) -> None:
+        """One dead letter, written across a Redis outage (a failover) rather than lost."""
+        at = time.time()
+
+        def write() -> None:
+            pipe = runtime.redis.pipeline(transaction=True)
+            store.dead_letter(
+                pipe,
+                runtime.keys,
+                source=source,
+                reasons=reasons,
+                payload=payload,
+                now=at,
+                max_bytes=int(settings.dispatch.dead_letter_max_bytes),
+            )
+            pipe.execute()
+
+        runtime.outage.call_sync(f"dead letter ({source})", write)
+
     def poison_sink(queue: str, data: bytes, reason: str) -> None:
-        pipe = runtime.redis.pipeline(transaction=True)
-        store.dead_letter(
-            pipe,
-            runtime.keys,
-            source=f"queue:{queue}",
-            reasons=[reason],
-            payload=data,
-            now=time.time(),
-            max_bytes=int(settings.dispatch.dead_letter_max_bytes),
-        )
-        pipe.execute()
+        write_dead_letter(f"queue:{queue}", [reason], data)
         metrics.DEAD_LETTERS.labels("decode").inc()
 
     def failed_sink(queue: str, message: Mapping[str, Any], reason: str) -> None:
-        pipe = runtime.redis.pipeline(transaction=True)
-        store.dead_letter(
-            pipe,
-            runtime.keys,
-            source=f"failed:{queue}",
-            reasons=[reason],
-            payload=message,
-            max_bytes=int(settings.dispatch.dead_letter_max_bytes),
-        )
-        pipe.execute()
+        write_dead_letter(f"failed:{queue}", [reason], message)
         metrics.DEAD_LETTERS.labels("failed").inc()
 
     recovery = Recovery(settings.worker)
@@ -106,20 +106,17 @@ def create_app(settings: Settings, **broker_options: Any) -> App:
     def refused(actor: str, args: tuple[Any, ...]) -> bool:
         """Dead-letter (and so acknowledge) a dispatch message intake could not have written."""
         problem = dispatch_args.args_problem(actor, args)
-        if problem is None and not runtime.redis.exists(runtime.keys.job(args[0])):
-            problem = f"job {args[0]!r} has no record: not a message smsq's intake wrote"
+        if problem is None:
+            # Across a Redis outage (a failover), wait: an error here would drop the message.
+            job_key = runtime.keys.job(args[0])
+            known = runtime.outage.call_sync(
+                "dispatch check", lambda: runtime.redis.exists(job_key)
+            )
+            if not known:
+                problem = f"job {args[0]!r} has no record: not a message smsq's intake wrote"
         if problem is None:
             return False
-        pipe = runtime.redis.pipeline(transaction=True)
-        store.dead_letter(
-            pipe,
-            runtime.keys,
-            source=f"dispatch:{actor}",
-            reasons=[problem],
-            payload={"args": list(args)},
-            max_bytes=int(settings.dispatch.dead_letter_max_bytes),
-        )
-        pipe.execute()
+        write_dead_letter(f"dispatch:{actor}", [problem], {"args": list(args)})
         metrics.DEAD_LETTERS.labels("dispatch").inc()
         log.warning("%s message dead-lettered: %s", actor, problem)
         return True

@@ -22,6 +22,8 @@ import dramatiq
 from dramatiq.brokers.redis import RedisBroker
 from dramatiq.middleware import AsyncIO
 
+from producers import redis_conn
+
 log = logging.getLogger("smsq.broker")
 
 MESSAGE_FIELDS = frozenset(
@@ -227,7 +229,7 @@ def build_broker(
 ) -> SafeRedisBroker:
     """A SafeRedisBroker with Dramatiq's default middleware plus AsyncIO and ``middleware``."""
     broker = SafeRedisBroker(
-        url=redis_url,
+        client=redis_conn.sync_client(redis_url),
         poison_sink=poison_sink,
         heartbeat_timeout=heartbeat_timeout,
         maintenance_chance=maintenance_chance,

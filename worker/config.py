@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from producers import redis_conn
 from producers.errors import SmsqError
 from producers.keys import DEFAULT_PREFIX
 from producers.phones import ACCEPT_NUMBERS, AcceptNumbers
@@ -233,12 +234,133 @@ class Settings:
 
 def safe_url(url: str) -> str:
     """``url`` without the password it may carry (for messages and output)."""
-    parts = urlparse(url)
-    if parts.password is None:
+    return redis_conn.safe_url(url)
+
+
+REDIS_KEYS = {
+    "url",
+    "key_prefix",
+    "sentinels",
+    "master",
+    "db",
+    "username",
+    "password",
+    "sentinel_password",
+    "tls",
+    "ca_file",
+    "cert_file",
+    "key_file",
+    "wait_replicas",
+    "wait_timeout",
+}
+
+
+def _redis_url(raw: Any, env: Mapping[str, str], problems: list[str]) -> str:
+    """``[redis]`` as one URL for producers/redis_conn.py (REDIS_URL, when set, wins).
+
+    Either ``url`` (redis://, rediss://, unix://, redis+sentinel://, rediss+sentinel://)
+    or ``sentinels`` + ``master`` (+ ``db``, ``username``, ``password``,
+    ``sentinel_password``); ``tls``, ``ca_file``, ``cert_file``, ``key_file`` for TLS;
+    ``wait_replicas`` / ``wait_timeout`` for ``WAIT`` (docs/reliability.md).
+    """
+    if not isinstance(raw, dict):
+        problems.append("redis: must be a table")
+        return "redis://127.0.0.1:6379/0"
+    for key in sorted(set(raw) - REDIS_KEYS):
+        problems.append(f"redis.{key}: unknown setting (known: {', '.join(sorted(REDIS_KEYS))})")
+    options: dict[str, str] = {}
+    for key, option in (
+        ("ca_file", "ssl_ca_certs"),
+        ("cert_file", "ssl_certfile"),
+        ("key_file", "ssl_keyfile"),
+    ):
+        value = raw.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, str) or not Path(value).is_file():
+            problems.append(f"redis.{key}: must name a readable file, got {value!r}")
+            continue
+        options[option] = value
+    for key, kind in (("wait_replicas", int), ("wait_timeout", float)):
+        value = raw.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
+            problems.append(f"redis.{key}: must be a number >= 0, got {value!r}")
+            continue
+        options[key] = str(kind(value))
+    sentinels = raw.get("sentinels")
+    url = env.get("REDIS_URL") or raw.get("url")
+    tls = raw.get("tls", False)
+    if not isinstance(tls, bool):
+        problems.append("redis.tls: must be true or false")
+        tls = False
+    if sentinels is not None and not env.get("REDIS_URL"):
+        if raw.get("url"):
+            problems.append("redis: give either url or sentinels (with master), not both")
+        master = raw.get("master")
+        db = raw.get("db", 0)
+        hosts: list[tuple[str, int]] = []
+        if not isinstance(sentinels, list) or not sentinels:
+            problems.append('redis.sentinels: must be a list of "host:port"')
+            sentinels = []
+        for item in sentinels:
+            host, _, port = str(item).rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                problems.append(f'redis.sentinels: {item!r} is not "host:port"')
+                continue
+            hosts.append((host.strip("[]"), int(port)))
+        if not isinstance(master, str) or not master:
+            problems.append("redis.master: the Sentinel master name is required with sentinels")
+            master = "mymaster"
+        if not isinstance(db, int) or isinstance(db, bool) or db < 0:
+            problems.append(f"redis.db: must be a whole number >= 0, got {db!r}")
+            db = 0
+        sentinel_password = _secret(
+            "redis.sentinel_password", raw.get("sentinel_password"), env, problems
+        )
+        if sentinel_password:
+            options["sentinel_password"] = sentinel_password
+        username = raw.get("username")
+        if username is not None and not isinstance(username, str):
+            problems.append("redis.username: must be a string")
+            username = None
+        password = _secret("redis.password", raw.get("password"), env, problems)
+        if not hosts:
+            return "redis://127.0.0.1:6379/0"
+        return redis_conn.build_sentinel_url(
+            hosts,
+            master,
+            db=db,
+            tls=tls,
+            username=username,
+            password=password or None,
+            options=options,
+        )
+    url = str(url or "redis://127.0.0.1:6379/0")
+    name = redis_conn.scheme(url)
+    if name not in redis_conn.SCHEMES:
+        problems.append(
+            "redis.url / REDIS_URL: must be a redis://, rediss://, unix://, redis+sentinel://"
+            f" or rediss+sentinel:// URL, got {safe_url(url)!r}"
+        )
         return url
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    user = f"{parts.username}:***@" if parts.username else "***@"
-    return parts._replace(netloc=user + netloc).geturl()
+    if name in redis_conn.SENTINEL_SCHEMES:
+        try:
+            redis_conn.parse_sentinel_url(url)
+        except ValueError as exc:
+            problems.append(f"redis.url / REDIS_URL: {exc}")
+    if tls and name == "redis":
+        url = "rediss" + url[len("redis") :]
+    elif tls and name == "redis+sentinel":
+        url = "rediss+sentinel" + url[len("redis+sentinel") :]
+    if (
+        options
+        and (name in ("redis", "unix") and not tls)
+        and any(k.startswith("ssl") for k in options)
+    ):
+        problems.append("redis.ca_file / cert_file / key_file: need a rediss:// URL or tls = true")
+    return redis_conn.with_options(url, options)
 
 
 def _env_overrides(env: Mapping[str, str]) -> list[tuple[list[str], str]]:
@@ -397,11 +519,7 @@ def parse_settings(data: Mapping[str, Any], env: Mapping[str, str] | None = None
         problems.append(f"{unknown}: unknown section (known: {', '.join(sorted(sections))})")
 
     redis_section = data.get("redis", {})
-    redis_url = env.get("REDIS_URL") or redis_section.get("url") or "redis://127.0.0.1:6379/0"
-    if urlparse(str(redis_url)).scheme not in ("redis", "rediss", "unix"):
-        problems.append(
-            f"redis.url / REDIS_URL: must be a redis:// URL, got {safe_url(str(redis_url))!r}"
-        )
+    redis_url = _redis_url(redis_section, env, problems)
     prefix = redis_section.get("key_prefix", DEFAULT_PREFIX)
     if not isinstance(prefix, str) or not prefix or ":" in prefix:
         problems.append("redis.key_prefix: must be a non-empty string without ':'")

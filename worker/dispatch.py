@@ -212,6 +212,13 @@ async def limited_call(
             if wait:
                 raise Reschedule(wait)  # nothing granted: nothing to complete
             if owner is not None:
+                try:
+                    # A replica must hold ``sending`` before the request leaves: a failover
+                    # then finds the chunk sending (unknown, reconciled), never resends it.
+                    await rt.confirm_replicated()
+                except Exception:
+                    await _best_effort("chunk back to claimed", owner.not_sent(account))
+                    raise
                 owner.maybe_sent = True
             if permit is not None:
                 permits.append(permit)

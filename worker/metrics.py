@@ -110,3 +110,9 @@ COST = Counter(
     " recipient sent, else the routing price of its parts.",
     ["account", "currency"],
 )
+REPLICATION_WAITS = Counter(
+    "smsq_replication_waits_total",
+    "WAITs for replicas before a send request, by outcome (ok, short: fewer replicas confirmed"
+    " within [redis] wait_timeout).",
+    ["outcome"],
+)

@@ -13,11 +13,12 @@ from typing import Any
 
 import aiohttp
 import dramatiq
-import redis
 import redis.asyncio as aredis
 from dramatiq.asyncio import get_event_loop_thread
 
+from producers import redis_conn
 from producers.keys import Keys
+from worker import metrics
 from worker.config import Settings
 from worker.limiter import ConcurrencyLimiter, RateLimiter
 from worker.outage import Outage
@@ -33,7 +34,8 @@ class Runtime:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.keys = Keys(settings.key_prefix)
-        self.redis = redis.Redis.from_url(settings.redis_url)
+        self.redis = redis_conn.sync_client(settings.redis_url)
+        self.replication = redis_conn.replication_options(settings.redis_url)
         self.session: aiohttp.ClientSession | None = None
         self.aredis: aredis.Redis | None = None
         self.adapters: dict[str, ProviderAdapter] = {}
@@ -47,7 +49,7 @@ class Runtime:
         """Create the session, the asyncio Redis client and one adapter per account."""
         connector = aiohttp.TCPConnector(limit=200, ttl_dns_cache=300)
         self.session = aiohttp.ClientSession(connector=connector)
-        self.aredis = aredis.Redis.from_url(self.settings.redis_url)
+        self.aredis = redis_conn.async_client(self.settings.redis_url)
         self.limiter = RateLimiter(self.aredis, self.keys.prefix)
         self.concurrency = ConcurrencyLimiter(self.aredis, self.keys.prefix)
         self.adapters = {
@@ -112,6 +114,24 @@ class Runtime:
                 resender=Resender(self),
             )
         return self._chunk_recorder
+
+    async def confirm_replicated(self) -> bool:
+        """With ``wait_replicas`` (a Sentinel URL's default: 1), wait until that many replicas
+        hold every write so far (the chunk's move to ``sending`` before its request), so a
+        failover cannot forget it and send the chunk again. False when fewer confirmed within
+        ``wait_timeout`` (the send goes on: see docs/reliability.md)."""
+        replicas, timeout = self.replication
+        if not replicas:
+            return True
+        acked = await redis_conn.wait_for_replicas(
+            self.async_redis(), f"{self.keys.prefix}:replication:probe", replicas, timeout
+        )
+        if acked < replicas:
+            metrics.REPLICATION_WAITS.labels("short").inc()
+            log.warning("only %d of %d replicas confirmed within %.2fs", acked, replicas, timeout)
+            return False
+        metrics.REPLICATION_WAITS.labels("ok").inc()
+        return True
 
     def close(self) -> None:
         self.redis.close()

@@ -44,6 +44,7 @@ from typing import Any
 
 import redis
 
+from producers import redis_conn
 from producers.keys import Keys
 from producers.wire import NAMESPACE, build_message
 from worker import logs, metrics
@@ -146,7 +147,7 @@ class Scheduler:
         self.identity = identity or default_identity()
         self.keys = Keys(settings.key_prefix)
         self.tracking = TrackingKeys(settings.key_prefix)
-        self.client = client or redis.Redis.from_url(settings.redis_url)
+        self.client = client or redis_conn.sync_client(settings.redis_url)
         cfg = settings.scheduler
         self.lease = Lease(self.client, self.keys.scheduler_lease, cfg.lease_seconds, self.identity)
         self.tasks = build_tasks(settings)

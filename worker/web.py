@@ -39,6 +39,7 @@ from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 from redis.exceptions import RedisError
 
+from producers import redis_conn
 from producers.client import AsyncSmsqClient
 from producers.contract import JobRejected, RejectedRecipient, validate_job
 from producers.errors import InputError
@@ -383,7 +384,7 @@ def create_web_app(
 
     async def redis_lifecycle(app: web.Application) -> AsyncIterator[None]:
         own = redis_client is None
-        client = redis_client or aredis.Redis.from_url(
+        client = redis_client or redis_conn.async_client(
             settings.redis_url, socket_connect_timeout=5, socket_timeout=10
         )
         app[REDIS_KEY] = client
