@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install demo test check lint typecheck pytest bench clean
+.PHONY: install demo test check lint typecheck pytest chaos bench clean
 
 $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "Python 3.11+ is required (python3.11 or python3 on PATH)"; exit 1; }
@@ -29,6 +29,10 @@ typecheck: install
 
 pytest: install
 	$(BIN)/python -m pytest -q
+
+# The chaos experiments at full size (the short form runs in `make test`).
+chaos: install
+	SMSQ_CHAOS_LONG=1 $(BIN)/python -m pytest -q -s tests/chaos
 
 bench: install
 	$(BIN)/python -m bench.dispatch
