@@ -38,6 +38,7 @@ bench: install
 	$(BIN)/python -m bench.dispatch
 	$(BIN)/python -m bench.limiter
 	$(BIN)/python -m bench.routing
+	$(BIN)/python -m bench.intake
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -275,3 +275,26 @@ def test_an_otp_older_than_its_max_age_gets_no_second_chance(
         assert "attempts" not in record
     finally:
         sandboxes.stop()
+
+
+def test_no_second_chance_past_the_messages_validity(
+    redis_url: str, redis_client: redis.Redis, make_worker: Any
+) -> None:
+    sandboxes = sandboxes_for_resend()
+    try:
+        route = {"accounts": ["smsc-sandbox", "intis-sandbox"], "resend_on": ["undeliverable"]}
+        settings = settings_for(redis_url, sandboxes, route)
+        worker = make_worker(settings)
+        polls = Polls(settings, redis_client, worker)
+        client = SmsqClient(redis_url)
+        # 60 s of validity: less than the minute a second send needs is left once it fails.
+        job = client.enqueue_send(
+            provider="second", sender="smstest", text="hi", recipients=["+" + NO_ROUTE], validity=60
+        )
+        worker.join()
+        polls.run()
+        r = rows(client.status(job, recipients=True))[NO_ROUTE]
+        assert (r.status, r.attempt, r.raw_error) == ("undeliverable", None, "248")
+        assert sent_to(sandboxes, "intis") == []
+    finally:
+        sandboxes.stop()
