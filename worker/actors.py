@@ -21,7 +21,7 @@ from dramatiq.asyncio import get_event_loop_thread
 from dramatiq.middleware import CurrentMessage
 
 from producers.wire import INTAKE_ACTOR, INTAKE_OTP_QUEUE, INTAKE_QUEUE
-from worker import dispatch, dispatch_args, intake, metrics, queues, reconcile, store, webhooks
+from worker import dispatch, intake, messages, metrics, queues, reconcile, store, webhooks
 from worker.broker import DeadLetterFailed, SafeRedisBroker, build_broker
 from worker.config import Settings
 from worker.recovery import Recovery
@@ -103,29 +103,37 @@ def create_app(settings: Settings, **broker_options: Any) -> App:
             ),
         )
 
-    def refused(actor: str, args: tuple[Any, ...]) -> bool:
-        """Dead-letter (and so acknowledge) a dispatch message intake could not have written."""
-        problem = dispatch_args.args_problem(actor, args)
-        if problem is None:
+    def refused(actor: str, args: tuple[Any, ...]) -> messages.DispatchMessage | None:
+        """The message, decoded (messages.decode: this version's or an earlier one's); or
+        None after dead-lettering (and so acknowledging) one intake could not have written."""
+        problem: str | None = None
+        try:
+            decoded = messages.decode(actor, args)
+        except messages.MessageInvalid as exc:
+            problem = str(exc)
+        else:
             # Across a Redis outage (a failover), wait: an error here would drop the message.
-            job_key = runtime.keys.job(args[0])
+            job_key = runtime.keys.job(decoded.job_id)
             known = runtime.outage.call_sync(
                 "dispatch check", lambda: runtime.redis.exists(job_key)
             )
-            if not known:
-                problem = f"job {args[0]!r} has no record: not a message smsq's intake wrote"
-        if problem is None:
-            return False
+            if known:
+                return decoded
+            problem = f"job {decoded.job_id!r} has no record: not a message smsq's intake wrote"
         write_dead_letter(f"dispatch:{actor}", [problem], {"args": list(args)})
         metrics.DEAD_LETTERS.labels("dispatch").inc()
         log.warning("%s message dead-lettered: %s", actor, problem)
-        return True
+        return None
 
     def on_loop(actor: str, args: tuple[Any, ...]) -> None:
         # Sync wrappers, so the retry count is read on the worker thread (CurrentMessage
         # does not cross into the event loop); the work runs on the loop as usual.
-        if runtime.outage.call_sync(f"{actor}: checking the message", lambda: refused(actor, args)):
+        decoded = runtime.outage.call_sync(
+            f"{actor}: checking the message", lambda: refused(actor, args)
+        )
+        if decoded is None:
             return
+        args = tuple(decoded.positional())
         message = CurrentMessage.get_current_message()
         message_id = message.options.get("redis_message_id") if message is not None else None
         thread = get_event_loop_thread()
@@ -140,8 +148,10 @@ def create_app(settings: Settings, **broker_options: Any) -> App:
         message it gave up on (its last traceback in its options)."""
         actor = str(failed.get("actor_name", ""))
         args = failed.get("args")
-        if actor not in (queues.SEND_ACTOR, queues.HLR_ACTOR) or not isinstance(args, list):
-            log.warning("dispatch_gave_up: not a dispatch message (%s)", actor[:64])
+        try:
+            decoded = messages.decode(actor, args if isinstance(args, list) else [])
+        except messages.MessageInvalid as exc:
+            log.warning("dispatch_gave_up: not a dispatch message (%s)", exc)
             return
         options = failed.get("options")
         trace = str(options.get("traceback") or "") if isinstance(options, dict) else ""
@@ -150,7 +160,7 @@ def create_app(settings: Settings, **broker_options: Any) -> App:
         thread = get_event_loop_thread()
         if thread is None:
             raise RuntimeError("the AsyncIO middleware is not running")
-        thread.run_coroutine(dispatch.give_up(runtime, actor, args, error))
+        thread.run_coroutine(dispatch.give_up(runtime, actor, decoded.positional(), error))
 
     def dispatch_chunk(*args: Any) -> None:
         on_loop(queues.SEND_ACTOR, args)

@@ -34,7 +34,7 @@ from producers.errors import DispatchInterrupted
 from producers.keys import EVENTS_MAXLEN
 from producers.status import Status
 from producers.wire import NAMESPACE, build_message, write_message
-from worker import accounts, chunk_state, metrics, store
+from worker import accounts, chunk_state, messages, metrics, store
 from worker.accounts import AccountState
 from worker.chunk_state import ChunkOwner
 from worker.config import DispatchSettings
@@ -302,7 +302,10 @@ async def reschedule(
     """
     eta = time.time() + delay
     queue = dispatch_queue(priority)
-    target, redis_id, body = build_message(queue, actor, args, eta_ms=int(eta * 1000))
+    message = messages.decode(actor, args)  # written in this version's format
+    target, redis_id, body = build_message(
+        queue, actor, messages.message_args(message), eta_ms=int(eta * 1000)
+    )
     pipe = rt.async_redis().pipeline(transaction=True)
     write_message(pipe, target, redis_id, body, NAMESPACE)
     if chunk_key is not None:

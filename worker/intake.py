@@ -22,7 +22,8 @@ from producers.phones import number_library
 from producers.status import JobState
 from producers.wire import NAMESPACE, build_message, write_message
 from worker import metrics, routing, store
-from worker.queues import HLR_ACTOR, SEND_ACTOR, dispatch_queue
+from worker.messages import DispatchMessage, HlrChunk, SendChunk, message_args
+from worker.queues import dispatch_queue
 from worker.runtime import Runtime
 
 log = logging.getLogger("smsq.intake")
@@ -235,25 +236,28 @@ def _store_and_split(rt: Runtime, job: Job) -> str:
             routing.want_lookups(pipe, rt.keys, wanted, now)
             pipe.delete(rt.keys.pending(job.job_id))  # "pending" ends as the record appears
             for index, (phones, chunk_route) in enumerate(planned):
+                message: DispatchMessage
                 if isinstance(job, HlrJob):
-                    actor, args = HLR_ACTOR, [job.job_id, index, chunk_route, phones, job.priority]
+                    message = HlrChunk(
+                        job.job_id, index, tuple(chunk_route), tuple(phones), job.priority
+                    )
                 else:
-                    client_id = (first_id + index - 1) % CLIENT_ID_MAX + 1
-                    actor = SEND_ACTOR
-                    args = [
-                        job.job_id,
-                        index,
-                        chunk_route,
-                        job.sender,
-                        job.text,
-                        phones,
-                        job.scheduled_at.isoformat() if job.scheduled_at else None,
-                        job.validity,
-                        job.priority,
-                        client_id,
-                        round(now, 3),
-                    ]
-                target, redis_id, body = build_message(queue, actor, args, eta_ms=eta_ms)
+                    message = SendChunk(
+                        job_id=job.job_id,
+                        index=index,
+                        route=tuple(chunk_route),
+                        sender=job.sender,
+                        text=job.text,
+                        recipients=tuple(phones),
+                        scheduled_at=job.scheduled_at.isoformat() if job.scheduled_at else None,
+                        validity=job.validity,
+                        priority=job.priority,
+                        client_id=(first_id + index - 1) % CLIENT_ID_MAX + 1,
+                        created_at=round(now, 3),
+                    )
+                target, redis_id, body = build_message(
+                    queue, message.actor, message_args(message), eta_ms=eta_ms
+                )
                 write_message(pipe, target, redis_id, body, NAMESPACE)
             pipe.execute()
         except redis.WatchError:

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 from producers.keys import Keys
 from producers.status import Status
 from producers.wire import NAMESPACE, build_message, write_message
+from worker.messages import decode, message_args
 from worker.providers import failure_side
 from worker.queues import RESEND_INDEX_BASE, SEND_ACTOR, dispatch_queue
 
@@ -131,8 +132,9 @@ class Resender:
                 client_id,
                 float(created_at) if created_at else None,
             ]
+            message = decode(SEND_ACTOR, args)
             target, redis_id, body = build_message(
-                dispatch_queue(priority or "bulk"), SEND_ACTOR, args
+                dispatch_queue(priority or "bulk"), SEND_ACTOR, message_args(message)
             )
             tx = client.pipeline(transaction=True)
             write_message(tx, target, redis_id, body, NAMESPACE)
