@@ -111,3 +111,23 @@ def test_positional_messages_queued_before_an_upgrade_are_sent(
         assert any("version 0" in " ".join(d["reasons"]) for d in letters)
     finally:
         sandboxes.stop()
+
+
+def test_periodic_runs_and_pushes_are_versioned_with_the_earlier_forms_accepted() -> None:
+    run = messages.PeriodicRun("smsc-main", 42)
+    (wire,) = messages.run_args(run)
+    assert wire == {"v": messages.VERSION, "account": "smsc-main", "slot": 42}
+    assert messages.decode_run([wire], per_account=True) == run
+    assert messages.decode_run(["smsc-main", 42], per_account=True) == run  # earlier form
+    assert messages.decode_run(["smsc-main"], per_account=True).slot is None
+    assert messages.decode_run([7], per_account=False) == messages.PeriodicRun(None, 7)
+    assert messages.decode_run([], per_account=False) == messages.PeriodicRun(None, None)
+    with pytest.raises(MessageInvalid, match="names the account"):
+        messages.decode_run([{"v": messages.VERSION, "slot": 1}], per_account=True)
+    with pytest.raises(MessageInvalid, match="slot must be"):
+        messages.decode_run(["a", "soon"], per_account=True)
+    push = messages.PushApply("abc123")
+    assert messages.decode_push(messages.push_args(push)) == push
+    assert messages.decode_push(["abc123"]) == push  # earlier form
+    with pytest.raises(MessageInvalid, match="version"):
+        messages.decode_push([{"v": 2, "push_id": "abc123"}])

@@ -34,7 +34,11 @@ QUIET = {"history_interval": 0.2, "incoming_interval": 0.2, "balance_interval": 
 def queued(client: redis.Redis) -> list[tuple[str, tuple[Any, ...]]]:
     """(actor, args) of every message waiting on smsq-reconcile."""
     bodies = [json.loads(v) for v in client.hvals("dramatiq:smsq-reconcile.msgs")]
-    return [(b["actor_name"], tuple(b["args"])) for b in bodies]
+    out = []
+    for b in bodies:
+        (run,) = b["args"]  # one versioned dict (worker/messages.py)
+        out.append((b["actor_name"], (run["account"], run["slot"])))
+    return out
 
 
 def wait_for(condition: Callable[[], bool], timeout: float, step: float = 0.01) -> float:

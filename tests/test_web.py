@@ -329,7 +329,8 @@ def test_push_is_stored_and_enqueued_before_the_answer(
     assert entry["method"] == "GET" and entry["query"]["message-id"] == "4001"
     [message_id] = redis_client.lrange("dramatiq:smsq-webhooks", 0, -1)
     message = json.loads(redis_client.hget("dramatiq:smsq-webhooks.msgs", message_id) or b"")
-    assert message["actor_name"] == "apply_webhook" and message["args"] == [push_id.decode()]
+    assert message["actor_name"] == "apply_webhook"
+    assert message["args"] == [{"v": 1, "push_id": push_id.decode()}]
     assert message["options"]["redis_message_id"] == message_id.decode()
     # The tail of the path is kept for the provider module.
     status, _ = http("POST", web_server.url + f"/hooks/intis-main/x/y?key={HOOK_SECRET}", b"")

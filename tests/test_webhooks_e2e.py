@@ -363,7 +363,7 @@ def test_push_is_persisted_before_200_and_applied_by_a_later_worker(
             assert json.loads(raw)["query"]["message-id"] == rcpt["provider_message_id"]
             [message_id] = redis_client.lrange("dramatiq:smsq-webhooks", 0, -1)
             body = json.loads(redis_client.hget("dramatiq:smsq-webhooks.msgs", message_id) or b"")
-            assert body["args"] == [push_id.decode()]
+            assert body["args"] == [{"v": 1, "push_id": push_id.decode()}]
             assert recipient_statuses(client, job_id) == {"447400123301": "submitted"}
 
             second = WorkerHarness(create_app(settings)).start()

@@ -50,6 +50,7 @@ from worker import accounts, metrics, routing
 from worker.dispatch import Reschedule, limited_call
 from worker.inbound import Inbound
 from worker.lease import AsyncLease
+from worker.messages import decode_run
 from worker.providers.base import (
     BalanceQuery,
     ErrorClass,
@@ -936,6 +937,12 @@ def run_result(figures: dict[str, int]) -> str:
     return "ok"
 
 
+def _run(args: tuple[Any, ...]) -> tuple[str, int | None]:
+    """(account, slot) of a periodic run's message (worker/messages.py)."""
+    run = decode_run(args, per_account=True)
+    return run.account or "", run.slot
+
+
 def register_actors(broker: Any, runtime: Runtime) -> dict[str, Any]:
     """Declare this module's actors on ``broker``; returns them by name.
 
@@ -956,34 +963,44 @@ def register_actors(broker: Any, runtime: Runtime) -> dict[str, Any]:
             raise
         metrics.SCHEDULED_RUNS.labels(task, run_result(result)).inc()
 
-    async def reconcile_account_actor(account: str, slot: int | None = None) -> None:
+    async def reconcile_account_actor(*args: Any) -> None:
+        account, slot = _run(args)
         await run("reconcile", account, slot, lambda: reconcile_account(runtime, account))
 
-    async def sweep_history_actor(account: str, slot: int | None = None) -> None:
+    async def sweep_history_actor(*args: Any) -> None:
+        account, slot = _run(args)
         await run("history", account, slot, lambda: sweep_history(runtime, account))
 
-    async def poll_incoming_actor(account: str, slot: int | None = None) -> None:
+    async def poll_incoming_actor(*args: Any) -> None:
+        account, slot = _run(args)
         await run("incoming", account, slot, lambda: incoming_run(runtime, account))
 
-    async def poll_balance_actor(account: str, slot: int | None = None) -> None:
+    async def poll_balance_actor(*args: Any) -> None:
+        account, slot = _run(args)
+
         async def balance() -> dict[str, int]:
             return (await balance_run(runtime, account))[1]
 
         await run("balance", account, slot, balance)
 
-    async def sweep_retention_actor(slot: int | None = None) -> None:
+    async def sweep_retention_actor(*args: Any) -> None:
+        slot = decode_run(args, per_account=False).slot
         await run("retention", "all", slot, lambda: sweep_retention(runtime))
 
-    async def sweep_stranded_actor(slot: int | None = None) -> None:
+    async def sweep_stranded_actor(*args: Any) -> None:
+        slot = decode_run(args, per_account=False).slot
         await run("stranded", "all", slot, lambda: sweep_stranded(runtime))
 
-    async def refresh_prices_actor(account: str, slot: int | None = None) -> None:
+    async def refresh_prices_actor(*args: Any) -> None:
+        account, slot = _run(args)
+
         async def prices() -> dict[str, int]:
             return {"entries": await routing.refresh_prices(runtime, account)}
 
         await run("prices", account, slot, prices)
 
-    async def lookup_operators_actor(account: str, slot: int | None = None) -> None:
+    async def lookup_operators_actor(*args: Any) -> None:
+        account, slot = _run(args)
         await run("operators", account, slot, lambda: routing.lookup_operators(runtime, account))
 
     functions: dict[str, Callable[..., Awaitable[None]]] = {

@@ -40,14 +40,13 @@ import threading
 import uuid
 from dataclasses import dataclass
 from types import FrameType
-from typing import Any
 
 import redis
 
 from producers import redis_conn
 from producers.keys import Keys
 from producers.wire import NAMESPACE, build_message
-from worker import logs, metrics
+from worker import logs, messages, metrics
 from worker.config import Settings, load_settings
 from worker.lease import Lease
 from worker.providers import provider_spec
@@ -209,7 +208,7 @@ class Scheduler:
         return claimed
 
     def _enqueue(self, task: Task, account: str, slot: int) -> bool:
-        args: list[Any] = [task.account, slot] if task.account is not None else [slot]
+        args = messages.run_args(messages.PeriodicRun(task.account, slot))
         queue, redis_id, body = build_message(RECONCILE_QUEUE, task.actor, args)
         ttl_ms = int((2 * task.interval + 60) * 1000)
         keys = [

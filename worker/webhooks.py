@@ -36,8 +36,10 @@ import redis.asyncio as aredis
 from producers.contract import unpaired_surrogates
 from producers.keys import EVENTS_MAXLEN, Keys
 from producers.wire import build_message, write_message
+from worker import messages as wire_messages
 from worker import metrics, store
 from worker.inbound import Inbound
+from worker.messages import PushApply, push_args
 from worker.providers import provider_spec
 from worker.providers.base import AccountConfig, InboundRequest, WebhookContent
 from worker.resend import Resender
@@ -116,7 +118,9 @@ def decode_push(raw: bytes | str) -> StoredPush:
 def queue_push(pipe: Any, keys: Keys, push_id: str, entry: str) -> None:
     """Queue, on a MULTI pipeline (sync or asyncio), the entry and its apply_webhook message."""
     pipe.hset(inbox_key(keys), push_id, entry)
-    target, redis_id, body = build_message(WEBHOOK_QUEUE, WEBHOOK_ACTOR, [push_id])
+    target, redis_id, body = build_message(
+        WEBHOOK_QUEUE, WEBHOOK_ACTOR, push_args(PushApply(push_id))
+    )
     write_message(pipe, target, redis_id, body)
 
 
@@ -194,7 +198,7 @@ class WebhookApplier:
             target, redis_id, body = build_message(
                 WEBHOOK_QUEUE,
                 WEBHOOK_ACTOR,
-                [push_id],
+                push_args(PushApply(push_id)),
                 eta_ms=int((time.time() + UNMATCHED_RETRY) * 1000),
             )
             retry = client.pipeline(transaction=True)
@@ -275,7 +279,8 @@ def register_actors(broker: Any, runtime: Runtime) -> dict[str, Any]:
     """Declare ``apply_webhook`` (queue ``smsq-webhooks``) on ``broker``; returns it by name."""
     applier = WebhookApplier(runtime)
 
-    async def apply_webhook(push_id: str) -> None:
+    async def apply_webhook(*args: Any) -> None:
+        push_id = wire_messages.decode_push(args).push_id
         # Applying a push twice changes nothing: across a Redis outage it is run again.
         await runtime.outage.call(f"applying push {push_id}", lambda: applier.apply(push_id))
 
