@@ -206,3 +206,8 @@ class Keys:
     def resend(self) -> str:
         """Sorted set: second-chance resends due, "<job>|<phone>|<attempt>" by time."""
         return f"{self.prefix}:resend"
+
+    @property
+    def replication_probe(self) -> str:
+        """String: written to check that replicas acknowledge writes (WAIT)."""
+        return f"{self.prefix}:replication:probe"

@@ -124,7 +124,7 @@ class Runtime:
         if not replicas:
             return True
         acked = await redis_conn.wait_for_replicas(
-            self.async_redis(), f"{self.keys.prefix}:replication:probe", replicas, timeout
+            self.async_redis(), self.keys.replication_probe, replicas, timeout
         )
         if acked < replicas:
             metrics.REPLICATION_WAITS.labels("short").inc()
