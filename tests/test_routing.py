@@ -11,6 +11,7 @@ import time
 from decimal import Decimal
 from typing import Any
 
+import pytest
 import redis
 from prometheus_client import REGISTRY
 
@@ -310,3 +311,28 @@ def test_hlr_results_fill_the_operator_cache(
         assert 0 < redis_client.ttl("smsq:op:79261234567") <= 30 * 86400
     finally:
         sandboxes.stop()
+
+
+def test_every_bad_route_key_is_named_even_with_bad_accounts() -> None:
+    accounts = {
+        "a": {"kind": "intis", "base_url": "http://127.0.0.1:1"},
+        "b": {"kind": "smsc", "base_url": "http://127.0.0.1:2"},
+    }
+    bad = {
+        "r": {
+            "accounts": "a",
+            "strategy": "cheap",
+            "resend_on": ["delivered"],
+            "attempts": 0,
+            "resendon": ["rejected"],
+        }
+    }
+    with pytest.raises(ConfigError) as err:
+        parse_settings({"accounts": accounts, "routes": bad}, {})
+    text = "\n".join(err.value.problems)
+    for where in ("accounts", "strategy", "resend_on", "attempts", "resendon"):
+        assert f"routes.r.{where}" in text, (where, text)
+    for routes in ([["a", "b"]], "a"):  # a list or a string where the [routes] table belongs
+        with pytest.raises(ConfigError) as err:
+            parse_settings({"accounts": accounts, "routes": routes}, {})
+        assert "routes: must be a table" in "\n".join(err.value.problems)

@@ -539,7 +539,11 @@ def parse_settings(data: Mapping[str, Any], env: Mapping[str, str] | None = None
 
     routes: dict[str, tuple[str, ...]] = {}
     policies: dict[str, RoutePolicy] = {}
-    for name, raw_route in (data.get("routes") or {}).items():
+    raw_routes = data.get("routes") or {}
+    if not isinstance(raw_routes, dict):
+        problems.append("routes: must be a table of route name = accounts")
+        raw_routes = {}
+    for name, raw_route in raw_routes.items():
         members = raw_route.get("accounts") if isinstance(raw_route, dict) else raw_route
         if (
             not isinstance(members, list)
@@ -548,6 +552,8 @@ def parse_settings(data: Mapping[str, Any], env: Mapping[str, str] | None = None
         ):
             where = f"routes.{name}.accounts" if isinstance(raw_route, dict) else f"routes.{name}"
             problems.append(f"{where}: must be a non-empty list of account names")
+            if isinstance(raw_route, dict):  # its other keys are named too
+                _route_policy(name, raw_route, 0, problems)
             continue
         for m in members:
             if m not in raw_accounts:
@@ -619,7 +625,7 @@ def _route_policy(name: str, raw: dict[str, Any], size: int, problems: list[str]
     if not isinstance(attempts, int) or isinstance(attempts, bool) or attempts < 1:
         problems.append(f"{where}.attempts: must be a whole number >= 1")
         attempts = 1
-    elif attempts > size:
+    elif size and attempts > size:  # size 0: the route's accounts are in error already
         problems.append(
             f"{where}.attempts: {attempts} sends need as many accounts; the route has {size}"
         )
