@@ -298,3 +298,127 @@ def test_no_second_chance_past_the_messages_validity(
         assert sent_to(sandboxes, "intis") == []
     finally:
         sandboxes.stop()
+
+
+def test_an_otp_on_a_cost_route_is_resent_once_and_redelivered_messages_change_nothing(
+    redis_url: str, redis_client: redis.Redis, make_worker: Any
+) -> None:
+    # A MegaFon number (cheaper at SMSC) whose SMSC send ends "no route" (provider side):
+    # the cost route picks SMSC, the second chance goes through Intis. Then both dispatch
+    # messages are delivered again: nothing is sent, counted or evented twice.
+    from producers.wire import NAMESPACE, build_message, write_message
+    from tests.test_routing import intis_prices, smsc_prices
+    from worker.messages import decode, message_args
+    from worker.queues import RESEND_INDEX_BASE, SEND_ACTOR, dispatch_queue
+
+    number = "79261234567"
+    sandboxes = SandboxThread(
+        ["smsc", "intis"],
+        mix=OutcomeMix(delivered=1.0, undeliverable=0.0, expired=0.0, final_after=0.2, seed=3),
+        smsc={
+            "caps": False,
+            "delivery_errors": {number: 248},
+            "operator_prices": smsc_prices(),
+            "price": "1.50",
+        },
+        intis={"prices": intis_prices(), "charge_by_operator": True},
+    )
+    try:
+        route = {
+            "accounts": ["intis-sandbox", "smsc-sandbox"],
+            "strategy": "cost",
+            "resend_on": ["undeliverable"],
+        }
+        settings = settings_for(redis_url, sandboxes, route)
+        worker = make_worker(settings)
+        polls = Polls(settings, redis_client, worker)
+        redis_client.set(f"smsq:op:{number}", "25002")
+        redis_client.hset("smsq:prices:smsc-sandbox", mapping={"op:25002": "0.60"})
+        redis_client.hset("smsq:prices:intis-sandbox", mapping={"op:25002": "1.20"})
+        client = SmsqClient(redis_url)
+        job = client.enqueue_send(
+            provider="second",
+            sender="smstest",
+            text="Code 4711",
+            recipients=["+" + number],
+            priority="otp",
+        )
+        worker.join()
+        polls.run()  # SMSC's report: no route; resent through Intis
+        polls.run()  # Intis's report
+        status = client.status(job, recipients=True)
+        assert status is not None and status.counts == {"delivered": 1}
+        row = rows(status)[number]
+        assert (row.route_account, row.account, row.attempt) == ("smsc-sandbox", "intis-sandbox", 2)
+        assert row.attempts is not None and row.attempts[0]["account"] == "smsc-sandbox"
+        assert sent_to(sandboxes, "smsc") == [number] and sent_to(sandboxes, "intis") == [number]
+        before = (
+            [e for e in events(redis_client, job) if e["type"] != "resend"],
+            redis_client.hgetall(f"smsq:job:{job}:counts"),
+            redis_client.hgetall(f"smsq:job:{job}:cost"),
+        )
+        assert [e["status"] for e in before[0] if e["status"] in FINAL] == ["delivered"]
+
+        # The same two dispatch messages delivered again.
+        created = float(redis_client.hget(f"smsq:job:{job}", "created_at") or 0)
+        pipe = redis_client.pipeline(transaction=True)
+        for index, chunk_route in (
+            (0, ["smsc-sandbox", "intis-sandbox"]),
+            (RESEND_INDEX_BASE + 1, ["intis-sandbox"]),
+        ):
+            args = [job, index, chunk_route, "smstest", "Code 4711", [number], None, None]
+            args += ["otp", 1, created]
+            message = decode(SEND_ACTOR, args)
+            target, rid, body = build_message(
+                dispatch_queue("otp"), SEND_ACTOR, message_args(message)
+            )
+            write_message(pipe, target, rid, body, NAMESPACE)
+        pipe.execute()
+        worker.join()
+        polls.run()
+        assert sent_to(sandboxes, "smsc") == [number] and sent_to(sandboxes, "intis") == [number]
+        after = (
+            [e for e in events(redis_client, job) if e["type"] != "resend"],
+            redis_client.hgetall(f"smsq:job:{job}:counts"),
+            redis_client.hgetall(f"smsq:job:{job}:cost"),
+        )
+        assert after == before
+    finally:
+        sandboxes.stop()
+
+
+def test_a_second_chance_skips_a_paused_next_account(
+    redis_url: str, redis_client: redis.Redis, make_worker: Any
+) -> None:
+    sandboxes = SandboxThread(
+        ["smsc", "intis", "intellisoftware"],
+        mix=OutcomeMix(delivered=1.0, undeliverable=0.0, expired=0.0, final_after=0.2, seed=3),
+        smsc={"caps": False, "delivery_errors": {NO_ROUTE: 248}},
+    )
+    try:
+        route = {
+            "accounts": ["smsc-sandbox", "intis-sandbox", "intellisoftware-sandbox"],
+            "resend_on": ["undeliverable"],
+        }
+        settings = settings_for(redis_url, sandboxes, route)
+        worker = make_worker(settings)
+        polls = Polls(settings, redis_client, worker)
+        client = SmsqClient(redis_url)
+        job = client.enqueue_send(
+            provider="second", sender="smstest", text="hi", recipients=["+" + NO_ROUTE]
+        )
+        worker.join()
+        redis_client.hset(
+            "smsq:account:intis-sandbox",
+            mapping={"state": "paused", "reason": "test", "probe_at": time.time() + 3600},
+        )
+        polls.run()  # SMSC's report: no route; the next account (Intis) is paused
+        polls.run()
+        status = client.status(job, recipients=True)
+        assert status is not None
+        row = rows(status)[NO_ROUTE]
+        assert (row.account, row.attempt) == ("intellisoftware-sandbox", 2), status.counts
+        assert row.status in ("submitted", "delivered")
+        assert sent_to(sandboxes, "intis") == []
+    finally:
+        sandboxes.stop()
