@@ -422,3 +422,40 @@ def test_a_second_chance_skips_a_paused_next_account(
         assert sent_to(sandboxes, "intis") == []
     finally:
         sandboxes.stop()
+
+
+def test_a_second_chance_drained_after_the_messages_validity_is_not_sent(
+    redis_url: str, redis_client: redis.Redis, make_worker: Any
+) -> None:
+    # The drainer that took the second chance died holding its claim; by the time the
+    # entry is drained again the message's validity has ended: it must not go out then.
+    sandboxes = sandboxes_for_resend()
+    try:
+        route = {"accounts": ["smsc-sandbox", "intis-sandbox"], "resend_on": ["undeliverable"]}
+        settings = settings_for(redis_url, sandboxes, route)
+        worker = make_worker(settings)
+        polls = Polls(settings, redis_client, worker)
+        client = SmsqClient(redis_url)
+        job = client.enqueue_send(
+            provider="second", sender="smstest", text="hi", recipients=["+" + NO_ROUTE]
+        )
+        worker.join()
+        claim = f"smsq:resend:claim:{job}|{NO_ROUTE}|2"
+        redis_client.set(claim, "1", ex=3600)  # held by a drainer that died
+        polls.run()  # SMSC's report: no route; the second chance is queued, not drained
+        assert redis_client.zcard("smsq:resend") == 1
+        assert rows(client.status(job, recipients=True))[NO_ROUTE].status == "queued"
+        redis_client.hset(f"smsq:job:{job}", "expires_at", f"{time.time() - 5:.3f}")
+        redis_client.delete(claim)  # the claim ran out
+        polls.run()  # reconciliation drains it now
+        polls.run()
+        assert sent_to(sandboxes, "intis") == []  # nothing sent past the validity
+        status = client.status(job, recipients=True)
+        assert status is not None and status.counts == {"failed": 1}
+        row = rows(status)[NO_ROUTE]
+        assert row.attempt == 2 and row.reason is not None and "validity" in row.reason
+        finals = [e for e in events(redis_client, job) if e["type"] == "status"]
+        assert [e["status"] for e in finals if e["status"] in FINAL] == ["failed"]
+        assert redis_client.zcard("smsq:resend") == 0
+    finally:
+        sandboxes.stop()

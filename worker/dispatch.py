@@ -54,6 +54,7 @@ from worker.providers.base import (
     SendRequest,
 )
 from worker.queues import HLR_ACTOR, RESEND_INDEX_BASE, SEND_ACTOR, dispatch_queue
+from worker.resend import MIN_VALIDITY as RESEND_MIN_VALIDITY
 from worker.runtime import Runtime
 
 log = logging.getLogger("smsq.dispatch")
@@ -558,7 +559,8 @@ async def dispatch_chunk(
 ) -> str:
     """Send one chunk; returns 'sent', 'duplicate', 'interrupted', 'rescheduled',
     'superseded' (another delivery owns it), 'cancelled' (the producer cancelled the job
-    before it was dispatched) or 'too_old' (an OTP past its max age)."""
+    before it was dispatched) or 'too_old' (an OTP past its max age, or a second chance
+    past the message's validity)."""
     route = _route(route_arg)
     chunk_key = rt.keys.chunk(job_id, index)
     resend = second_chance(index)
@@ -598,6 +600,23 @@ async def dispatch_chunk(
             rt, job_id, chunk_key, account, rt.adapter(account).kind, outcomes, resend=resend
         )
         return "too_old"
+    if resend:
+        # A second chance goes out only within the message's validity, however late its
+        # dispatch runs (a crash before it was drained, a paused or rate-limited account).
+        expires_at = await rt.async_redis().hget(rt.keys.job(job_id), "expires_at")
+        left = float(expires_at) - time.time() if expires_at else None
+        if left is not None and left < RESEND_MIN_VALIDITY:
+            reason = "not sent: the message's validity ended before its second chance could go out"
+            outcomes = [RecipientOutcome(p, Status.FAILED, reason=reason) for p in recipients]
+            account = claim.account or route[0]
+            await _finish(
+                rt, job_id, chunk_key, account, rt.adapter(account).kind, outcomes, resend=True
+            )
+            return "too_old"
+        if left is not None and (request.validity is None or request.validity > left):
+            request = replace(request, validity=int(left))
+            if delivery is not None:
+                delivery.request = request
 
     async def send(adapter: ProviderAdapter) -> list[RecipientOutcome]:
         return await adapter.send(request)
