@@ -30,9 +30,12 @@ typecheck: install
 pytest: install
 	$(BIN)/python -m pytest -q
 
-# The chaos experiments at full size (the short form runs in `make test`).
+# The chaos suite at length (its short form runs in `make test`); sizes from the environment.
 chaos: install
-	SMSQ_CHAOS_LONG=1 $(BIN)/python -m pytest -q -s tests/chaos
+	SMSQ_CHAOS_LONG=1 SMSQ_CHAOS_RUNS=$${SMSQ_CHAOS_RUNS:-3} SMSQ_CHAOS_RECIPIENTS=$${SMSQ_CHAOS_RECIPIENTS:-20000} \
+	SMSQ_CHAOS_KILLS=$${SMSQ_CHAOS_KILLS:-10} SMSQ_CHAOS_INTERVAL=$${SMSQ_CHAOS_INTERVAL:-2} \
+	SMSQ_CHAOS_HEARTBEAT=$${SMSQ_CHAOS_HEARTBEAT:-15} SMSQ_CHAOS_MAINTENANCE=$${SMSQ_CHAOS_MAINTENANCE:-5} \
+	$(BIN)/python -m pytest -q -s tests/chaos
 
 bench: install
 	$(BIN)/python -m bench.dispatch

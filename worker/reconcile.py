@@ -82,6 +82,9 @@ RETENTION_ACTOR = "sweep_retention"
 STRANDED_ACTOR = "sweep_stranded"
 
 MAX_RUN_SECONDS = 60.0  # one run stops after this long; the next slot goes on
+# A run's lease renews itself while the run lives; one whose worker died lapses after this
+# long, so reconciliation goes on within seconds of a crash.
+RUN_LEASE_SECONDS = 15.0
 MAX_REQUESTS_PER_RUN = 200
 MAX_HISTORY_PAGES = 5  # history pages per sweep (SMSC: 30 an hour in all)
 HISTORY_SLACK = 600.0  # seconds of history before a message's dispatch still worth reading
@@ -320,7 +323,7 @@ async def reconcile_account(
 ) -> dict[str, int]:
     """One reconciliation run for ``account``; returns its figures (``skipped`` if busy)."""
     tk = TrackingKeys(rt.keys.prefix)
-    lease = AsyncLease(rt.async_redis(), tk.lock("reconcile", account), MAX_RUN_SECONDS + 30)
+    lease = AsyncLease(rt.async_redis(), tk.lock("reconcile", account), RUN_LEASE_SECONDS)
     if not await lease.acquire():
         return {"skipped": 1}
     try:
@@ -572,7 +575,7 @@ async def sweep_history(
         return {}
     r = rt.async_redis()
     tk = TrackingKeys(rt.keys.prefix)
-    lease = AsyncLease(r, tk.lock("history", account), MAX_RUN_SECONDS + 30)
+    lease = AsyncLease(r, tk.lock("history", account), RUN_LEASE_SECONDS)
     if not await lease.acquire():
         return {"skipped": 1}
     try:
@@ -662,7 +665,7 @@ async def incoming_run(rt: Runtime, account: str) -> dict[str, int]:
         return {}
     r = rt.async_redis()
     tk = TrackingKeys(rt.keys.prefix)
-    lease = AsyncLease(r, tk.lock("incoming", account), MAX_RUN_SECONDS + 30)
+    lease = AsyncLease(r, tk.lock("incoming", account), RUN_LEASE_SECONDS)
     if not await lease.acquire():
         return {"skipped": 1}
     try:
@@ -746,7 +749,7 @@ async def sweep_retention(rt: Runtime, *, clock: Callable[[], float] = time.time
     """Find newly finished jobs (set their expiry) and purge those past ``retention``."""
     r = rt.async_redis()
     tk = TrackingKeys(rt.keys.prefix)
-    lease = AsyncLease(r, tk.lock("retention", "all"), MAX_RUN_SECONDS + 30)
+    lease = AsyncLease(r, tk.lock("retention", "all"), RUN_LEASE_SECONDS)
     if not await lease.acquire():
         return {"skipped": 1}
     try:

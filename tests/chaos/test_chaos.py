@@ -14,6 +14,7 @@ Short form (part of ``make test``): one run of each experiment on a few thousand
 | ``SMSQ_CHAOS_KILLS`` | 3 | kills (or restarts) per storm |
 | ``SMSQ_CHAOS_INTERVAL`` | 1.5 | seconds between kills |
 | ``SMSQ_CHAOS_HEARTBEAT`` | 5 | ``[worker] heartbeat_timeout`` (the default, 15, in ``make chaos``) |
+| ``SMSQ_CHAOS_MAINTENANCE`` | 1 | ``[worker] maintenance_interval`` (the default, 5, in ``make chaos``) |
 | ``SMSQ_CHAOS_REPORT`` | unset | a file to append one JSON line of figures per run to |
 
 Every process group, Redis server and sandbox here is the test's own, on free ports.
@@ -37,6 +38,7 @@ import pytest
 
 from producers.client import SmsqClient
 from tests.chaos.harness import (
+    FINAL,
     children,
     numbers,
     outcome,
@@ -56,7 +58,7 @@ RECIPIENTS = int(os.environ.get("SMSQ_CHAOS_RECIPIENTS", "2000"))
 KILLS = int(os.environ.get("SMSQ_CHAOS_KILLS", "3"))
 INTERVAL = float(os.environ.get("SMSQ_CHAOS_INTERVAL", "1.5"))
 HEARTBEAT = float(os.environ.get("SMSQ_CHAOS_HEARTBEAT", "5"))
-MAINTENANCE = max(0.5, HEARTBEAT / 5)
+MAINTENANCE = float(os.environ.get("SMSQ_CHAOS_MAINTENANCE", str(max(0.5, HEARTBEAT / 5))))
 REPORT = os.environ.get("SMSQ_CHAOS_REPORT")
 # A fault's work is settled within this long after it: requeue bound + a margin for the
 # remaining sends of the job on a loaded machine (the row reports the time measured).
@@ -76,7 +78,8 @@ class Row:
     twice: int = 0
     unrecorded: int = 0
     unknown: int = 0
-    settle_seconds: float = 0.0
+    settle_seconds: float = 0.0  # from the last fault until nothing was left queued
+    final_seconds: float = 0.0  # from the last fault until every recipient was final or unknown
 
 
 class Lab:
@@ -89,6 +92,7 @@ class Lab:
         extra = (
             f"[worker]\nheartbeat_timeout = {HEARTBEAT}\nmaintenance_interval = {MAINTENANCE}\n"
             "shutdown_timeout = 5\nstranded_after = 10\nrestart_delay = 0.2\n"
+            "[scheduler]\nfirst_check = 1\nreconcile_interval = 1\nmax_check_interval = 2\n"
         )
         self.env = write_config(tmp / "smsq.toml", self.redis.url, self.sandboxes, KIND, extra)
         self.client = SmsqClient(self.redis.url)
@@ -119,11 +123,17 @@ class Lab:
             time.sleep(0.05)
 
     def settle(self, row: Row, jobs: list[str], n: int, last_fault: float) -> Row:
-        waited = wait_dispatched(self.client, jobs, n, timeout=SETTLE_BOUND + 60)
-        row.settle_seconds = round(time.monotonic() - last_fault, 1) if waited else 0.0
+        wait_dispatched(self.client, jobs, n, timeout=SETTLE_BOUND + 60)
+        row.settle_seconds = round(time.monotonic() - last_fault, 1)
+        # Then reconciliation: every recipient final, or unknown with the reason.
+        deadline = time.monotonic() + 90
+        while "submitted" in progress(self.client, jobs) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        row.final_seconds = round(time.monotonic() - last_fault, 1)
         result = outcome(self.client, jobs, self.sandboxes, KIND, n)
         row.lost, row.twice, row.unrecorded = result.lost, result.twice, result.unrecorded
         row.unknown = result.counts.get("unknown", 0)
+        assert set(result.counts) <= FINAL | {"unknown"}, result.counts
         for job_id in jobs:
             status = self.client.status(job_id, recipients=True)
             assert status is not None
