@@ -151,3 +151,35 @@ def test_sigterm_stops_within_the_bound_and_records_hung_requests_unknown(
             group.kill()
             group.wait()
         sandboxes.stop()
+
+
+def test_messages_a_live_worker_forgot_are_put_back(
+    redis_url: str, redis_client: redis.Redis, make_worker: Any
+) -> None:
+    """Dramatiq forgets what a consumer had prefetched when it restarts after a Redis error;
+    the ids stay in the live process's acks set. They go back on the timer."""
+    sandboxes = SandboxThread(["intis"], intis={"balance": "100000000"})
+    try:
+        settings = sandbox_settings(redis_url, sandboxes)
+        worker_settings = WorkerSettings(heartbeat_timeout=5.0, maintenance_interval=0.3)
+        settings = type(settings)(**{**settings.__dict__, "worker": worker_settings})
+        harness = make_worker(settings)
+        broker = harness.app.broker
+        client = SmsqClient(redis_url)
+        # A job message taken off the queue into this live worker's acks set, then forgotten
+        # (as a consumer restart does): nothing in the process holds it.
+        broker.stopping = True  # keep the consumer from fetching it itself
+        job_id = client.enqueue_send(
+            provider="intis", sender="smstest", text="forgotten", recipients=numbers(60)
+        )
+        (message_id,) = redis_client.lrange(f"{NAMESPACE}:smsq-intake", 0, -1)
+        redis_client.lrem(f"{NAMESPACE}:smsq-intake", 0, message_id)
+        acks = f"{NAMESPACE}:__acks__.{broker.broker_id}.smsq-intake"
+        redis_client.sadd(acks, message_id)
+        broker.stopping = False
+        settle = wait_dispatched(client, [job_id], 60, timeout=20)
+        status = client.status(job_id)
+        assert status is not None and status.state == "done", status
+        print(f"\nforgotten message taken again after {settle:.1f}s")
+    finally:
+        sandboxes.stop()

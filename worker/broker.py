@@ -109,6 +109,9 @@ class SafeRedisBroker(RedisBroker):
         self.on_consumer_restart: Callable[[str], Any] | None = None
         self._consumed: set[str] = set()
 
+    def consumed_queues(self) -> set[str]:
+        return set(self._consumed)
+
     def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 5000) -> Any:
         # Dramatiq makes a new consumer after a connection error and forgets what the old
         # one had fetched: those messages are put back (worker.recovery).

@@ -17,7 +17,9 @@ dead worker's messages runs by chance on 0.1 % of broker calls: minutes after a 
   others, who could not write their heartbeats either;
 - puts back the messages a live process holds but no longer has in memory: Dramatiq drops its
   prefetched and delayed messages when a consumer restarts after a connection error, and their
-  ids would otherwise stay in this process's acks set until it dies;
+  ids would otherwise stay in this process's acks set until it dies. This is done when the
+  consumer restarts and, for what that misses (Redis still down then), on the timer: an id
+  found in the acks set but nowhere in the process on two checks in a row goes back;
 - stops fetching new messages once the worker process is stopping (SIGTERM).
 
 A message taken again by mistake (its worker was only slow) is safe: the chunk state machine
@@ -26,6 +28,7 @@ never sends a chunk twice, and the other actors are idempotent.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -54,6 +57,7 @@ class Recovery(dramatiq.Middleware):
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._redis_lost_at = 0.0  # monotonic time this process last failed to reach Redis
+        self._suspects: dict[str, set[str]] = {}  # per queue: ids found orphaned last time
 
     # -- Dramatiq hooks -------------------------------------------------------------
 
@@ -95,6 +99,8 @@ class Recovery(dramatiq.Middleware):
                     next_maintenance = now + self.maintenance_every
                     if now - self._redis_lost_at > self.heartbeat_timeout_ms / 1000:
                         self.requeue_dead()
+                    for queue in sorted(self.broker.consumed_queues()):
+                        self.requeue_orphans(queue, confirm=True)
             except redis.RedisError as exc:
                 self._redis_lost_at = time.monotonic()
                 log.debug("recovery: Redis unavailable (%s)", type(exc).__name__)
@@ -146,23 +152,47 @@ class Recovery(dramatiq.Middleware):
             log.warning("requeued %d messages of %d dead worker process(es)", total, len(dead))
         return total
 
-    def requeue_orphans(self, queue: str) -> int:
-        """Put back this process's messages of ``queue`` that it no longer has in memory
-        (neither in its work queue nor being processed); returns how many."""
+    def _held(self, queue: str, *, with_cache: bool) -> set[str]:
+        """Ids of ``queue`` this process has in memory: being processed, in the work queue,
+        in the consumer's delay queue and (``with_cache``) its prefetched bodies."""
+        with self._lock:
+            keep = set(self._processing)
+        if self.worker is None:
+            return keep
+        for item in list(self.worker.work_queue.queue):
+            keep.add(item.message.options.get("redis_message_id", ""))
+        thread = self.worker.consumers.get(queue)
+        if thread is not None:
+            for item in list(thread.delay_queue.queue):
+                keep.add(item.message.options.get("redis_message_id", ""))
+            cache = getattr(getattr(thread, "consumer", None), "message_cache", None) or []
+            for body in list(cache) if with_cache else []:
+                try:
+                    keep.add(json.loads(body)["options"]["redis_message_id"])
+                except (ValueError, KeyError, TypeError):
+                    continue
+        return keep
+
+    def requeue_orphans(self, queue: str, *, confirm: bool = False) -> int:
+        """Put back this process's messages of ``queue`` that it no longer has in memory;
+        returns how many.
+
+        Called as a consumer restarts (its old prefetched bodies are gone), or with
+        ``confirm`` from the timer, where an id must be missing on two checks in a row (a
+        message between Redis and the consumer's memory is missing for an instant only).
+        """
         b = self.broker
         try:
             ours = {
                 i.decode() if isinstance(i, bytes) else str(i)
                 for i in b.client.smembers(f"{b.namespace}:__acks__.{b.broker_id}.{queue}")
             }
-            if not ours:
-                return 0
-            with self._lock:
-                keep = set(self._processing)
-            if self.worker is not None:
-                for item in list(self.worker.work_queue.queue):
-                    keep.add(item.message.options.get("redis_message_id", ""))
-            lost = sorted(ours - keep)
+            missing = ours - self._held(queue, with_cache=confirm)
+            if confirm:
+                suspects = self._suspects.get(queue, set())
+                self._suspects[queue] = missing - suspects
+                missing &= suspects
+            lost = sorted(missing)
             if lost:
                 b.do_requeue(queue, *lost)
                 metrics.REQUEUED.labels(queue).inc(len(lost))
