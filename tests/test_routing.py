@@ -336,3 +336,23 @@ def test_every_bad_route_key_is_named_even_with_bad_accounts() -> None:
         with pytest.raises(ConfigError) as err:
             parse_settings({"accounts": accounts, "routes": routes}, {})
         assert "routes: must be a table" in "\n".join(err.value.problems)
+
+
+def test_attempts_and_resend_on_only_make_sense_together() -> None:
+    accounts = {
+        "a": {"kind": "intis", "base_url": "http://127.0.0.1:1"},
+        "b": {"kind": "smsc", "base_url": "http://127.0.0.1:2"},
+    }
+    routes = {
+        "no_statuses": {"accounts": ["a", "b"], "attempts": 2},
+        "one_send": {"accounts": ["a", "b"], "resend_on": ["rejected"], "attempts": 1},
+    }
+    with pytest.raises(ConfigError) as err:
+        parse_settings({"accounts": accounts, "routes": routes}, {})
+    text = "\n".join(err.value.problems)
+    assert "routes.no_statuses.attempts: more than one send needs resend_on" in text
+    assert "routes.one_send.resend_on: no second chance with attempts = 1" in text
+    ok = parse_settings(
+        {"accounts": accounts, "routes": {"r": {"accounts": ["a", "b"], "attempts": 1}}}, {}
+    )
+    assert ok.policy("r").attempts == 1 and not ok.policy("r").resend_on

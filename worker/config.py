@@ -630,6 +630,10 @@ def _route_policy(name: str, raw: dict[str, Any], size: int, problems: list[str]
             f"{where}.attempts: {attempts} sends need as many accounts; the route has {size}"
         )
         attempts = size
+    if "attempts" in raw and attempts > 1 and not resend_on and "resend_on" not in raw:
+        problems.append(f"{where}.attempts: more than one send needs resend_on (the statuses)")
+    elif resend_on and attempts < 2 and "attempts" in raw:
+        problems.append(f"{where}.resend_on: no second chance with attempts = {attempts}")
     return RoutePolicy(strategy=strategy, resend_on=tuple(resend_on), attempts=attempts)
 
 
