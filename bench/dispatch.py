@@ -130,7 +130,7 @@ def main() -> int:
             config.write_text("\n".join(lines) + "\n")
             env = {**os.environ, **secrets, "SMSQ_CONFIG": str(config), "REDIS_URL": server.url}
             worker_cmd = [sys.executable, "-m", "worker.cli", "worker", "--processes", "1"]
-            worker_cmd += ["--threads", str(args.concurrency)]
+            worker_cmd += ["--threads", str(args.concurrency), "--metrics-port", "0"]
             procs.append(
                 subprocess.Popen(
                     worker_cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL

@@ -149,6 +149,8 @@ def end_to_end(url: str, cap: int, window: float, seconds: float, processes: int
                 str(processes),
                 "--threads",
                 "4",
+                "--metrics-port",
+                "0",
             ]
             procs.append(
                 subprocess.Popen(

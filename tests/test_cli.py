@@ -52,7 +52,7 @@ def run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
 
 def test_send_status_and_worker_process(cli_env: dict[str, str]) -> None:
     worker = subprocess.Popen(
-        [*SMSQ, "worker", "--processes", "1", "--threads", "2"],
+        [*SMSQ, "worker", "--processes", "1", "--threads", "2", "--metrics-port", "0"],
         env=cli_env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,

@@ -41,7 +41,18 @@ limits.send = {{ requests = {CAP}, per_seconds = {WINDOW} }}
     )
     env = {**os.environ, "SMSQ_CONFIG": str(config), "RL_TEST_KEY": creds["api_key"]}
     worker = subprocess.Popen(
-        [sys.executable, "-m", "worker.cli", "worker", "--processes", "4", "--threads", "4"],
+        [
+            sys.executable,
+            "-m",
+            "worker.cli",
+            "worker",
+            "--processes",
+            "4",
+            "--threads",
+            "4",
+            "--metrics-port",
+            "0",
+        ],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

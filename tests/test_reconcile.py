@@ -20,8 +20,9 @@ import redis
 from producers.keys import Keys
 from producers.status import Status
 from tests.conftest import SandboxThread
-from worker import dispatch, metrics, reconcile
+from worker import dispatch, reconcile
 from worker.config import Settings, parse_settings
+from worker.exposition import cluster_collector
 from worker.providers.base import RecipientOutcome, SendRequest, StatusReport
 from worker.providers.intis.sandbox import INTIS_KEY
 from worker.providers.sandbox_kit import OutcomeMix
@@ -424,7 +425,13 @@ async def test_balance_is_stored_and_exported(redis_url: str, redis_client: redi
             assert await reconcile.poll_balance(rt, "smsc-sandbox") == "321.50"
         stored = redis_client.hgetall("smsq:account:smsc-sandbox")
         assert stored[b"balance"] == b"321.50" and stored[b"currency"] == b"RUB"
-        assert metrics.ACCOUNT_BALANCE.labels("smsc-sandbox")._value.get() == 321.5
+        exported = {
+            (s.labels["account"], s.labels["currency"]): s.value
+            for family in cluster_collector(rt.settings, redis_client).collect()
+            if family.name == "smsq_account_balance"
+            for s in family.samples
+        }
+        assert exported == {("smsc-sandbox", "RUB"): 321.5}
     finally:
         sandboxes.stop()
 

@@ -160,7 +160,7 @@ balance_interval = 3600
     )
     env = {**os.environ, "SMSQ_CONFIG": str(config)}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "worker.cli", "scheduler"],
+        [sys.executable, "-m", "worker.cli", "scheduler", "--metrics-port", "0"],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,

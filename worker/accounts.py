@@ -2,7 +2,8 @@
 
 Bad credentials, insufficient funds or a blocked IP pause the account: its
 work stays queued (nothing is dropped), a route with several accounts sends
-new chunks to the next active one, ``smsq_account_paused`` goes to 1 and an
+new chunks to the next active one, ``smsq_account_paused`` (read from this hash by the
+scheduler's metrics) goes to 1 and an
 ``account_paused`` event is appended to the events stream. Once the probe
 time has come, the next dispatch that needs the account takes the probe lock
 and asks the provider for its balance: an answer resumes the account.
@@ -71,7 +72,7 @@ async def pause(rt: Runtime, name: str, reason: str) -> float:
         approximate=True,
     )
     await pipe.execute()
-    metrics.ACCOUNT_PAUSED.labels(name).set(1)
+    metrics.EVENTS_PUBLISHED.labels("account_paused").inc()
     log.warning("account %s paused: %s", name, reason)
     return now + probe_in
 
@@ -89,7 +90,7 @@ async def resume(rt: Runtime, name: str) -> None:
         approximate=True,
     )
     await pipe.execute()
-    metrics.ACCOUNT_PAUSED.labels(name).set(0)
+    metrics.EVENTS_PUBLISHED.labels("account_resumed").inc()
     log.info("account %s resumed", name)
 
 

@@ -86,6 +86,7 @@ def create_app(settings: Settings, **broker_options: Any) -> App:
             RuntimeMiddleware(runtime),
             DeadLetterFailed(failed_sink),
             recovery,
+            metrics.DramatiqMetrics(),
         ],
         **(options | broker_options),
     )

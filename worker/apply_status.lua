@@ -11,7 +11,9 @@
 -- For each report: the recipient is found through <prefix>:msgid:<account>; a report is applied
 -- only when it moves the recipient forward (see RANK); an applied report rewrites the
 -- recipient's record, moves the job's counts, leaves the awaiting set when final, and appends
--- exactly one event. Returns {applied, unchanged, unmatched, resent}.
+-- exactly one event. Returns {applied, unchanged, unmatched, resent, finals}: finals lists, for
+-- each recipient that reached its first final status, the status and the seconds since it was
+-- submitted ("" when it was not awaiting as submitted or unknown), flattened.
 local prefix, account, now = ARGV[1], ARGV[2], ARGV[3]
 local maxlen = tonumber(ARGV[4])
 local RANK = {queued = 0, unknown = 1, submitted = 2,
@@ -24,6 +26,7 @@ local awaiting = prefix .. ":awaiting:" .. account
 local events = prefix .. ":events"
 local otp_max_age = ARGV[5]
 local applied, unchanged, unmatched, resent = 0, 0, 0, 0
+local finals = {}
 local n = (#ARGV - 5) / 8
 for i = 0, n - 1 do
   local base = 6 + i * 8
@@ -57,6 +60,14 @@ for i = 0, n - 1 do
       resent = resent + 1
       applied = applied + 1
     elseif (RANK[status] or -1) > (RANK[previous] or 0) then
+      if FINAL[status] and not FINAL[previous] then
+        local since = ""
+        if (previous == "submitted" or previous == "unknown") and tonumber(record["at"]) then
+          since = string.format("%.3f", tonumber(now) - tonumber(record["at"]))
+        end
+        finals[#finals + 1] = status
+        finals[#finals + 1] = since
+      end
       record["status"] = status
       record["raw_status"] = raw
       if rawerr ~= "" then record["raw_error"] = rawerr end
@@ -93,4 +104,4 @@ for i = 0, n - 1 do
     end
   end
 end
-return {applied, unchanged, unmatched, resent}
+return {applied, unchanged, unmatched, resent, finals}

@@ -15,6 +15,7 @@ from __future__ import annotations
 import inspect
 import json
 import logging
+import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -23,6 +24,7 @@ from dramatiq.brokers.redis import RedisBroker
 from dramatiq.middleware import AsyncIO
 
 from producers import redis_conn
+from worker.health import instance_id
 
 log = logging.getLogger("smsq.broker")
 
@@ -102,6 +104,8 @@ class SafeRedisBroker(RedisBroker):
 
     def __init__(self, *, poison_sink: PoisonSink | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)  # type: ignore[no-untyped-call]
+        # <hostname>/<worker instance>/<uuid>: `smsq health` finds this host's heartbeats.
+        self.broker_id = f"{instance_id()}/{uuid.uuid4()}"
         self.poison_sink = poison_sink
         self.queue_actors: dict[str, frozenset[str]] = {}
         self._signatures: dict[str, inspect.Signature] = {}

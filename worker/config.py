@@ -176,6 +176,19 @@ class PriceOverride:
 
 
 @dataclass(frozen=True)
+class MetricsSettings:
+    """``[metrics]``: where the worker and the scheduler serve ``/metrics`` and ``/healthz``.
+
+    ``smsq web`` serves both on its own port. Port 0: any free port (logged at start).
+    Loopback by default; containers set ``SMSQ__METRICS__HOST=0.0.0.0``.
+    """
+
+    host: str = "127.0.0.1"
+    worker_port: int = 9191
+    scheduler_port: int = 9192
+
+
+@dataclass(frozen=True)
 class AccountLimits:
     """Rate rules per endpoint class (send, status, history, hlr, balance, ...) and in-flight cap."""
 
@@ -201,6 +214,7 @@ class Settings:
     routing: RoutingSettings = field(default_factory=RoutingSettings)
     route_policies: Mapping[str, RoutePolicy] = field(default_factory=dict)
     price_overrides: Mapping[str, PriceOverride] = field(default_factory=dict)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
 
     def policy(self, provider: str) -> RoutePolicy:
         """The route policy of a job's ``provider`` (plain failover for accounts and kinds)."""
@@ -363,6 +377,24 @@ def _redis_url(raw: Any, env: Mapping[str, str], problems: list[str]) -> str:
     return redis_conn.with_options(url, options)
 
 
+def redis_url_problem(url: str) -> str | None:
+    """Why ``url`` is not a Redis URL smsq can use (None when it is); the password never shown."""
+    name = redis_conn.scheme(url)
+    if name not in redis_conn.SCHEMES:
+        return (
+            "must be a redis://, rediss://, unix://, redis+sentinel:// or rediss+sentinel:// URL,"
+            f" got {safe_url(url)!r}"
+        )
+    try:
+        if name in redis_conn.SENTINEL_SCHEMES:
+            redis_conn.parse_sentinel_url(url)
+        else:
+            urlparse(url).port  # noqa: B018 (raises on a port that is not a number)
+    except ValueError as exc:
+        return f"{exc} in {safe_url(url)!r}"
+    return None
+
+
 def _env_overrides(env: Mapping[str, str]) -> list[tuple[list[str], str]]:
     out = []
     for name, value in env.items():
@@ -514,12 +546,16 @@ def parse_settings(data: Mapping[str, Any], env: Mapping[str, str] | None = None
         "intake",
         "routing",
         "worker",
+        "metrics",
     }
     for unknown in sorted(set(data) - sections):
         problems.append(f"{unknown}: unknown section (known: {', '.join(sorted(sections))})")
 
     redis_section = data.get("redis", {})
     redis_url = _redis_url(redis_section, env, problems)
+    url_problem = redis_url_problem(redis_url)
+    if url_problem and not any(p.startswith("redis.url / REDIS_URL") for p in problems):
+        problems.append(f"redis.url / REDIS_URL: {url_problem}")
     prefix = redis_section.get("key_prefix", DEFAULT_PREFIX)
     if not isinstance(prefix, str) or not prefix or ":" in prefix:
         problems.append("redis.key_prefix: must be a non-empty string without ':'")
@@ -578,6 +614,7 @@ def parse_settings(data: Mapping[str, Any], env: Mapping[str, str] | None = None
     intake = _intake(data.get("intake", {}), problems)
     worker = _plain_section("worker", WorkerSettings, data.get("worker", {}), problems)
     routing = _plain_section("routing", RoutingSettings, data.get("routing", {}), problems)
+    metrics = _metrics(data.get("metrics", {}), problems)
 
     if problems:
         raise ConfigError(problems)
@@ -595,6 +632,7 @@ def parse_settings(data: Mapping[str, Any], env: Mapping[str, str] | None = None
         routing=routing,
         route_policies=policies,
         price_overrides=overrides,
+        metrics=metrics,
     )
 
 
@@ -681,6 +719,32 @@ def _intake(raw: Any, problems: list[str]) -> IntakeSettings:
         )
         return IntakeSettings()
     return IntakeSettings(accept_numbers=accept)
+
+
+def _port(where: str, value: Any, problems: list[str]) -> bool:
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 65535:
+        problems.append(f"{where}: must be a port number (0: any free port), got {value!r}")
+        return False
+    return True
+
+
+def _metrics(raw: Any, problems: list[str]) -> MetricsSettings:
+    if not isinstance(raw, dict):
+        problems.append("metrics: must be a table")
+        return MetricsSettings()
+    known = set(MetricsSettings.__dataclass_fields__)
+    for key in sorted(set(raw) - known):
+        problems.append(f"metrics.{key}: unknown setting (known: {', '.join(sorted(known))})")
+    default = MetricsSettings()
+    host = raw.get("host", default.host)
+    if not isinstance(host, str) or not host:
+        problems.append("metrics.host: must be a host name or address")
+        host = default.host
+    ports = {}
+    for key in ("worker_port", "scheduler_port"):
+        value = raw.get(key, getattr(default, key))
+        ports[key] = value if _port(f"metrics.{key}", value, problems) else getattr(default, key)
+    return MetricsSettings(host=host, **ports)
 
 
 def _plain_section(name: str, cls: Any, raw: Any, problems: list[str]) -> Any:

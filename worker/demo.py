@@ -21,9 +21,11 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from producers import redis_conn
 from producers.cli import format_status
 from producers.client import SmsqClient
 from producers.status import FINAL_STATUSES, Status
+from worker.config import ConfigError, redis_url_problem
 from worker.providers import known_kinds, provider_spec
 from worker.redis_server import RedisServer, free_port
 from worker.sandboxes import sandbox_account, wait_until_serving
@@ -78,6 +80,14 @@ def _stop(proc: subprocess.Popen[bytes] | None, name: str) -> None:
 def _redis() -> Iterator[str]:
     url = os.environ.get("REDIS_URL")
     if url:
+        problem = redis_url_problem(url)
+        if problem:
+            raise ConfigError([f"REDIS_URL: {problem}"])
+        client = redis_conn.sync_client(url, socket_connect_timeout=5, socket_timeout=5)
+        try:
+            client.ping()  # unreachable: one line from `smsq`, before anything starts
+        finally:
+            client.close()
         yield url
         return
     with RedisServer() as server:
@@ -175,17 +185,43 @@ def run_demo(*, bulk: int = 1000, otp: int = 5, workers: int = 1) -> int:
 
             config, env_secrets = _write_config(logs, urls, redis_url, web_port, hook_secrets)
             env = {**os.environ, **env_secrets, "SMSQ_CONFIG": str(config), "REDIS_URL": redis_url}
+            worker_metrics, scheduler_metrics = free_port(), free_port()
             _start(
                 "worker",
-                ["worker", "--processes", str(workers), "--threads", "8"],
+                [
+                    "worker",
+                    "--processes",
+                    str(workers),
+                    "--threads",
+                    "8",
+                    "--metrics-port",
+                    str(worker_metrics),
+                ],
                 env,
                 logs,
                 procs,
             )
-            _start("web", ["web"], env, logs, procs)
-            _start("scheduler", ["scheduler"], env, logs, procs)
+            _start("web", ["web", "--port", str(web_port)], env, logs, procs)
+            _start(
+                "scheduler",
+                ["scheduler", "--metrics-port", str(scheduler_metrics)],
+                env,
+                logs,
+                procs,
+            )
             wait_until_serving(f"http://127.0.0.1:{web_port}/health")
             print(f"worker, scheduler and web (http://127.0.0.1:{web_port}) running")
+            print(
+                "metrics: "
+                + ", ".join(
+                    f"{name} http://127.0.0.1:{port}/metrics"
+                    for name, port in (
+                        ("worker", worker_metrics),
+                        ("scheduler", scheduler_metrics),
+                        ("web", web_port),
+                    )
+                )
+            )
 
             client = SmsqClient(redis_url, providers=None)
             jobs = _enqueue_samples(client, kinds, bulk, otp)

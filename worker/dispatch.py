@@ -16,7 +16,7 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Generic, TypeVar
@@ -378,8 +378,21 @@ async def _finish(
         f"recording chunk {chunk_key}",
         lambda: recorder.record(job_id, chunk_key, account, outcomes, second_chance=resend),
     )
+    count_recorded(kind, account, tally)
+
+
+def count_recorded(kind: str, account: str, tally: Mapping[Status, int]) -> None:
+    """Metrics of a recorded chunk: outcomes, first final statuses, one event per recipient."""
     for status, n in tally.items():
-        metrics.RECIPIENTS.labels(kind, status.value).inc(n)
+        metrics.RECIPIENTS.labels(kind, account, status.value).inc(n)
+    metrics.count_finals(kind, account, {s.value: n for s, n in tally.items()})
+    metrics.EVENTS_PUBLISHED.labels("status").inc(sum(tally.values()))
+
+
+def observe_submit(priority: str, since: float | None) -> None:
+    """A provider accepted a chunk: the time since its job was accepted by the intake."""
+    if since is not None:
+        metrics.TIME_TO_SUBMIT.labels(priority).observe(max(0.0, time.time() - since))
 
 
 @dataclass
@@ -645,6 +658,7 @@ async def dispatch_chunk(
         log.warning("chunk %s:%d to %s failed: %s", job_id, index, attempt.account, attempt.error)
         outcomes = failure_outcomes(recipients, attempt.error)
     else:
+        observe_submit(priority, created_at)
         outcomes = reconcile_outcomes(recipients, attempt.result or [])
     adapter = rt.adapter(attempt.account)
     outcomes = with_expected_ids(adapter, request, outcomes)
@@ -750,6 +764,7 @@ async def dispatch_hlr(
                 await pipe.execute()
 
             await rt.outage.call(f"recording HLR results of {chunk_key}", write)
+            metrics.EVENTS_PUBLISHED.labels("hlr").inc(len(records))
     if delivery is not None:
         delivery.outcomes = outcomes
     await _finish(rt, job_id, chunk_key, account, rt.adapter(account).kind, outcomes)

@@ -127,6 +127,7 @@ class Inbound:
             await self._store(keys=[self.incoming_key(account), self._keys.events], args=args)
         )
         metrics.INCOMING.labels(source).inc(new)
+        metrics.EVENTS_PUBLISHED.labels("incoming").inc(new)
         return new
 
     async def record_hlr(
@@ -155,4 +156,6 @@ class Inbound:
         if len(args) == 2:
             return 0
         keys = [self._keys.message_index(account), self._keys.events]
-        return int(await self._hlr(keys=keys, args=args))
+        new = int(await self._hlr(keys=keys, args=args))
+        metrics.EVENTS_PUBLISHED.labels("hlr").inc(new)
+        return new

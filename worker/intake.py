@@ -262,6 +262,8 @@ def _store_and_split(rt: Runtime, job: Job) -> str:
             pipe.execute()
         except redis.WatchError:
             return "duplicate"
+    if job.rejected:  # final at intake: they never reach a provider
+        metrics.count_finals("none", "none", {"rejected": len(job.rejected)})
     log.info(
         "job %s accepted: %d recipients in %d chunks to %s (%d rejected, %d duplicates)",
         job.job_id,

@@ -16,15 +16,16 @@
 -- A permit is granted when, for every rule, fewer than `limit` permits were
 -- granted in the last `window` (fewer than `limit - reserve` for callers without
 -- the reserve). Returns {1, 0} on grant, {0, wait_us}: the time after which the
--- blocking rule could next grant (a hint; the caller asks again then), or {2, 0}
--- when the chunk of KEYS[3] is owned by another token (nothing granted).
+-- blocking rule could next grant (a hint; the caller asks again then), {3, wait_us} while
+-- the endpoint is paused, or {2, 0} when the chunk of KEYS[3] is owned by another token
+-- (nothing granted).
 local t = redis.call("TIME")
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local key = KEYS[1]
 local function s(x) return string.format("%.0f", x) end
 local paused = redis.call("PTTL", KEYS[2])
 if paused > 0 then
-  return {0, s(paused * 1000)}
+  return {3, s(paused * 1000)}
 end
 local may_reserve = tonumber(ARGV[2]) == 1
 local hold = tonumber(ARGV[3])

@@ -86,6 +86,7 @@ class RateLimiter:
         self._prefix = prefix
         self._acquire = client.register_script(_script("limiter.lua"))
         self._complete = client.register_script(_script("complete.lua"))
+        self.last_paused = False  # the last try_acquire was refused by a provider's pause
 
     def key(self, account: str, endpoint: str) -> str:
         return rate_key(self._prefix, account, endpoint)
@@ -127,9 +128,10 @@ class RateLimiter:
             keys.append(mark.key)
             args += [mark.token, mark.value, mark.ttl]
         granted, wait_us = await self._acquire(keys=keys, args=args)
+        self.last_paused = int(granted) == 3
         if int(granted) == 2:
             raise MarkRefused(mark.key if mark else key)
-        if int(granted):
+        if int(granted) == 1:
             return 0.0
         return max(0.001, int(wait_us) / 1_000_000)
 
@@ -163,9 +165,13 @@ class RateLimiter:
             )
             if wait == 0.0:
                 if waited:
-                    metrics.LIMITER_WAIT_SECONDS.labels(endpoint).observe(waited)
+                    metrics.LIMITER_WAIT_SECONDS.labels(account, endpoint).observe(waited)
+                result = "waited" if waited else "granted"
+                metrics.LIMITER_PERMITS.labels(account, endpoint, result).inc()
                 return 0.0
             if waited + wait > max_wait:
+                result = "paused" if self.last_paused else "rescheduled"
+                metrics.LIMITER_PERMITS.labels(account, endpoint, result).inc()
                 return wait
             await asyncio.sleep(wait)
             waited += wait

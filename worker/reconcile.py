@@ -342,7 +342,7 @@ async def _reconcile(rt: Runtime, account: str, clock: Callable[[], float]) -> d
     has_hlr = isinstance(adapter, HlrResults)
     history = isinstance(adapter, SentHistory)
     batch = status_batch(adapter) if isinstance(adapter, StatusPolling) else 1000
-    applier = StatusApplier(r, rt.keys.prefix, resender=Resender(rt))
+    applier = StatusApplier(r, rt.keys.prefix, resender=Resender(rt), kinds=rt.account_kinds())
     inbound = Inbound(r, rt.keys)
     stats: Counter[str] = Counter()
     jobs: dict[str, JobInfo | None] = {}
@@ -554,7 +554,6 @@ async def _record_run(rt: Runtime, account: str, stats: Counter[str], now: float
     ):
         record[name] = int(stats[name])
     await r.hset(TrackingKeys(rt.keys.prefix).last_run(account), mapping=record)
-    metrics.AWAITING.labels(account).set(int(pending))
 
 
 # --------------------------------------------------------------------------- history
@@ -605,7 +604,7 @@ async def _sweep_history(
     cursor = walk.get("cursor") or None
     # When this walk read its first (newest) page: what was sent before it is covered.
     walk_started = float(walk["started_at"]) if cursor and walk.get("started_at") else clock()
-    applier = StatusApplier(r, rt.keys.prefix, resender=Resender(rt))
+    applier = StatusApplier(r, rt.keys.prefix, resender=Resender(rt), kinds=rt.account_kinds())
     walk_done = False
     while stats["requests"] < MAX_HISTORY_PAGES and wanted:
         try:
@@ -714,11 +713,12 @@ async def balance_run(rt: Runtime, account: str) -> tuple[str | None, dict[str, 
         "currency": balance.currency or "",
         "balance_at": round(time.time(), 3),
     }
-    await rt.async_redis().hset(accounts.account_key(rt, account), mapping=mapping)
     try:
-        metrics.ACCOUNT_BALANCE.labels(account).set(float(Decimal(balance.amount)))
+        Decimal(balance.amount)
     except (InvalidOperation, ValueError):
         log.warning("balance of %s is not a number", account)
+    # smsq_account_balance{account,currency} is read from this hash at scrape time.
+    await rt.async_redis().hset(accounts.account_key(rt, account), mapping=mapping)
     amount: str = balance.amount
     return amount, {}
 

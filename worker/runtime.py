@@ -82,6 +82,10 @@ class Runtime:
             log.warning("shutdown bound reached: %d tasks interrupted", len(tasks))
         return len(tasks)
 
+    def account_kinds(self) -> dict[str, str]:
+        """Account name -> provider kind (the ``provider`` label of the metrics)."""
+        return {name: acc.kind for name, acc in self.settings.accounts.items()}
+
     def adapter(self, account: str) -> ProviderAdapter:
         try:
             return self.adapters[account]

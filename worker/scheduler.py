@@ -37,17 +37,25 @@ import os
 import signal
 import socket
 import threading
+import time
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from types import FrameType
 
 import redis
+from prometheus_client import REGISTRY, CollectorRegistry
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
 
 from producers import redis_conn
 from producers.keys import Keys
 from producers.wire import NAMESPACE, build_message
 from worker import logs, messages, metrics
 from worker.config import Settings, load_settings
+from worker.exposition import MetricsServer, cluster_collector
+from worker.health import client_for as health_client
+from worker.health import scheduler_checks
 from worker.lease import Lease
 from worker.providers import provider_spec
 from worker.reconcile import (
@@ -159,6 +167,7 @@ class Scheduler:
         self._stop = threading.Event()
         self._release_on_stop = True
         self._thread: threading.Thread | None = None
+        self.last_step = time.monotonic()  # when the loop last ran a step (for /healthz)
 
     @property
     def is_leader(self) -> bool:
@@ -233,6 +242,7 @@ class Scheduler:
         """Loop until :meth:`request_stop`; then release the lease (unless told not to)."""
         try:
             while not self._stop.is_set():
+                self.last_step = time.monotonic()
                 try:
                     wait = self.step()
                 except Exception:  # a bug must not kill the loop and leave the lease to lapse
@@ -269,14 +279,49 @@ class Scheduler:
         self.client.close()
 
 
-def main() -> int:
+def metrics_registry(settings: Settings, client: redis.Redis) -> CollectorRegistry:
+    """This process's metrics plus the cluster-wide gauges read from Redis at scrape time."""
+    registry = CollectorRegistry()
+    registry.register(_Delegate(REGISTRY))
+    registry.register(cluster_collector(settings, client))
+    return registry
+
+
+class _Delegate(Collector):
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+
+    def collect(self) -> Iterable[Metric]:
+        return self.registry.collect()
+
+
+def main(
+    settings: Settings | None = None,
+    *,
+    metrics_host: str | None = None,
+    metrics_port: int | None = None,
+) -> int:
     """``smsq scheduler``: run until SIGTERM or SIGINT, then give the lease up."""
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     logs.install()
-    settings = load_settings()
+    settings = settings or load_settings()
     scheduler = Scheduler(settings)
+    scrape_client = health_client(settings)
+    stale_after = max(5 * settings.scheduler.tick_seconds, settings.scheduler.lease_seconds)
+
+    def loop_alive() -> tuple[bool, str]:
+        age = time.monotonic() - scheduler.last_step
+        ok = age <= stale_after
+        return ok, f"last step {age:.1f}s ago" + ("" if ok else f" (over {stale_after:.0f}s)")
+
+    server = MetricsServer(
+        metrics_host or settings.metrics.host,
+        settings.metrics.scheduler_port if metrics_port is None else metrics_port,
+        metrics_registry(settings, scrape_client),
+        lambda: scheduler_checks(settings, scrape_client, loop_alive),
+    ).start()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         log.info("scheduler: %s received, stopping", signal.Signals(signum).name)
@@ -293,5 +338,7 @@ def main() -> int:
     try:
         scheduler.run()
     finally:
+        server.stop()
         scheduler.close()
+        scrape_client.close()
     return 0

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from typing import Protocol
@@ -85,7 +85,10 @@ class StatusApplier:
         events_maxlen: int = EVENTS_MAXLEN,
         *,
         resender: ResendHook | None = None,
+        kinds: Mapping[str, str] | None = None,
     ) -> None:
+        """``kinds``: account -> provider kind, for the metrics' ``provider`` label."""
+        self._kinds = dict(kinds or {})
         self._prefix = prefix
         self._maxlen = events_maxlen
         self._resender = resender
@@ -121,11 +124,21 @@ class StatusApplier:
                 and resender.candidate(account, r.status, r.raw_status, r.raw_error or "")
                 else "",
             ]
-        applied, unchanged, unmatched, resent = await self._script(keys=[], args=args)
+        applied, unchanged, unmatched, resent, finals = await self._script(keys=[], args=args)
         result = Applied(int(applied), int(unchanged), int(unmatched), int(resent))
         if result.resent and resender is not None:
             await resender.enqueue_due()
         metrics.STATUS_REPORTS.labels(source, "applied").inc(result.applied)
         metrics.STATUS_REPORTS.labels(source, "unchanged").inc(result.unchanged)
         metrics.STATUS_REPORTS.labels(source, "unmatched").inc(result.unmatched)
+        metrics.EVENTS_PUBLISHED.labels("status").inc(result.applied)
+        provider = self._kinds.get(account, "unknown")
+        tally: dict[str, int] = {}
+        for i in range(0, len(finals), 2):
+            status = finals[i].decode() if isinstance(finals[i], bytes) else str(finals[i])
+            tally[status] = tally.get(status, 0) + 1
+            since = finals[i + 1].decode() if isinstance(finals[i + 1], bytes) else finals[i + 1]
+            if since:
+                metrics.TIME_TO_FINAL.labels(provider).observe(max(0.0, float(since)))
+        metrics.count_finals(provider, account, tally)
         return result

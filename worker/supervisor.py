@@ -9,6 +9,12 @@ within 10 s of its start); its siblings go on untouched. The dead process's mess
 taken again by the survivors within ``heartbeat_timeout + maintenance_interval``
 (worker.recovery).
 
+With a :class:`~worker.exposition.WorkerExposition` it also serves the instance's
+``/metrics`` (every process added up: prometheus-client's multiprocess mode, in a directory
+private to the instance, created empty before the first fork and removed at exit) and
+``/healthz``; when a process ends, its live gauges are marked dead at once, so
+``dramatiq_messages_inprogress`` keeps no value of a process that was killed.
+
 SIGTERM or SIGINT is passed on to every process, which stops within ``[worker]
 shutdown_timeout`` (worker.worker_process); a process still running ``KILL_MARGIN`` seconds
 after that is killed. The worker processes are told (Linux ``PR_SET_PDEATHSIG``) to stop
@@ -30,6 +36,7 @@ from types import FrameType
 
 from worker import metrics
 from worker.config import WorkerSettings
+from worker.exposition import WorkerExposition
 
 log = logging.getLogger("smsq.supervisor")
 
@@ -55,6 +62,7 @@ class Supervisor:
         threads: int,
         queues: Sequence[str] | None,
         settings: WorkerSettings,
+        exposition: WorkerExposition | None = None,
     ) -> None:
         # Imported here, before any fork: every process starts from them at once.
         from worker import worker_process
@@ -66,6 +74,7 @@ class Supervisor:
         self.settings = settings
         self.slots = [Slot(i, delay=settings.restart_delay) for i in range(max(1, processes))]
         self.stopping = threading.Event()
+        self.exposition = exposition
 
     def _start(self, slot: Slot) -> None:
         slot.process = self.context.Process(
@@ -83,6 +92,9 @@ class Supervisor:
                 if now - slot.started > 6 * QUICK_DEATH:
                     slot.delay = self.settings.restart_delay  # it lived: a new crash starts over
                 return
+            if self.exposition is not None:
+                # Its live gauges (messages in progress) leave the sum at once.
+                self.exposition.process_exited(slot.process.pid)
             slot.process = None
             quick = now - slot.started < QUICK_DEATH
             wait = slot.delay
@@ -109,13 +121,22 @@ class Supervisor:
 
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, on_signal)
-        for slot in self.slots:
-            self._start(slot)
-        while not self.stopping.wait(0.2):
-            now = time.monotonic()
+        if self.exposition is not None:
+            self.exposition.start()  # before the first fork: the processes write its directory
+        try:
             for slot in self.slots:
-                self._check(slot, now)
-        return self.stop()
+                self._start(slot)
+            while not self.stopping.wait(0.2):
+                now = time.monotonic()
+                for slot in self.slots:
+                    self._check(slot, now)
+            return self.stop()
+        finally:
+            if self.exposition is not None:
+                for slot in self.slots:
+                    if slot.process is not None and slot.process.exitcode is not None:
+                        self.exposition.process_exited(slot.process.pid)
+                self.exposition.stop()
 
     def stop(self) -> int:
         running = [s.process for s in self.slots if s.process is not None]

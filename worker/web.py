@@ -11,6 +11,9 @@ Routes:
   bad signature / key / source, ...); body over ``[web] max_body_bytes``: 413; Redis
   unreachable: 503, so the provider retries.
 - ``GET /health``: 200 ``{"redis": "ok", ...}`` when Redis answers, else 503.
+- ``GET /healthz``: 200 ``{"ok": true, "checks": {"redis": ...}}`` (503 when not), like the
+  worker's and the scheduler's metrics ports; ``GET /metrics``: this process's metrics
+  (``smsq_pushes_received_total`` and the Python process collectors).
 - ``POST /v1/jobs`` (only with ``[web] intake_tokens``): ``Authorization: Bearer <token>``
   (401 otherwise), a JSON job payload (docs/wire-format.md) validated like the worker does
   (422 ``{"errors": [...]}``), enqueued on the intake queue (state ``pending`` until a
@@ -37,6 +40,7 @@ from typing import Any
 import redis.asyncio as aredis
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from redis.exceptions import RedisError
 
 from producers import redis_conn
@@ -45,7 +49,7 @@ from producers.contract import JobRejected, RejectedRecipient, validate_job
 from producers.errors import InputError
 from producers.keys import Keys
 from producers.wire import INTAKE_ACTOR, build_message, intake_queue, mark_pending, write_message
-from worker import logs, webhooks
+from worker import logs, metrics, webhooks
 from worker.config import ConfigError, Settings, load_settings
 from worker.providers import provider_spec, webhook_auth
 from worker.providers.base import InboundRequest, WebhookAnswer, WebhookRejected
@@ -177,6 +181,7 @@ async def hook(request: web.Request) -> web.StreamResponse:
         answer: WebhookAnswer = module.verify_webhook(account, inbound)
     except WebhookRejected as exc:
         log.warning("push to %s refused (%d): %s", name, exc.status, exc.reason)
+        metrics.PUSHES_RECEIVED.labels(account.kind, name, "rejected").inc()
         return web.Response(status=exc.status, text=exc.reason)
     except Exception as exc:  # a bug, not the push's fault: the provider retries
         log.error("push to %s: verification failed with %s", name, type(exc).__name__)
@@ -190,7 +195,9 @@ async def hook(request: web.Request) -> web.StreamResponse:
         await pipe.execute()
     except REDIS_ERRORS as exc:
         log.error("push to %s not stored, answered 503: %s", name, type(exc).__name__)
+        metrics.PUSHES_RECEIVED.labels(account.kind, name, "unavailable").inc()
         return web.Response(status=503, text="temporarily unavailable, retry later")
+    metrics.PUSHES_RECEIVED.labels(account.kind, name, "stored").inc()
     return web.Response(
         status=answer.status,
         body=answer.body.encode("utf-8"),
@@ -221,6 +228,23 @@ async def health(request: web.Request) -> web.Response:
             "webhook_queue": queued,
         }
     )
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """The same body as the worker's and scheduler's ``/healthz``: ``{"ok", "checks"}``."""
+    try:
+        async with asyncio.timeout(HEALTH_TIMEOUT):
+            await _redis(request).ping()
+        check = {"ok": True, "detail": "reachable"}
+    except REDIS_ERRORS as exc:
+        check = {"ok": False, "detail": f"unreachable: {type(exc).__name__}"}
+    ok = bool(check["ok"])
+    return web.json_response({"ok": ok, "checks": {"redis": check}}, status=200 if ok else 503)
+
+
+async def metrics_page(request: web.Request) -> web.Response:
+    body = generate_latest(REGISTRY)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
 # --------------------------------------------------------------------------- HTTP intake
@@ -370,6 +394,8 @@ class AccessLogger(AbstractAccessLogger):
     """Method, path, status, duration: never the query string (it may carry a secret)."""
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        if request.path in ("/metrics", "/healthz") and response.status == 200:
+            return  # scraped and probed every few seconds: not worth a line each
         self.logger.info(
             "%s %s %s %.1fms", request.method, request.path, response.status, time * 1000
         )
@@ -396,21 +422,24 @@ def create_web_app(
     app.router.add_route("*", "/hooks/{account}", hook)
     app.router.add_route("*", "/hooks/{account}/{tail:.*}", hook)
     app.router.add_get("/health", health)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics_page)
     if settings.web.intake_tokens:
         app.router.add_post("/v1/jobs", post_job)
         app.router.add_get("/v1/jobs/{job_id}", get_job)
     return app
 
 
-def main(host: str | None = None, port: int | None = None) -> int:
+def main(host: str | None = None, port: int | None = None, settings: Settings | None = None) -> int:
     """``smsq web``: serve until SIGINT / SIGTERM."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     logs.install()
-    try:
-        settings = load_settings()
-    except ConfigError as exc:
-        print(exc, file=sys.stderr, flush=True)
-        return 2
+    if settings is None:
+        try:
+            settings = load_settings()
+        except ConfigError as exc:
+            print(exc, file=sys.stderr, flush=True)
+            return 2
     host = host or settings.web.host
     port = port if port is not None else settings.web.port
     log.info(

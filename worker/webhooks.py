@@ -150,7 +150,10 @@ class WebhookApplier:
         if client is not self._client or self._statuses is None or self._inbound is None:
             # First use, or the runtime was restarted with a new client.
             self._statuses = StatusApplier(
-                client, self.runtime.keys.prefix, resender=Resender(self.runtime)
+                client,
+                self.runtime.keys.prefix,
+                resender=Resender(self.runtime),
+                kinds=self.runtime.account_kinds(),
             )
             self._inbound = Inbound(client, self.runtime.keys)
             self._client = client
@@ -228,6 +231,10 @@ class WebhookApplier:
             )
         pipe.hdel(inbox_key(keys), push_id)
         await pipe.execute()
+        metrics.EVENTS_PUBLISHED.labels("webhook").inc(len(fresh))
+        metrics.PUSH_APPLY_LAG.labels(account.kind).observe(
+            max(0.0, time.time() - push.request.received_at)
+        )
         return "applied"
 
     async def _dead_letter(

@@ -25,6 +25,7 @@ import dramatiq
 from dramatiq.asyncio import get_event_loop_thread
 
 import worker.actors  # noqa: F401  (imported before the supervisor forks: processes start at once)
+from worker.exposition import use_multiprocess_values
 
 LOG_FORMAT = (
     "[%(asctime)s] [PID %(process)d] [%(threadName)s] [%(name)s] [%(levelname)s] %(message)s"
@@ -46,6 +47,7 @@ def _die_with_parent() -> None:
 
 
 def run(threads: int, queues: list[str] | None) -> int:
+    use_multiprocess_values()  # metrics into the instance's directory (see worker.exposition)
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT, stream=sys.stderr)
     _die_with_parent()
     stop = threading.Event()

@@ -626,7 +626,7 @@ class HttpClient:
             return result
         finally:
             elapsed = time.perf_counter() - started
-            metrics.PROVIDER_REQUESTS.labels(self.kind, endpoint, outcome).inc()
+            metrics.PROVIDER_REQUESTS.labels(self.kind, self._account.name, endpoint, outcome).inc()
             metrics.PROVIDER_REQUEST_SECONDS.labels(self.kind, endpoint).observe(elapsed)
 
 
