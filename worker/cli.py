@@ -13,13 +13,14 @@ import redis
 from producers import redis_conn
 from producers.cli import add_producer_commands
 from producers.client import SmsqClient
+from producers.errors import SmsqError
 from producers.keys import DEFAULT_PREFIX
 from worker.config import ConfigError, Settings, load_settings, redis_url_problem, safe_url
 from worker.providers import known_kinds
 from worker.providers.sandbox_kit import Fault, OutcomeMix
 
 
-class CliError(Exception):
+class CliError(SmsqError):
     """A problem the user can fix: printed as one line, exit status ``status``."""
 
     def __init__(self, message: str, status: int = 3) -> None:
@@ -313,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
     except CliError as exc:
         print(f"{name}: {exc}", file=sys.stderr)
         return exc.status
-    except (redis.RedisError, ConnectionError, TimeoutError) as exc:
+    except redis.RedisError as exc:
         print(f"{name}: {redis_problem(exc)}", file=sys.stderr)
         return 3
     except KeyboardInterrupt:

@@ -29,6 +29,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client import multiprocess as prom_mp
 from prometheus_client.registry import Collector
 
+from producers.errors import SmsqError
 from producers.wire import INTAKE_OTP_QUEUE, INTAKE_QUEUE, NAMESPACE
 from worker import queues
 from worker.config import Settings
@@ -194,7 +195,7 @@ class WorkerExposition:
             self.directory = ""
 
 
-class MetricsPortError(Exception):
+class MetricsPortError(SmsqError):
     def __init__(self, host: str, port: int, exc: OSError) -> None:
         super().__init__(
             f"cannot serve metrics on {host}:{port}: {exc.strerror or exc} "
