@@ -30,6 +30,7 @@ from prometheus_client import multiprocess as prom_mp
 from prometheus_client.registry import Collector
 
 from producers.errors import SmsqError
+from producers.keys import Keys
 from producers.wire import INTAKE_OTP_QUEUE, INTAKE_QUEUE, NAMESPACE
 from worker import queues
 from worker.config import Settings
@@ -83,7 +84,7 @@ def limit_rules(settings: Settings) -> list[LimitRule]:
 def cluster_collector(settings: Settings, client: redis.Redis) -> ClusterCollector:
     return ClusterCollector(
         client,
-        prefix=settings.key_prefix,
+        keys=Keys(settings.key_prefix),
         accounts=sorted(settings.accounts),
         queues=all_queues(),
         rules=limit_rules(settings),

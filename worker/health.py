@@ -20,6 +20,7 @@ from typing import Any
 import redis
 
 from producers import redis_conn
+from producers.keys import Keys
 from producers.wire import NAMESPACE
 from worker.config import Settings, safe_url
 
@@ -83,8 +84,7 @@ def check_heartbeat(
 
 
 def check_lease(client: redis.Redis, settings: Settings) -> tuple[bool, str]:
-    key = f"{settings.key_prefix}:scheduler:lease"
-    holder = client.get(key)
+    holder = client.get(Keys(settings.key_prefix).scheduler_lease)
     if holder is None:
         return False, "no scheduler holds the lease"
     name = holder.decode("utf-8", "replace") if isinstance(holder, bytes) else str(holder)

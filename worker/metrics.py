@@ -31,6 +31,8 @@ from prometheus_client import Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from producers.keys import Keys
+
 log = logging.getLogger("smsq.metrics")
 
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
@@ -321,7 +323,7 @@ class ClusterCollector(Collector):
         self,
         client: redis.Redis,
         *,
-        prefix: str,
+        keys: Keys,
         accounts: Sequence[str],
         queues: Sequence[str],
         rules: Sequence[LimitRule],
@@ -329,7 +331,7 @@ class ClusterCollector(Collector):
         age_sample: int = 500,
     ) -> None:
         self.client = client
-        self.prefix = prefix
+        self.keys = keys
         self.accounts = list(accounts)
         self.queues = list(queues)
         self.rules = list(rules)
@@ -354,7 +356,7 @@ class ClusterCollector(Collector):
 
     def _read(self) -> list[Any]:
         r = self.client
-        ns, p = self.namespace, self.prefix
+        ns, k = self.namespace, self.keys
         broker_ids = [_text(b) for b in r.zrange(f"{ns}:__heartbeats__", 0, -1)]
         pipe = r.pipeline(transaction=False)
         pipe.time()
@@ -367,12 +369,12 @@ class ClusterCollector(Collector):
                 pipe.scard(key)
             for key in self._acks_keys(broker_ids, f"{q}.DQ"):
                 pipe.smembers(key)
-        pipe.hlen(f"{p}:dlq")
-        pipe.exists(f"{p}:scheduler:lease")
+        pipe.hlen(k.dead_letters)
+        pipe.exists(k.scheduler_lease)
         for a in self.accounts:
-            pipe.zcard(f"{p}:awaiting:{a}")
-            pipe.zrange(f"{p}:awaiting:{a}", 0, 0, withscores=True)
-            pipe.hgetall(f"{p}:account:{a}")
+            pipe.zcard(k.awaiting(a))
+            pipe.zrange(k.awaiting(a), 0, 0, withscores=True)
+            pipe.hgetall(k.account(a))
         results = iter(pipe.execute())
         seconds, micros = next(results)
         now = float(seconds) + float(micros) / 1e6
@@ -490,7 +492,7 @@ class ClusterCollector(Collector):
         pipe = self.client.pipeline(transaction=False)
         for rule in self.rules:
             since = now_us - int(rule.window * 1_000_000)
-            pipe.zcount(f"{self.prefix}:rl:{rule.account}:{rule.endpoint}", f"({since}", "+inf")
+            pipe.zcount(self.keys.rate(rule.account, rule.endpoint), f"({since}", "+inf")
         for rule, used in zip(self.rules, pipe.execute(), strict=True):
             family.add_metric(
                 [rule.account, rule.endpoint, rule.label], min(1.0, int(used) / rule.limit)

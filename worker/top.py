@@ -103,7 +103,7 @@ def read_snapshot(
     pipe = client.pipeline(transaction=False)
     names = sorted(settings.accounts)
     for name in names:
-        pipe.hmget(f"{keys.prefix}:account:{name}", ["state", "reason"])
+        pipe.hmget(keys.account(name), ["state", "reason"])
     for name, (state, reason) in zip(names, pipe.execute(), strict=True):
         if state == b"paused":
             paused[name] = (reason or b"").decode("utf-8", "replace")
