@@ -16,6 +16,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -43,11 +44,22 @@ KINDS = ["intis", "smsc", "intellisoftware"]
 
 
 def promtool() -> str | None:
-    """Debian's promtool: on PATH, or unpacked into the virtualenv by `make test`."""
+    """Debian's promtool: on PATH, or unpacked into the virtualenv (here when missing: the
+    `prometheus` package downloaded with apt-get and unpacked, nothing installed system-wide)."""
     found = shutil.which("promtool")
     if found:
         return found
-    local = Path(sys.prefix) / "prometheus" / "usr" / "bin" / "promtool"
+    root = Path(sys.prefix) / "prometheus"
+    local = root / "usr" / "bin" / "promtool"
+    if not local.exists() and shutil.which("apt-get") and shutil.which("dpkg-deb"):
+        with tempfile.TemporaryDirectory() as tmp:
+            subprocess.run(
+                ["apt-get", "download", "prometheus"], cwd=tmp, capture_output=True, timeout=300
+            )
+            for deb in Path(tmp).glob("prometheus_*.deb"):
+                subprocess.run(
+                    ["dpkg-deb", "-x", str(deb), str(root)], capture_output=True, timeout=300
+                )
     return str(local) if local.exists() else None
 
 
@@ -221,7 +233,10 @@ def test_every_process_serves_metrics_that_pass_promtool(stack: Stack) -> None:
     run_jobs(stack)
     tool = promtool()
     if tool is None:
-        pytest.skip("promtool is not installed and Debian's prometheus package is not available")
+        pytest.skip(
+            "promtool is not on PATH and Debian's prometheus package could not be downloaded "
+            "(no apt-get / dpkg-deb, or no package source)"
+        )
     for process in ("worker", "scheduler", "web"):
         body = stack.scrape(process)
         assert "smsq_" in body
