@@ -113,6 +113,9 @@ SCHEDULED_AT_PATTERN = (
     r"(\.[0-9]{1,9})?(Z|[+-][0-9]{2}:[0-9]{2})$"
 )
 
+CALLBACK_URL_PATTERN = r"^https?://[^\s/?#@]+([/?#][^\s]*)?$"
+MAX_CALLBACK_URL_LEN = 2048
+_CALLBACK_URL_RE = re.compile(CALLBACK_URL_PATTERN)
 _JOB_ID_RE = re.compile(JOB_ID_PATTERN)
 _PROVIDER_RE = re.compile(PROVIDER_PATTERN)
 _NUMERIC_SENDER_RE = re.compile(NUMERIC_SENDER_PATTERN)
@@ -123,7 +126,9 @@ _SCHEDULED_AT_RE = re.compile(
     r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?(Z|[+-][0-9]{2}:[0-9]{2})?"
 )
 
-_COMMON_FIELDS = frozenset({"kind", "job_id", "provider", "recipients", "priority", "metadata"})
+_COMMON_FIELDS = frozenset(
+    {"kind", "job_id", "provider", "recipients", "priority", "metadata", "callback_url"}
+)
 SEND_FIELDS = _COMMON_FIELDS | {"sender", "text", "scheduled_at", "validity"}
 HLR_FIELDS = _COMMON_FIELDS
 
@@ -190,6 +195,7 @@ class SendJob:
     priority: Priority = "bulk"
     metadata: dict[str, Any] = field(default_factory=dict, hash=False)
     countries: tuple[str, ...] = ()  # region code per recipient ("" unknown); () unchecked
+    callback_url: str | None = None
     kind: Literal["send"] = "send"
 
 
@@ -205,6 +211,7 @@ class HlrJob:
     priority: Priority = "bulk"
     metadata: dict[str, Any] = field(default_factory=dict, hash=False)
     countries: tuple[str, ...] = ()  # region code per recipient ("" unknown); () unchecked
+    callback_url: str | None = None
     kind: Literal["hlr"] = "hlr"
 
 
@@ -272,6 +279,7 @@ def validate_job(
     )
     priority = _priority(payload.get("priority"), errors)
     metadata = _metadata(payload.get("metadata"), errors)
+    callback_url = _callback_url(payload.get("callback_url"), errors)
 
     if errors:
         raise JobRejected(errors, job_id)
@@ -287,6 +295,7 @@ def validate_job(
             priority=priority,
             metadata=metadata,
             countries=countries,
+            callback_url=callback_url,
         )
     assert segments is not None
     return SendJob(
@@ -303,6 +312,7 @@ def validate_job(
         priority=priority,
         metadata=metadata,
         countries=countries,
+        callback_url=callback_url,
     )
 
 
@@ -644,6 +654,26 @@ def _metadata(value: object, errors: list[str]) -> dict[str, Any]:
     return copy
 
 
+def _callback_url(value: object, errors: list[str]) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        errors.append(f"callback_url must be a string, not {_type_name(value)}")
+        return None
+    if len(value) > MAX_CALLBACK_URL_LEN:
+        errors.append(
+            f"callback_url is {len(value)} characters long; at most {MAX_CALLBACK_URL_LEN}"
+        )
+        return None
+    if not _CALLBACK_URL_RE.fullmatch(value):
+        errors.append(
+            f"callback_url {_show(value)} must be an http:// or https:// URL without"
+            " credentials or spaces"
+        )
+        return None
+    return value
+
+
 # ---------------------------------------------------------------- wire form
 
 
@@ -661,6 +691,7 @@ def job_to_payload(job: Job) -> dict[str, Any]:
             "recipients": list(job.recipients),
             "priority": job.priority,
             "metadata": json.loads(json.dumps(job.metadata)),
+            "callback_url": job.callback_url,
         }
     return {
         "kind": "send",
@@ -673,6 +704,7 @@ def job_to_payload(job: Job) -> dict[str, Any]:
         "validity": job.validity,
         "priority": job.priority,
         "metadata": json.loads(json.dumps(job.metadata)),
+        "callback_url": job.callback_url,
     }
 
 

@@ -556,6 +556,7 @@ def test_send_round_trip_with_defaults() -> None:
         "validity": None,
         "priority": "bulk",
         "metadata": {},
+        "callback_url": None,
     }
     assert validate(payload) == job
 
@@ -570,6 +571,7 @@ def test_hlr_round_trip() -> None:
         "recipients": ["79161234567"],
         "priority": "bulk",
         "metadata": {"a": 1},
+        "callback_url": None,
     }
     assert validate(payload) == dataclasses.replace(job, rejected=(), duplicates=0)
 
@@ -624,6 +626,7 @@ def test_every_schema_property_is_described() -> None:
         "validity",
         "priority",
         "metadata",
+        "callback_url",
     }
     for name, sub in props:
         assert sub.get("description", "").strip(), name
@@ -743,3 +746,29 @@ def test_a_trunk_prefix_after_the_country_code_is_the_same_number() -> None:
     job = validate(send(recipients=["+7 8 916 123-45-67", "+79161234567"]))
     assert job.recipients == ("79161234567",) and job.countries == ("RU",)
     assert job.duplicates == 1 and job.rejected == ()
+
+
+def test_callback_url_is_checked_by_the_validator_and_the_schema() -> None:
+    import jsonschema
+
+    schema = load_schema()
+    base = {
+        "kind": "send",
+        "provider": "intis",
+        "sender": "MyShop",
+        "text": "hi",
+        "recipients": ["+447911123456"],
+    }
+    for good in ("https://shop.example.com/smsq/events", "http://10.0.0.5:8080/cb?x=1"):
+        payload = {**base, "callback_url": good}
+        assert validate_job(payload).callback_url == good
+        jsonschema.validate(payload, schema)
+        hlr_payload = {"kind": "hlr", "provider": "intis", "recipients": ["+447911123456"]}
+        assert validate_job({**hlr_payload, "callback_url": good}).callback_url == good
+    for bad in ("ftp://x/y", "https://user:pw@x/y", "https://x/a b", "x" * 10, 42, "https://"):
+        payload = {**base, "callback_url": bad}
+        with pytest.raises(JobRejected) as err:
+            validate_job(payload)
+        assert any("callback_url" in r for r in err.value.reasons)
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate(payload, schema)

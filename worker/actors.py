@@ -21,7 +21,7 @@ from dramatiq.asyncio import get_event_loop_thread
 from dramatiq.middleware import CurrentMessage
 
 from producers.wire import INTAKE_ACTOR, INTAKE_OTP_QUEUE, INTAKE_QUEUE
-from worker import dispatch, intake, messages, metrics, queues, reconcile, store, webhooks
+from worker import callbacks, dispatch, intake, messages, metrics, queues, reconcile, store, webhooks
 from worker.broker import DeadLetterFailed, SafeRedisBroker, build_broker
 from worker.config import Settings
 from worker.recovery import Recovery
@@ -196,6 +196,7 @@ def create_app(settings: Settings, **broker_options: Any) -> App:
         GAVE_UP_ACTOR: gave_up,
         **webhooks.register_actors(broker, runtime),
         **reconcile.register_actors(broker, runtime),
+        **callbacks.register_actors(broker, runtime),
     }
     broker.declare_queue(INTAKE_OTP_QUEUE)
     for intake_queue in (INTAKE_QUEUE, INTAKE_OTP_QUEUE):

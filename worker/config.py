@@ -114,6 +114,39 @@ class WebSettings:
 
 
 @dataclass(frozen=True)
+class CallbackProducer:
+    """``[callbacks.producers.<name>]``: a service that receives its jobs' events over HTTP."""
+
+    name: str
+    urls: tuple[str, ...]  # a job's callback_url must start with one of these
+    secrets: tuple[str, ...] = field(default=(), repr=False)  # the first signs; each adds a v1=
+
+
+@dataclass(frozen=True)
+class CallbackSettings:
+    """``[callbacks]``: delivery of job events to producers' URLs (docs/wire-format.md)."""
+
+    producers: Mapping[str, CallbackProducer] = field(default_factory=dict)
+    routes: Mapping[str, str] = field(default_factory=dict)  # provider value -> default URL
+    interval: float = 1.0  # seconds between delivery runs (a scheduler task)
+    batch_size: int = 100  # events per POST at most
+    timeout: float = 10.0  # seconds per POST
+    max_attempts: int = 15  # failed POSTs of one batch before it is dead-lettered
+    max_age: float = 86400.0  # ... or once its oldest event is older than this (seconds)
+    backoff_initial: float = 1.0
+    backoff_max: float = 300.0
+
+    def producer_for(self, url: str) -> CallbackProducer | None:
+        """The producer whose configured URLs ``url`` starts with (longest prefix wins)."""
+        best: tuple[int, CallbackProducer] | None = None
+        for producer in self.producers.values():
+            for prefix in producer.urls:
+                if url.startswith(prefix) and (best is None or len(prefix) > best[0]):
+                    best = (len(prefix), producer)
+        return best[1] if best else None
+
+
+@dataclass(frozen=True)
 class SchedulerSettings:
     """``[scheduler]``: periodic work with one active instance across replicas."""
 
@@ -219,6 +252,8 @@ class Settings:
     def policy(self, provider: str) -> RoutePolicy:
         """The route policy of a job's ``provider`` (plain failover for accounts and kinds)."""
         return self.route_policies.get(provider) or RoutePolicy()
+
+    callbacks: CallbackSettings = field(default_factory=CallbackSettings)
 
     def limits_for(self, account: str) -> AccountLimits:
         return self.limits.get(account) or AccountLimits()
@@ -547,6 +582,7 @@ def parse_settings(data: Mapping[str, Any], env: Mapping[str, str] | None = None
         "routing",
         "worker",
         "metrics",
+        "callbacks",
     }
     for unknown in sorted(set(data) - sections):
         problems.append(f"{unknown}: unknown section (known: {', '.join(sorted(sections))})")
@@ -615,6 +651,15 @@ def parse_settings(data: Mapping[str, Any], env: Mapping[str, str] | None = None
     worker = _plain_section("worker", WorkerSettings, data.get("worker", {}), problems)
     routing = _plain_section("routing", RoutingSettings, data.get("routing", {}), problems)
     metrics = _metrics(data.get("metrics", {}), problems)
+    callbacks = _callbacks(data.get("callbacks", {}), env, problems)
+    names = (
+        set(routes)
+        | set(raw_accounts)
+        | {str(a.get("kind")) for a in raw_accounts.values() if isinstance(a, dict)}
+    )
+    for route in callbacks.routes:
+        if route not in names:
+            problems.append(f"callbacks.routes.{route}: names no route, account or provider kind")
 
     if problems:
         raise ConfigError(problems)
@@ -633,6 +678,7 @@ def parse_settings(data: Mapping[str, Any], env: Mapping[str, str] | None = None
         route_policies=policies,
         price_overrides=overrides,
         metrics=metrics,
+        callbacks=callbacks,
     )
 
 
@@ -745,6 +791,91 @@ def _metrics(raw: Any, problems: list[str]) -> MetricsSettings:
         value = raw.get(key, getattr(default, key))
         ports[key] = value if _port(f"metrics.{key}", value, problems) else getattr(default, key)
     return MetricsSettings(host=host, **ports)
+
+
+CALLBACK_NUMBERS = {
+    "interval": float,
+    "batch_size": int,
+    "timeout": float,
+    "max_attempts": int,
+    "max_age": float,
+    "backoff_initial": float,
+    "backoff_max": float,
+}
+
+
+def _callbacks(raw: Any, env: Mapping[str, str], problems: list[str]) -> CallbackSettings:
+    if not isinstance(raw, dict):
+        problems.append("callbacks: must be a table")
+        return CallbackSettings()
+    known = {"producers", "routes", *CALLBACK_NUMBERS}
+    for key in sorted(set(raw) - known):
+        problems.append(f"callbacks.{key}: unknown setting (known: {', '.join(sorted(known))})")
+    numbers: dict[str, Any] = {}
+    for key, kind in CALLBACK_NUMBERS.items():
+        if key not in raw:
+            continue
+        value = raw[key]
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        ok = ok and math.isfinite(value) and value > 0
+        if kind is int and ok and value != int(value):
+            ok = False
+        if not ok:
+            what = "a whole number > 0" if kind is int else "a positive number"
+            problems.append(f"callbacks.{key}: must be {what}, got {value!r}")
+        else:
+            numbers[key] = kind(value)
+    producers: dict[str, CallbackProducer] = {}
+    raw_producers = raw.get("producers", {})
+    if not isinstance(raw_producers, dict):
+        problems.append("callbacks.producers: must be a table of producers")
+        raw_producers = {}
+    for name, table in raw_producers.items():
+        where = f"callbacks.producers.{name}"
+        if not isinstance(table, dict):
+            problems.append(f"{where}: expected a table with urls and secrets")
+            continue
+        for key in sorted(set(table) - {"urls", "secrets"}):
+            problems.append(f"{where}.{key}: unknown setting (known: secrets, urls)")
+        urls = table.get("urls")
+        if (
+            not isinstance(urls, list)
+            or not urls
+            or not all(
+                isinstance(u, str)
+                and urlparse(u).scheme in ("http", "https")
+                and urlparse(u).netloc
+                for u in urls
+            )
+        ):
+            problems.append(f"{where}.urls: must be a non-empty list of http(s) URL prefixes")
+            urls = []
+        refs = table.get("secrets")
+        if not isinstance(refs, list) or not refs:
+            problems.append(
+                f'{where}.secrets: must be a non-empty list of {{ env = "NAME" }} or {{ file = "PATH" }}'
+            )
+            refs = []
+        secrets = tuple(
+            s
+            for i, ref in enumerate(refs)
+            if (s := _secret(f"{where}.secrets[{i}]", ref, env, problems))
+        )
+        producers[name] = CallbackProducer(name, tuple(urls), secrets)
+    settings = CallbackSettings(producers=producers, **numbers)
+    routes: dict[str, str] = {}
+    raw_routes = raw.get("routes", {})
+    if not isinstance(raw_routes, dict):
+        problems.append("callbacks.routes: must be a table of route name = URL")
+        raw_routes = {}
+    for route, url in raw_routes.items():
+        if not isinstance(url, str) or settings.producer_for(url) is None:
+            problems.append(
+                f"callbacks.routes.{route}: {url!r} does not start with any callbacks.producers URL"
+            )
+            continue
+        routes[route] = url
+    return CallbackSettings(producers=producers, routes=routes, **numbers)
 
 
 def _plain_section(name: str, cls: Any, raw: Any, problems: list[str]) -> Any:

@@ -126,6 +126,22 @@ def _chunks(phones: list[str], size: int) -> list[list[str]]:
     return [phones[i : i + size] for i in range(0, len(phones), size)]
 
 
+def callback_url(rt: Runtime, job: Job) -> str | None:
+    """The job's callback URL (its own, or its route's default); JobRejected when no
+    configured callback producer covers it (smsq could not sign its events)."""
+    cfg = rt.settings.callbacks
+    url = job.callback_url or cfg.routes.get(job.provider)
+    if url is not None and cfg.producer_for(url) is None:
+        raise JobRejected(
+            [
+                "callback_url does not start with the URL of any configured callback producer"
+                " ([callbacks.producers.<name>] urls); smsq has no secret to sign its events"
+            ],
+            job.job_id,
+        )
+    return url
+
+
 def _plan(
     rt: Runtime, job: Job, route: list[str]
 ) -> tuple[list[tuple[list[str], list[str]]], list[dict[str, Any]] | None, list[str]]:
@@ -133,6 +149,7 @@ def _plan(
     numbers to look up. Failover: the route as configured for every chunk. Cost: the
     recipients grouped by the account chosen for each (in route order), each group's chunks
     going to that account first and failing over to the others in order."""
+
     # A chunk may fail over to any account of the route: size it for the smallest batch.
     size = max(1, min(rt.adapter(a).max_batch for a in route))
     policy = rt.settings.policy(job.provider)
@@ -191,6 +208,7 @@ def carriers(rt: Runtime, job: Job, accounts: tuple[str, ...]) -> tuple[str, ...
 
 
 def _store_and_split(rt: Runtime, job: Job) -> str:
+    callback = callback_url(rt, job)
     accounts = carriers(rt, job, rt.settings.resolve(job.provider))
     route = list(accounts)
     planned, decisions, wanted = _plan(rt, job, route)
@@ -235,6 +253,8 @@ def _store_and_split(rt: Runtime, job: Job) -> str:
             )
             routing.want_lookups(pipe, rt.keys, wanted, now)
             pipe.delete(rt.keys.pending(job.job_id))  # "pending" ends as the record appears
+            if callback is not None:
+                pipe.hset(job_key, "callback_url", callback)
             for index, (phones, chunk_route) in enumerate(planned):
                 message: DispatchMessage
                 if isinstance(job, HlrJob):

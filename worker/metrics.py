@@ -516,3 +516,15 @@ def _waiting_age(body: bytes | None, now: float) -> float | None:
             return None
         since = max(since, eta / 1000)
     return max(0.0, now - since)
+
+
+CALLBACK_REQUESTS = Counter(
+    "smsq_callback_requests_total",
+    "POSTs of job events to producers' callback URLs, by result (delivered|failed).",
+    ["result"],
+)
+CALLBACK_EVENTS = Counter(
+    "smsq_callback_events_total",
+    "Job events handed to producers' callback URLs, by result (delivered|dead_lettered).",
+    ["result"],
+)

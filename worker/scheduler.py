@@ -24,6 +24,7 @@ moment (a paused process whose lease ran out) therefore never run a slot twice.
 | stranded | ``sweep_stranded`` | ``[worker] stranded_after`` / 3 (≥ 1 s) | one for all |
 | prices | ``refresh_prices`` | ``[routing] price_interval`` | those of cost routes whose adapter offers ``price_list`` |
 | operators | ``lookup_operators`` | ``[routing] operator_interval`` | those of cost routes whose adapter offers ``lookup_operators`` |
+| callbacks | ``deliver_callbacks`` | ``[callbacks] interval`` (when producers are configured) | one for all |
 
 The message carries the slot; the scheduler also records the newest slot queued per
 task and account, and a run whose slot is older skips itself, so a backlog of queued
@@ -52,6 +53,7 @@ from producers import redis_conn
 from producers.keys import Keys
 from producers.wire import NAMESPACE, build_message
 from worker import logs, messages, metrics
+from worker.callbacks import CALLBACK_ACTOR
 from worker.config import Settings, load_settings
 from worker.exposition import MetricsServer, cluster_collector
 from worker.health import client_for as health_client
@@ -133,6 +135,8 @@ def build_tasks(settings: Settings) -> list[Task]:
             tasks.append(Task("prices", PRICES_ACTOR, routing_cfg.price_interval, name))
         if offers_operators(adapter_class):
             tasks.append(Task("operators", OPERATORS_ACTOR, routing_cfg.operator_interval, name))
+    if settings.callbacks.producers:
+        tasks.append(Task("callbacks", CALLBACK_ACTOR, settings.callbacks.interval, None))
     return tasks
 
 
