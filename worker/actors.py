@@ -21,7 +21,17 @@ from dramatiq.asyncio import get_event_loop_thread
 from dramatiq.middleware import CurrentMessage
 
 from producers.wire import INTAKE_ACTOR, INTAKE_OTP_QUEUE, INTAKE_QUEUE
-from worker import callbacks, dispatch, intake, messages, metrics, queues, reconcile, store, webhooks
+from worker import (
+    callbacks,
+    dispatch,
+    intake,
+    messages,
+    metrics,
+    queues,
+    reconcile,
+    store,
+    webhooks,
+)
 from worker.broker import DeadLetterFailed, SafeRedisBroker, build_broker
 from worker.config import Settings
 from worker.recovery import Recovery

@@ -45,7 +45,15 @@ from producers.keys import DEFAULT_PREFIX
 from producers.phones import ACCEPT_NUMBERS, AcceptNumbers
 from worker.limiter import Rule
 from worker.providers import known_kinds, provider_spec
-from worker.providers.base import AccountConfig, MessageLimits, ProviderOptions, parse_options
+from worker.providers.base import (
+    AMBIGUOUS_SENDS,
+    AccountConfig,
+    AmbiguousSends,
+    ExpectedIds,
+    MessageLimits,
+    ProviderOptions,
+    parse_options,
+)
 
 ENV_PREFIX = "SMSQ__"
 SECRET_FIELDS = ("password", "api_key", "webhook_secret")
@@ -63,6 +71,7 @@ ACCOUNT_FIELDS = {
     "max_in_flight",
     "webhook_secret",
     "prices",
+    "ambiguous_sends",
 }
 ROUTE_FIELDS = {"accounts", "strategy", "resend_on", "attempts"}
 STRATEGIES = ("failover", "cost")
@@ -545,6 +554,7 @@ def _account(
         problems.append(f"{where}.options: must be a table")
         options = {}
     secrets = {f: _secret(f"{where}.{f}", raw.get(f), env, problems) for f in SECRET_FIELDS}
+    ambiguous = _ambiguous_sends(where, kind, raw.get("ambiguous_sends", "unknown"), problems)
     if not isinstance(kind, str) or not isinstance(base_url, str):
         return None
     typed: ProviderOptions = ProviderOptions()
@@ -562,7 +572,36 @@ def _account(
         timeout=float(timeout) if isinstance(timeout, int | float) else 30.0,
         backup_urls=tuple(u.rstrip("/") for u in backups),
         options=typed,
+        ambiguous_sends=ambiguous,
     )
+
+
+def _ambiguous_sends(where: str, kind: Any, value: Any, problems: list[str]) -> AmbiguousSends:
+    """``ambiguous_sends``: one of AMBIGUOUS_SENDS; "retry_unanswered" only for a provider
+    that cannot look a send up by smsq's own id (one whose adapter is not
+    ``ExpectedIds``: there reconciliation settles every ambiguous send)."""
+    for policy in AMBIGUOUS_SENDS:
+        if value == policy:
+            break
+    else:
+        problems.append(
+            f"{where}.ambiguous_sends: must be 'unknown' (a send that timed out stays unknown:"
+            " the default) or 'retry_unanswered' (one that timed out before any byte of the"
+            f" answer arrived is retried; risk: a duplicate), got {value!r}"
+        )
+        return "unknown"
+    if (
+        policy == "retry_unanswered"
+        and kind in known_kinds()
+        and isinstance(adapter := provider_spec(kind).adapter, type)
+        and issubclass(adapter, ExpectedIds)
+    ):
+        problems.append(
+            f"{where}.ambiguous_sends: 'retry_unanswered' is for providers that cannot look a"
+            f" send up by smsq's id; {kind} sends that timed out are settled by reconciliation"
+        )
+        return "unknown"
+    return policy
 
 
 def parse_settings(data: Mapping[str, Any], env: Mapping[str, str] | None = None) -> Settings:

@@ -23,7 +23,7 @@ from worker.config import Settings
 from worker.limiter import ConcurrencyLimiter, RateLimiter
 from worker.outage import Outage
 from worker.providers import provider_spec
-from worker.providers.base import ProviderAdapter
+from worker.providers.base import ProbingConnector, ProviderAdapter
 from worker.resend import Resender
 from worker.store import ChunkRecorder
 
@@ -47,7 +47,7 @@ class Runtime:
 
     async def start(self) -> None:
         """Create the session, the asyncio Redis client and one adapter per account."""
-        connector = aiohttp.TCPConnector(limit=200, ttl_dns_cache=300)
+        connector = ProbingConnector(limit=200, ttl_dns_cache=300)
         self.session = aiohttp.ClientSession(connector=connector)
         self.aredis = redis_conn.async_client(self.settings.redis_url)
         self.limiter = RateLimiter(self.aredis, self.keys.prefix)

@@ -11,6 +11,7 @@ failures into classified :class:`ProviderError`.
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -31,6 +32,10 @@ from typing import (
 )
 
 import aiohttp
+from aiohttp.client_proto import ResponseHandler
+from aiohttp.client_reqrep import ClientRequest
+from aiohttp.connector import Connection
+from aiohttp.tracing import Trace
 
 from producers.errors import PushError, SmsqError
 from producers.segments import count_segments
@@ -38,6 +43,14 @@ from producers.status import Status
 from worker import metrics
 
 MAX_RETRY_AFTER = 3600.0  # a provider's Retry-After is honoured up to an hour
+
+# What a send that timed out is taken for (``ambiguous_sends`` of an account, for providers
+# that cannot look a send up by smsq's id): "unknown" (the default: reconciliation or an
+# operator settles it), or "retry_unanswered": a request that timed out before any byte of
+# the answer arrived is taken as not sent and retried. Risk: a provider that took the
+# request and then never answered (a hung gateway, a lost answer) gets it twice.
+AmbiguousSends = Literal["unknown", "retry_unanswered"]
+AMBIGUOUS_SENDS: tuple[AmbiguousSends, ...] = ("unknown", "retry_unanswered")
 
 
 # Set by the core around a limited call: awaited before each further request the call makes
@@ -193,6 +206,7 @@ class AccountConfig:
     webhook_secret: str = field(
         default="", repr=False
     )  # verifies pushes (signature key, URL token)
+    ambiguous_sends: AmbiguousSends = "unknown"
 
 
 @dataclass(frozen=True)
@@ -520,6 +534,56 @@ class ProviderSpec:
     sandbox_push_options: Callable[[str, str], dict[str, str]] | None = None
 
 
+class AnswerProbe:
+    """How many bytes of the answer to one request arrived (see :class:`ProbingConnector`)."""
+
+    __slots__ = ("attached", "received")
+
+    def __init__(self) -> None:
+        self.attached = False  # the request's connection reported to this probe
+        self.received = 0
+
+    @property
+    def unanswered(self) -> bool:
+        """Known for certain that not one byte of an answer arrived."""
+        return self.attached and self.received == 0
+
+
+_PROBE: ContextVar[AnswerProbe | None] = ContextVar("smsq_answer_probe", default=None)
+
+
+class _CountingHandler(ResponseHandler):
+    """aiohttp's response protocol, counting the bytes it receives for the current request."""
+
+    probe: AnswerProbe | None = None
+
+    def data_received(self, data: bytes) -> None:
+        probe = self.probe
+        if probe is not None and data:
+            probe.received += len(data)
+        super().data_received(data)
+
+
+class ProbingConnector(aiohttp.TCPConnector):
+    """A TCPConnector whose connections tell :class:`HttpClient` whether any byte of an
+    answer arrived: a timeout with none is distinguishable from a partial answer."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._factory = functools.partial(_CountingHandler, loop=self._loop)  # type: ignore[assignment]
+
+    async def connect(
+        self, req: ClientRequest, traces: list[Trace], timeout: aiohttp.ClientTimeout
+    ) -> Connection:
+        conn = await super().connect(req, traces, timeout)
+        probe = _PROBE.get()
+        protocol = conn.protocol
+        if probe is not None and isinstance(protocol, _CountingHandler):
+            protocol.probe = probe  # this request's probe from now on (pooled connections too)
+            probe.attached = True
+        return conn
+
+
 @dataclass(frozen=True)
 class HttpResponse:
     status: int
@@ -573,6 +637,8 @@ class HttpClient:
         """
         started = time.perf_counter()
         outcome = "error"
+        probe = AnswerProbe()
+        probe_token = _PROBE.set(probe)
         try:
             try:
                 async with self._session.request(
@@ -587,11 +653,20 @@ class HttpClient:
                     ErrorClass.TRANSIENT, f"cannot connect: {type(exc).__name__}"
                 ) from exc
             except (TimeoutError, aiohttp.ClientError) as exc:
-                outcome = (
-                    "timeout"
-                    if isinstance(exc, TimeoutError | asyncio.TimeoutError)
-                    else "transport_error"
-                )
+                timed_out = isinstance(exc, TimeoutError | asyncio.TimeoutError)
+                outcome = "timeout" if timed_out else "transport_error"
+                if (
+                    not idempotent
+                    and timed_out
+                    and probe.unanswered
+                    and self._account.ambiguous_sends == "retry_unanswered"
+                ):
+                    outcome = "timeout_unanswered"
+                    raise ProviderError(
+                        ErrorClass.TRANSIENT,
+                        "timed out before any byte of the answer arrived: taken as not sent"
+                        " (ambiguous_sends = retry_unanswered)",
+                    ) from exc
                 cls = ErrorClass.TRANSIENT if idempotent else ErrorClass.AMBIGUOUS
                 raise ProviderError(
                     cls, f"transport failure after sending: {type(exc).__name__}"
@@ -625,6 +700,7 @@ class HttpClient:
             outcome = "ok"
             return result
         finally:
+            _PROBE.reset(probe_token)
             elapsed = time.perf_counter() - started
             metrics.PROVIDER_REQUESTS.labels(self.kind, self._account.name, endpoint, outcome).inc()
             metrics.PROVIDER_REQUEST_SECONDS.labels(self.kind, endpoint).observe(elapsed)

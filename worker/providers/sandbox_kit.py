@@ -7,7 +7,10 @@ Admin routes (under ``/__sandbox/``), identical for every sandbox:
   ``DELETE`` clears it.
 - ``GET /__sandbox/faults``: the fault settings; ``PUT`` replaces them with a JSON body
   ``{"<endpoint or *>": {"latency": s, "error_rate": p, "timeout_rate": p,
-  "drop_rate": p, "malformed_rate": p}}``.
+  "drop_rate": p, "malformed_rate": p, "partial_rate": p, "hang_after_rate": p}}``.
+  ``timeout`` holds the request before acting on it and never answers; ``hang_after`` acts
+  on it and then never answers (not a byte); ``partial`` acts on it and sends the status
+  line, the headers and half the body, then stalls.
 """
 
 from __future__ import annotations
@@ -59,6 +62,8 @@ class Fault:
     timeout_rate: float = 0.0  # hold the request far longer than any client waits
     drop_rate: float = 0.0  # close the connection without an answer
     malformed_rate: float = 0.0  # answer 200 with a body no parser accepts
+    partial_rate: float = 0.0  # act, then send half the answer and stall
+    hang_after_rate: float = 0.0  # act, then never answer (not a byte)
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any]) -> Fault:
@@ -204,6 +209,22 @@ async def sandbox_middleware(request: web.Request, handler: Handler) -> web.Stre
             entry.fault = "malformed"
             entry.status = 200
             return web.Response(status=200, text="<html>\x00garbage{")
+        if state.roll(fault.hang_after_rate):
+            entry.fault = "hang_after"
+            await handler(request)  # the provider acts on it ...
+            await asyncio.sleep(3600)  # ... and its answer never leaves
+        if state.roll(fault.partial_rate):
+            response = await handler(request)
+            entry.fault = "partial"
+            entry.status = response.status
+            body = response.body if isinstance(response, web.Response) else None
+            data = body if isinstance(body, bytes) else b"{}"
+            stalled = web.StreamResponse(status=response.status)
+            stalled.content_type = response.content_type
+            stalled.content_length = len(data) + 1
+            await stalled.prepare(request)
+            await stalled.write(data[: max(1, len(data) // 2)])
+            await asyncio.sleep(3600)
     response = await handler(request)
     entry.status = response.status
     if isinstance(response, web.Response) and response.text is not None:
