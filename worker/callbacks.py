@@ -414,9 +414,11 @@ def register_actors(broker: Any, runtime: Runtime) -> dict[str, Any]:
     """Declare ``deliver_callbacks`` (on the scheduler's queue); returns it by name."""
     import dramatiq
 
+    from worker.messages import decode_run
     from worker.reconcile import RECONCILE_QUEUE, superseded
 
-    async def deliver_callbacks_actor(slot: int | None = None) -> None:
+    async def deliver_callbacks_actor(*args: Any) -> None:
+        slot = decode_run(args, per_account=False).slot
         if await superseded(runtime, "callbacks", "all", slot):
             metrics.SCHEDULED_RUNS.labels("callbacks", "superseded").inc()
             return
