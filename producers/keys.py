@@ -211,3 +211,32 @@ class Keys:
     def replication_probe(self) -> str:
         """String: written to check that replicas acknowledge writes (WAIT)."""
         return f"{self.prefix}:replication:probe"
+
+    # -- producer callbacks (worker/callbacks.py) ----------------------------------------
+
+    @property
+    def callback_cursor(self) -> str:
+        """String: the id of the last events-stream entry routed to the callback outboxes."""
+        return f"{self.prefix}:cb:cursor"
+
+    @property
+    def callback_endpoints(self) -> str:
+        """Hash: callback endpoint id -> its URL."""
+        return f"{self.prefix}:cb:endpoints"
+
+    @property
+    def callback_due(self) -> str:
+        """Sorted set: callback endpoint ids with events to deliver, by next attempt time."""
+        return f"{self.prefix}:cb:due"
+
+    def callback_outbox(self, endpoint: str) -> str:
+        """List: an endpoint's events (JSON) in delivery order; the head goes next."""
+        return f"{self.prefix}:cb:outbox:{endpoint}"
+
+    def callback_state(self, endpoint: str) -> str:
+        """Hash: failed attempts of the endpoint's head batch (attempts, last_error)."""
+        return f"{self.prefix}:cb:state:{endpoint}"
+
+    def callback_lock(self, endpoint: str) -> str:
+        """String: the one deliverer of an endpoint at a time."""
+        return f"{self.prefix}:cb:lock:{endpoint}"

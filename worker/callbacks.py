@@ -45,6 +45,7 @@ import aiohttp
 import redis
 import redis.asyncio as aredis
 
+from producers.keys import Keys
 from worker import metrics, store
 from worker.config import CallbackProducer, CallbackSettings
 from worker.runtime import Runtime
@@ -63,33 +64,34 @@ DELIVERED_TYPES = frozenset({"status", "hlr"})
 
 @dataclass(frozen=True)
 class CallbackKeys:
+    """The callback keys of one prefix (their layout is in producers/keys.py)."""
+
     prefix: str
 
     @property
+    def _keys(self) -> Keys:
+        return Keys(self.prefix)
+
+    @property
     def cursor(self) -> str:
-        """String: the id of the last events-stream entry routed to the outboxes."""
-        return f"{self.prefix}:cb:cursor"
+        return self._keys.callback_cursor
 
     @property
     def endpoints(self) -> str:
-        """Hash: endpoint id -> its URL."""
-        return f"{self.prefix}:cb:endpoints"
+        return self._keys.callback_endpoints
 
     @property
     def due(self) -> str:
-        """Sorted set: endpoint ids with events to deliver, by the time of the next attempt."""
-        return f"{self.prefix}:cb:due"
+        return self._keys.callback_due
 
     def outbox(self, endpoint: str) -> str:
-        """List: the endpoint's events (JSON) in delivery order; the head goes next."""
-        return f"{self.prefix}:cb:outbox:{endpoint}"
+        return self._keys.callback_outbox(endpoint)
 
     def state(self, endpoint: str) -> str:
-        """Hash: failed attempts of the head batch (``attempts``, ``last_error``)."""
-        return f"{self.prefix}:cb:state:{endpoint}"
+        return self._keys.callback_state(endpoint)
 
     def lock(self, endpoint: str) -> str:
-        return f"{self.prefix}:cb:lock:{endpoint}"
+        return self._keys.callback_lock(endpoint)
 
 
 def endpoint_id(url: str) -> str:
