@@ -13,7 +13,7 @@ from typing import Any
 from producers.client import JobStatus, Overview, SmsqClient
 from producers.contract import JobRejected
 from producers.dead_letters import DeadLetter, DeadLetters, NotReplayable
-from producers.phones import mask_phone
+from producers.phones import mask_numbers_in, mask_phone
 
 
 def _recipients(args: argparse.Namespace) -> list[str]:
@@ -69,7 +69,9 @@ def add_producer_commands(
     dl_list = dlq_sub.add_parser("list", help="newest first")
     dl_list.add_argument("--limit", type=int, default=50)
     dl_list.add_argument("--json", action="store_true")
+    dl_list.add_argument("--show-numbers", action="store_true", help="print numbers unmasked")
     dl_show = dlq_sub.add_parser("show", help="one dead letter in full")
+    dl_show.add_argument("--show-numbers", action="store_true", help="print numbers unmasked")
     dl_show.add_argument("id")
     dl_replay = dlq_sub.add_parser(
         "replay", help="put jobs back on the intake queue (validated again)"
@@ -271,23 +273,33 @@ def _letter_line(dl: DeadLetter) -> str:
     return f"{dl.id}  {when}Z  {dl.source:<20} {dl.job_id or '-':<24} {reason[:100]}"
 
 
+def _shown(text: str, show_numbers: bool) -> str:
+    """Dead-letter text for the terminal: numbers masked unless asked, and any character a
+    terminal cannot take (a producer's unpaired surrogate) written as an escape."""
+    if not show_numbers:
+        text = mask_numbers_in(text)
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def _dlq(args: argparse.Namespace, client: SmsqClient) -> int:
     letters = DeadLetters(client.redis, client.keys, client.namespace)
     if args.dlq_command == "list":
         items = letters.list(limit=args.limit)
         if args.json:
-            print(json.dumps([dataclasses.asdict(d) for d in items], indent=2))
+            text = json.dumps([dataclasses.asdict(d) for d in items], indent=2)
+            print(_shown(text, args.show_numbers))
         else:
             print(f"{letters.count()} dead letters" + (f", newest {len(items)}:" if items else ""))
             for dl in items:
-                print("  " + _letter_line(dl))
+                print("  " + _shown(_letter_line(dl), args.show_numbers))
         return 0
     if args.dlq_command == "show":
         letter = letters.get(args.id)
         if letter is None:
             print(f"no dead letter {args.id!r}", file=sys.stderr)
             return 1
-        print(json.dumps(dataclasses.asdict(letter), indent=2, ensure_ascii=False))
+        text = json.dumps(dataclasses.asdict(letter), indent=2, ensure_ascii=False)
+        print(_shown(text, args.show_numbers))
         return 0
     if args.dlq_command == "replay":
         if bool(args.id) == bool(args.all):

@@ -37,7 +37,7 @@ import redis.asyncio as aredis
 from producers import redis_conn
 from producers.contract import is_job_id, new_job_id, validate_job
 from producers.keys import DEFAULT_PREFIX, Keys
-from producers.phones import AcceptNumbers, mask_phone
+from producers.phones import AcceptNumbers, mask_numbers_in, mask_phone
 from producers.status import FINAL_STATUSES, JobState
 from producers.wire import INTAKE_OTP_QUEUE, INTAKE_QUEUE, NAMESPACE, write_job
 
@@ -78,8 +78,17 @@ class RecipientRow:
         return cls(phone=phone, **known)
 
     def masked(self) -> RecipientRow:
-        phone = self.phone if self.phone.startswith("#") else mask_phone(self.phone)
-        return RecipientRow(**{**self.__dict__, "phone": phone})
+        """The row with its number hidden everywhere it appears: the number itself, a rejected
+        raw value, and provider ids or texts that embed it (SMSC's ``<id>:<number>``)."""
+        if self.phone.startswith("#"):
+            phone = mask_numbers_in(self.phone)
+        else:
+            phone = mask_phone(self.phone)
+        values: dict[str, Any] = {**self.__dict__, "phone": phone}
+        for name, value in self.__dict__.items():
+            if name != "phone" and isinstance(value, str):
+                values[name] = mask_numbers_in(value, self.phone)
+        return RecipientRow(**values)
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ does not require it (it depends on ``redis`` only): without it,
 
 from __future__ import annotations
 
+import re
 from types import ModuleType
 from typing import Literal
 
@@ -220,6 +221,22 @@ def mask_phone(phone: str) -> str:
     if n - 6 >= 3:
         return s[:4] + "*" * (n - 6) + s[-2:]
     return "*" * (n - 2) + s[-2:]
+
+
+# A run of 8 to 15 digits (optionally after '+') not inside a longer word: a phone number,
+# alone or embedded in a provider's message id ("7:79212000032"). Longer runs (provider
+# message ids) and shorter ones (ports, counts) pass.
+_NUMBER_IN_TEXT = re.compile(r"(?<![\w-])\+?(\d{8,15})(?![\w-])")
+
+
+def mask_numbers_in(text: str, phone: str | None = None) -> str:
+    """``text`` with every phone-number-like run of digits masked (:func:`mask_phone`),
+    and ``phone``'s digits too wherever they appear (e.g. inside a provider id)."""
+    if phone:
+        digits = "".join(c for c in phone if c.isdigit())
+        if len(digits) >= 5 and digits in text:
+            text = text.replace(digits, mask_phone(digits))
+    return _NUMBER_IN_TEXT.sub(lambda m: mask_phone(m.group(1)), text)
 
 
 def number_library() -> ModuleType | None:

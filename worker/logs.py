@@ -13,16 +13,13 @@
 from __future__ import annotations
 
 import logging
-import re
 from typing import Any
 
-from producers.phones import mask_phone
-
-_PHONE = re.compile(r"(?<![\w-])\+?(\d{8,15})(?![\w-])")
+from producers.phones import mask_numbers_in
 
 
 def redact(text: str) -> str:
-    return _PHONE.sub(lambda m: mask_phone(m.group(1)), text)
+    return mask_numbers_in(text)
 
 
 def _summarise(arg: Any) -> Any:

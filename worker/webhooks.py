@@ -29,6 +29,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import parse_qsl, urlencode
 
 import dramatiq
 import redis.asyncio as aredis
@@ -57,8 +58,9 @@ EVENT_DEDUP_SECONDS = 86400
 # A report for a message smsq has not recorded yet is tried again for this long.
 UNMATCHED_GRACE = 120.0
 UNMATCHED_RETRY = 3.0
-# Query parameters that carry a shared secret: masked in dead letters.
-SECRET_PARAMS = frozenset({"key"})
+# Parameters that carry a secret for every provider (a provider names its own in
+# ProviderSpec.push_secret_params): never stored, masked in dead letters.
+SECRET_PARAMS = frozenset({"key", "token", "secret", "api_key", "apikey", "password"})
 
 
 def inbox_key(keys: Keys) -> str:
@@ -70,8 +72,32 @@ def new_push_id() -> str:
     return uuid.uuid4().hex
 
 
+def without_secrets(account: AccountConfig, request: InboundRequest) -> InboundRequest:
+    """``request`` without the parameters that carry the account's push secret (or a
+    signature made with it), from the query and from a URL-encoded form body: what is
+    stored is what applying the push needs, never the secret."""
+    names = {n.lower() for n in provider_spec(account.kind).push_secret_params} | SECRET_PARAMS
+    query = {k: v for k, v in request.query.items() if k.lower() not in names}
+    body = request.body
+    media = request.content_type.split(";", 1)[0].strip().lower()
+    if body and media in ("application/x-www-form-urlencoded", ""):
+        try:
+            text = body.decode("ascii")
+        except UnicodeDecodeError:
+            text = ""  # not URL-encoded: nothing to strip
+        if text and any(k.lower() in names for k, _ in parse_qsl(text, keep_blank_values=True)):
+            # latin-1 both ways keeps every percent-escaped byte as it came (any charset)
+            pairs = parse_qsl(text, keep_blank_values=True, encoding="latin-1")
+            kept = [(k, v) for k, v in pairs if k.lower() not in names]
+            body = urlencode(kept, encoding="latin-1").encode("ascii")
+    if query == dict(request.query) and body is request.body:
+        return request
+    return dataclasses.replace(request, query=query, body=body)
+
+
 def encode_push(account: AccountConfig, request: InboundRequest) -> str:
-    """The inbox JSON of one received push."""
+    """The inbox JSON of one received push (its secrets left out: :func:`without_secrets`)."""
+    request = without_secrets(account, request)
     return store.dumps(
         {
             "account": account.name,

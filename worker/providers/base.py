@@ -523,6 +523,9 @@ class ProviderSpec:
     options: type[ProviderOptions]
     verify_webhook: Callable[[AccountConfig, InboundRequest], WebhookAnswer]
     parse_webhook: Callable[[AccountConfig, InboundRequest], WebhookContent]
+    # parameters of a push (query or form body) that carry a secret or a signature made
+    # with one: checked by verify_webhook, never stored (parse_webhook does without them)
+    push_secret_params: frozenset[str] = frozenset()
     default_limits: Mapping[str, Sequence[tuple[int, float]]] = field(default_factory=dict)
     default_max_in_flight: int = 0
     message_limits: MessageLimits = field(default_factory=MessageLimits)

@@ -16,6 +16,7 @@ from worker.providers.intellisoftware.sandbox import (
     create_sandbox,
 )
 from worker.providers.intellisoftware.webhooks import parse_webhook, verify_webhook
+from worker.providers.webhook_auth import KEY_PARAM
 
 # What the sandbox accepts by default (for configs that point at it).
 _SANDBOX_ACCOUNT = {"login": DEFAULT_USERNAME, "password": DEFAULT_PASSWORD}
@@ -44,6 +45,7 @@ SPEC = ProviderSpec(
     options=IntelliSoftwareOptions,
     verify_webhook=verify_webhook,
     parse_webhook=parse_webhook,
+    push_secret_params=frozenset({KEY_PARAM}),
     default_limits=_DEFAULT_LIMITS,
     default_max_in_flight=_DEFAULT_MAX_IN_FLIGHT,
     message_limits=_MESSAGE_LIMITS,

@@ -12,6 +12,7 @@ from worker.providers.intis.codes import failure_side
 from worker.providers.intis.options import IntisOptions
 from worker.providers.intis.sandbox import DEFAULT_API_KEY, create_sandbox
 from worker.providers.intis.webhooks import parse_webhook, verify_webhook
+from worker.providers.webhook_auth import KEY_PARAM
 
 # What the sandbox accepts by default (for configs that point at it).
 _SANDBOX_ACCOUNT = {"login": "testuser", "api_key": DEFAULT_API_KEY, "sender": "smstest"}
@@ -38,6 +39,7 @@ SPEC = ProviderSpec(
     options=IntisOptions,
     verify_webhook=verify_webhook,
     parse_webhook=parse_webhook,
+    push_secret_params=frozenset({KEY_PARAM}),
     default_limits=_DEFAULT_LIMITS,
     default_max_in_flight=_DEFAULT_MAX_IN_FLIGHT,
     message_limits=_MESSAGE_LIMITS,

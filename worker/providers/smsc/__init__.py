@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from worker.providers.base import MessageLimits, ProviderSpec
 from worker.providers.smsc.adapter import SmscAdapter
+from worker.providers.smsc.callbacks import SIGNATURE_PARAMS
 from worker.providers.smsc.codes import failure_side
 from worker.providers.smsc.options import SmscOptions
 from worker.providers.smsc.sandbox import DEFAULT_LOGIN, DEFAULT_PASSWORD, create_sandbox
@@ -63,6 +64,7 @@ SPEC = ProviderSpec(
     options=SmscOptions,
     verify_webhook=verify_webhook,
     parse_webhook=parse_webhook,
+    push_secret_params=frozenset(SIGNATURE_PARAMS),
     default_limits=_DEFAULT_LIMITS,
     default_max_in_flight=_DEFAULT_MAX_IN_FLIGHT,
     message_limits=_MESSAGE_LIMITS,
