@@ -104,7 +104,7 @@ def test_failover_mid_run_loses_nothing_and_sends_nothing_twice(
     cluster: SentinelCluster, make_worker: Any, tmp_path: Any
 ) -> None:
     url = cluster.url
-    sandboxes = SandboxThread(["intis"])
+    sandboxes = SandboxThread(["intis"], intis={"balance": "100000000"})  # never runs dry
     loop = LoopThread()
     scheduler: Scheduler | None = None
     web: WebServer | None = None

@@ -1001,6 +1001,8 @@ class SmscAdapter(HttpClient):
         data = await self._call(
             "balance.php", {"cur": "1"}, group=codes.BALANCE, endpoint="balance"
         )
+        if not isinstance(data, Mapping):
+            raise ProviderError(ErrorClass.TRANSIENT, "balance answer is not a JSON object")
         amount = _str(data.get("balance"))
         if amount is None:
             raise ProviderError(ErrorClass.TRANSIENT, "balance answer without a balance")
