@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install demo test check lint typecheck pytest chaos bench clean
+.PHONY: install demo test check lint typecheck pytest chaos bench clean prometheus-tools
 
 $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "Python 3.11+ is required (python3.11 or python3 on PATH)"; exit 1; }
@@ -18,7 +18,22 @@ install: $(STAMP)
 demo: install
 	$(BIN)/smsq demo
 
-test: lint typecheck pytest
+test: lint typecheck prometheus-tools pytest
+
+# prometheus and promtool for the deploy/ checks and the metrics integration test: the ones on
+# PATH, else Debian's package unpacked into the venv (no service is installed or started).
+PROM_DIR := $(VENV)/prometheus
+prometheus-tools: install
+	@if command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1; then :; \
+	elif [ -x $(PROM_DIR)/usr/bin/promtool ] && [ -x $(PROM_DIR)/usr/bin/prometheus ]; then :; \
+	elif command -v apt-get >/dev/null 2>&1 && command -v dpkg-deb >/dev/null 2>&1; then \
+		tmp=$$(mktemp -d) && \
+		{ (cd $$tmp && apt-get download prometheus >/dev/null 2>&1) || \
+		  { apt-get update >/dev/null 2>&1 && (cd $$tmp && apt-get download prometheus >/dev/null 2>&1); }; } && \
+		dpkg-deb -x $$tmp/prometheus_*.deb $(PROM_DIR) && rm -rf $$tmp && \
+		echo "prometheus and promtool unpacked into $(PROM_DIR)" || \
+		{ rm -rf $$tmp; echo "could not get Debian's prometheus package: its tests will skip"; }; \
+	else echo "no apt-get: prometheus/promtool tests will skip"; fi
 
 lint: install
 	$(BIN)/ruff check worker producers tests bench

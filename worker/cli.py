@@ -191,6 +191,12 @@ def _check_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def _dev(args: argparse.Namespace) -> int:
+    from worker.dev import run_dev
+
+    return run_dev()
+
+
 def _demo(args: argparse.Namespace) -> int:
     from worker.demo import run_demo
 
@@ -287,6 +293,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--otp", type=int, default=5, help="OTP jobs")
     demo.add_argument("--processes", type=int, default=1)
     demo.set_defaults(func=_demo)
+
+    dev = sub.add_parser(
+        "dev",
+        help="embedded Redis and sandboxes for the Procfile's processes (honcho start)",
+    )
+    dev.set_defaults(func=_dev)
     return parser
 
 
@@ -300,10 +312,19 @@ def redis_problem(exc: BaseException) -> str:
     return f"Redis error ({type(exc).__name__}): {first}"
 
 
+# Commands that take `smsq dev`'s embedded Redis and config when neither SMSQ_CONFIG nor
+# REDIS_URL is set (every one but those that start their own).
+NOT_EMBEDDED = {"demo", "sandbox", "dev"}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     name = f"smsq {args.command}"
     try:
+        if args.command not in NOT_EMBEDDED:
+            from worker.dev import use_embedded
+
+            use_embedded(args.command, args)
         return int(args.func(args))
     except ConfigError as exc:
         if len(exc.problems) == 1:

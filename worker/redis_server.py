@@ -75,7 +75,11 @@ class RedisServer:
             "--maxmemory-policy", "noeviction",
             "--logfile", os.path.join(self.dir, "redis.log"),
         ]  # fmt: skip
-        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        # Its own session: a signal to our process group (a Procfile runner stopping us)
+        # does not stop it before we are done with it; stop() ends it.
+        self.process = subprocess.Popen(
+            args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
+        )
         deadline = time.monotonic() + timeout
         client = redis.Redis(port=self.port, socket_connect_timeout=0.5)
         try:
