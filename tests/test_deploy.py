@@ -291,11 +291,10 @@ def _seconds(value: str) -> float:
 
 
 def _worker_graceful_stop() -> float:
-    """Seconds a worker may take to stop gracefully: Dramatiq's shutdown timeout."""
-    from dramatiq.cli import make_argument_parser
+    """Seconds `smsq worker` may take to stop: its supervisor kills what is left after this."""
+    from worker.supervisor import KILL_AFTER
 
-    parser = make_argument_parser()  # type: ignore[no-untyped-call]
-    return float(parser.get_default("worker_shutdown_timeout")) / 1000
+    return KILL_AFTER
 
 
 # --------------------------------------------------------------------------- Kubernetes
@@ -668,3 +667,19 @@ def test_image_builds_and_runs() -> None:
     assert result.returncode == 0 and "worker" in result.stdout
     user = run(docker, "run", "--rm", "--entrypoint", "id", tag, "-u")
     assert user.stdout.strip() != "0"
+
+
+def test_rules_and_dashboard_name_only_metrics_smsq_exports() -> None:
+    """Every smsq_* / dramatiq_* series in the rules and the dashboard is one that
+    worker/metrics.py defines (the integration test then sees each return data)."""
+    from tests.deploy_files import metric_names, recording_rules
+
+    source = (ROOT / "worker" / "metrics.py").read_text(encoding="utf-8")
+    defined = set(re.findall(r"\"((?:smsq|dramatiq)_[a-z0-9_]+)\"", source))
+    used: set[str] = set()
+    for _title, expr in dashboard_exprs():
+        used |= metric_names(expr)
+    for rule in alert_rules() + recording_rules():
+        used |= metric_names(rule["expr"])
+    assert len(used) >= 25
+    assert used <= defined, f"not defined in worker/metrics.py: {sorted(used - defined)}"
