@@ -291,10 +291,12 @@ def _seconds(value: str) -> float:
 
 
 def _worker_graceful_stop() -> float:
-    """Seconds `smsq worker` may take to stop: its supervisor kills what is left after this."""
-    from worker.supervisor import KILL_AFTER
+    """Seconds `smsq worker` may take to stop with the default [worker] shutdown_timeout: its
+    supervisor kills what is left KILL_MARGIN seconds after that."""
+    from worker.config import WorkerSettings
+    from worker.supervisor import KILL_MARGIN
 
-    return KILL_AFTER
+    return WorkerSettings().shutdown_timeout + KILL_MARGIN
 
 
 # --------------------------------------------------------------------------- Kubernetes
