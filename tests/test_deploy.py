@@ -648,6 +648,9 @@ def test_dockerfile_is_pinned_slim_non_root_with_smsq_entrypoint() -> None:
     assert re.search(r'^ENTRYPOINT \["smsq"\]', text, re.M)
     for setting in ("SMSQ__WEB__HOST=0.0.0.0", "SMSQ__METRICS__HOST=0.0.0.0"):
         assert setting in text
+    # the settings the image sets are real settings of smsq's config
+    compose = tomllib.loads((DEPLOY / "smsq.compose.toml").read_text(encoding="utf-8"))
+    assert "metrics" in compose and "web" in compose
 
 
 def test_image_builds_and_runs() -> None:
