@@ -136,8 +136,8 @@ def test_scrape_config_has_a_job_per_process() -> None:
             for service in sd["names"]:
                 assert service in compose["services"], f"{name} scrapes unknown service {service}"
     settings = _compose_settings()
-    assert jobs["smsq-worker"]["dns_sd_configs"][0]["port"] == 9191  # [metrics] worker_port
-    assert jobs["smsq-scheduler"]["dns_sd_configs"][0]["port"] == 9192  # scheduler_port
+    assert jobs["smsq-worker"]["dns_sd_configs"][0]["port"] == settings.metrics.worker_port
+    assert jobs["smsq-scheduler"]["dns_sd_configs"][0]["port"] == settings.metrics.scheduler_port
     assert jobs["smsq-web"]["dns_sd_configs"][0]["port"] == settings.web.port
 
 
@@ -669,3 +669,19 @@ def test_image_builds_and_runs() -> None:
     assert result.returncode == 0 and "worker" in result.stdout
     user = run(docker, "run", "--rm", "--entrypoint", "id", tag, "-u")
     assert user.stdout.strip() != "0"
+
+
+def test_rules_and_dashboard_name_only_metrics_smsq_exports() -> None:
+    """Every smsq_* / dramatiq_* series in the rules and the dashboard is one that
+    worker/metrics.py defines (the integration test then sees each return data)."""
+    from tests.deploy_files import metric_names, recording_rules
+
+    source = (ROOT / "worker" / "metrics.py").read_text(encoding="utf-8")
+    defined = set(re.findall(r"\"((?:smsq|dramatiq)_[a-z0-9_]+)\"", source))
+    used: set[str] = set()
+    for _title, expr in dashboard_exprs():
+        used |= metric_names(expr)
+    for rule in alert_rules() + recording_rules():
+        used |= metric_names(rule["expr"])
+    assert len(used) >= 25
+    assert used <= defined, f"not defined in worker/metrics.py: {sorted(used - defined)}"

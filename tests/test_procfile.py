@@ -78,6 +78,7 @@ def test_honcho_runs_every_process_type_on_the_embedded_defaults(tmp_path: Path)
     types = _process_types()
     assert types == ["dev", "worker", "worker-otp", "scheduler", "web"]
     base = _free_base_port(len(types))
+    ports = {name: base + 100 * i for i, name in enumerate(types)}  # honcho's $PORT per type
     env = {k: v for k, v in os.environ.items() if k not in ("SMSQ_CONFIG", "REDIS_URL", "PORT")}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     log = tmp_path / "honcho.log"
@@ -98,6 +99,14 @@ def test_honcho_runs_every_process_type_on_the_embedded_defaults(tmp_path: Path)
         redis_url = dev["env"]["REDIS_URL"]
         web = f"http://127.0.0.1:{dev['web_port']}"
         _wait("web /health", lambda: _get(f"{web}/health")[0] == 200, proc, log)
+        for name in ("worker", "worker-otp", "scheduler"):
+            _wait(
+                f"{name} /healthz",
+                lambda n=name: _get(f"http://127.0.0.1:{ports[n]}/healthz")[0] == 200,
+                proc,
+                log,
+            )
+        _wait("web /healthz", lambda: _get(f"{web}/healthz")[0] == 200, proc, log)
         client = redis.Redis.from_url(redis_url)
         try:
             # three Dramatiq worker processes (2 + 1) heartbeat; a scheduler holds the lease
