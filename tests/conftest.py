@@ -8,6 +8,8 @@ any other Redis.
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -168,3 +170,23 @@ def make_worker(redis_url: str) -> Iterator[Any]:
     yield factory
     for h in harnesses:
         h.stop()
+
+
+_EXIT_STATUS: list[int] = []
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    _EXIT_STATUS.append(int(exitstatus))
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Exit with the session's status once pytest is done.
+
+    A Dramatiq worker thread that an in-process test worker left waiting on its event loop
+    is not a daemon thread, and would keep the interpreter (and so `make test`) alive after
+    the summary has been printed. Nothing is left to run or report at this point.
+    """
+    if _EXIT_STATUS:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(_EXIT_STATUS[-1])
