@@ -32,10 +32,10 @@ import aiohttp
 import redis
 
 from producers.client import SmsqClient
+from worker.devtools.redis_server import RedisServer, free_port
+from worker.devtools.sandboxes import sandbox_account, wait_until_serving
 from worker.providers import provider_spec
 from worker.providers.base import AccountConfig, SendRequest
-from worker.redis_server import RedisServer, free_port
-from worker.sandboxes import sandbox_account, wait_until_serving
 
 TEXT = "Your December statement is ready."
 SENDER = "smsq"
@@ -94,7 +94,7 @@ def main() -> int:
                     [
                         sys.executable,
                         "-m",
-                        "worker.cli",
+                        "worker.entry.cli",
                         "sandbox",
                         kind,
                         f"--port={kind}={port}",
@@ -129,7 +129,7 @@ def main() -> int:
             ]
             config.write_text("\n".join(lines) + "\n")
             env = {**os.environ, **secrets, "SMSQ_CONFIG": str(config), "REDIS_URL": server.url}
-            worker_cmd = [sys.executable, "-m", "worker.cli", "worker", "--processes", "1"]
+            worker_cmd = [sys.executable, "-m", "worker.entry.cli", "worker", "--processes", "1"]
             worker_cmd += ["--threads", str(args.concurrency), "--metrics-port", "0"]
             procs.append(
                 subprocess.Popen(

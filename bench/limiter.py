@@ -34,9 +34,9 @@ from typing import Any
 
 from producers import redis_conn
 from producers.client import SmsqClient
-from worker.limiter import RateLimiter, Rule
-from worker.redis_server import RedisServer, free_port
-from worker.sandboxes import sandbox_account, wait_until_serving
+from worker.devtools.redis_server import RedisServer, free_port
+from worker.devtools.sandboxes import sandbox_account, wait_until_serving
+from worker.state.limiter import RateLimiter, Rule
 
 
 def window_stats(times: list[float], cap: int, window: float) -> dict[str, Any]:
@@ -122,7 +122,14 @@ def end_to_end(url: str, cap: int, window: float, seconds: float, processes: int
     procs: list[subprocess.Popen[bytes]] = []
     with tempfile.TemporaryDirectory() as tmp:
         try:
-            cmd = [sys.executable, "-m", "worker.cli", "sandbox", kind, f"--port={kind}={port}"]
+            cmd = [
+                sys.executable,
+                "-m",
+                "worker.entry.cli",
+                "sandbox",
+                kind,
+                f"--port={kind}={port}",
+            ]
             procs.append(
                 subprocess.Popen([*cmd, f"--option={kind}.balance=1e9"], stdout=subprocess.DEVNULL)
             )
@@ -143,7 +150,7 @@ def end_to_end(url: str, cap: int, window: float, seconds: float, processes: int
             worker = [
                 sys.executable,
                 "-m",
-                "worker.cli",
+                "worker.entry.cli",
                 "worker",
                 "--processes",
                 str(processes),

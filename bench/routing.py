@@ -32,12 +32,12 @@ from typing import Any
 import dramatiq
 
 from producers.client import SmsqClient
-from worker.actors import create_app
-from worker.config import Settings, parse_settings
+from worker.core.config import Settings, parse_settings
+from worker.devtools.redis_server import RedisServer
+from worker.devtools.sandboxes import sandbox_account, start_sandboxes
+from worker.entry.actors import create_app
 from worker.providers.sandbox_kit import OutcomeMix
-from worker.redis_server import RedisServer
-from worker.sandboxes import sandbox_account, start_sandboxes
-from worker.scheduler import Scheduler
+from worker.tracking.scheduler import Scheduler
 
 # network -> (share of the job, number pattern, Intis price, SMSC price or None)
 NETWORKS: dict[str, tuple[float, str, str, str | None]] = {

@@ -212,7 +212,7 @@ class Keys:
         """String: written to check that replicas acknowledge writes (WAIT)."""
         return f"{self.prefix}:replication:probe"
 
-    # -- producer callbacks (worker/callbacks.py) ----------------------------------------
+    # -- producer callbacks (worker/tracking/callbacks.py) ----------------------------------------
 
     @property
     def callback_cursor(self) -> str:

@@ -20,11 +20,11 @@ import dramatiq
 import pytest
 import redis
 
-from worker.actors import App, create_app
-from worker.config import Settings, parse_settings
+from worker.core.config import Settings, parse_settings
+from worker.devtools.redis_server import RedisServer
+from worker.devtools.sandboxes import sandbox_account, start_sandboxes
+from worker.entry.actors import App, create_app
 from worker.providers.sandbox_kit import LoggedRequest, OutcomeMix, RunningSandbox
-from worker.redis_server import RedisServer
-from worker.sandboxes import sandbox_account, start_sandboxes
 
 
 @pytest.fixture(scope="session")

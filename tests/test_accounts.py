@@ -10,9 +10,9 @@ import redis
 
 from producers.client import SmsqClient
 from tests.conftest import SandboxThread
-from worker.config import parse_settings
+from worker.core.config import parse_settings
+from worker.devtools.sandboxes import sandbox_account
 from worker.providers.intis.sandbox import INTIS_KEY
-from worker.sandboxes import sandbox_account
 
 
 def two_accounts(redis_url: str, sandboxes: SandboxThread, good_key: str) -> Any:

@@ -22,7 +22,8 @@ from aiohttp import web
 from producers.client import SmsqClient
 from tests.conftest import SandboxThread, sandbox_settings
 from tests.test_providers_bulk import accepted_phones
-from worker.config import ConfigError, Settings, parse_settings
+from worker.core.config import ConfigError, Settings, parse_settings
+from worker.devtools.sandboxes import sandbox_account
 from worker.providers.base import (
     AccountConfig,
     ErrorClass,
@@ -31,7 +32,6 @@ from worker.providers.base import (
     ProviderError,
 )
 from worker.providers.sandbox_kit import Fault
-from worker.sandboxes import sandbox_account
 
 SEND_ENDPOINT = {"intis": "send.php", "intellisoftware": "sendmsg.aspx"}
 CHUNK = {"intis": 50, "intellisoftware": 100}

@@ -26,15 +26,15 @@ from aiohttp import web
 
 from producers.client import SmsqClient
 from tests.conftest import SandboxThread, sandbox_settings
-from worker.callbacks import CallbackKeys, backoff, sign, verify
-from worker.config import (
+from worker.core.config import (
     CallbackProducer,
     CallbackSettings,
     ConfigError,
     Settings,
     parse_settings,
 )
-from worker.scheduler import Scheduler
+from worker.tracking.callbacks import CallbackKeys, backoff, sign, verify
+from worker.tracking.scheduler import Scheduler
 
 SECRET = "whsec-test-0123456789abcdef"
 OLD_SECRET = "whsec-old-fedcba9876543210"

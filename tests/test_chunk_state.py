@@ -14,7 +14,7 @@ from producers.status import Status
 from tests.conftest import SandboxThread, sandbox_settings
 from tests.test_dispatch import sent_numbers
 from worker.providers.base import RecipientOutcome
-from worker.store import ChunkRecorder
+from worker.state.store import ChunkRecorder
 
 ARGS = ["job-c", 0, ["intis-sandbox"], "smstest", "hi", ["447400123201"], None, None, "bulk", 1]
 

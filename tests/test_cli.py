@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import SandboxThread
-from worker.sandboxes import sandbox_account
+from worker.devtools.sandboxes import sandbox_account
 
-SMSQ = [sys.executable, "-m", "worker.cli"]
+SMSQ = [sys.executable, "-m", "worker.entry.cli"]
 
 
 @pytest.fixture
@@ -144,7 +144,7 @@ def test_overview_and_dead_letter_commands(cli_env: dict[str, str]) -> None:
 
 
 def test_sandbox_command_takes_faults_at_start_up(tmp_path: Path) -> None:
-    from worker.redis_server import free_port
+    from worker.devtools.redis_server import free_port
 
     port = free_port()
     faults = '{"send.php": {"error_rate": 0.5, "latency": 0.1}}'

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from worker.redis_server import free_port
+from worker.devtools.redis_server import free_port
 
-SMSQ = [sys.executable, "-m", "worker.cli"]
+SMSQ = [sys.executable, "-m", "worker.entry.cli"]
 NUMBER = "+447911123456"
 
 COMMANDS: list[list[str]] = [

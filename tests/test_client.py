@@ -22,8 +22,8 @@ from producers.status import FINAL_STATUSES, JobState, Status
 from tests.conftest import SandboxThread, sandbox_settings
 from tests.test_dispatch import sent_numbers
 from tests.test_web import TOKENS, LoopThread, http, post_json, served
-from worker.config import Settings, WebSettings
-from worker.scheduler import Scheduler
+from worker.core.config import Settings, WebSettings
+from worker.tracking.scheduler import Scheduler
 
 QUICK = {
     "first_check": 0.3,
@@ -372,7 +372,7 @@ def test_take_over_does_not_overwrite_a_cancel(redis_url: str) -> None:
     released and cancelled in between."""
     import redis.asyncio as aredis
 
-    from worker.chunk_state import ChunkOwner
+    from worker.pipeline.chunk_state import ChunkOwner
 
     async def scenario() -> tuple[bool, bytes | None]:
         client = aredis.Redis.from_url(redis_url)
@@ -399,7 +399,7 @@ def test_cli_cancel(redis_url: str, redis_client: redis.Redis) -> None:
 
     env = {**os.environ, "REDIS_URL": redis_url}
     env.pop("SMSQ_CONFIG", None)
-    cmd = [sys.executable, "-m", "worker.cli", "cancel"]
+    cmd = [sys.executable, "-m", "worker.entry.cli", "cancel"]
     with SmsqClient(redis_url) as client:
         job_id = client.enqueue_send(
             provider="intis", sender="smstest", text="x", recipients=_numbers(2)

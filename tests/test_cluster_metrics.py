@@ -13,8 +13,8 @@ import pytest
 import redis
 
 from producers.wire import build_message, write_message
-from worker.config import ConfigError, Settings, parse_settings
-from worker.exposition import cluster_collector
+from worker.core.config import ConfigError, Settings, parse_settings
+from worker.entry.exposition import cluster_collector
 
 
 def settings(redis_url: str, env: dict[str, str] | None = None, **metrics: Any) -> Settings:

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from worker.config import ConfigError, load_settings, parse_settings
+from worker.core.config import ConfigError, load_settings, parse_settings
 
 GOOD = {
     "accounts": {

@@ -12,7 +12,7 @@ from producers.keys import Keys
 from producers.wire import enqueue_payload
 from tests.conftest import SandboxThread, sandbox_settings
 from tests.test_poison_messages import push_raw
-from worker.config import parse_settings
+from worker.core.config import parse_settings
 
 
 def test_replay_goes_through_validation_again(

@@ -10,7 +10,7 @@ import sys
 def test_demo_runs_end_to_end_and_stops_everything() -> None:
     env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "SMSQ_CONFIG")}
     result = subprocess.run(
-        [sys.executable, "-m", "worker.cli", "demo", "--bulk", "200", "--otp", "3"],
+        [sys.executable, "-m", "worker.entry.cli", "demo", "--bulk", "200", "--otp", "3"],
         env=env,
         capture_output=True,
         text=True,

@@ -39,7 +39,7 @@ from tests.deploy_files import (
     load_yaml_all,
     require_tool,
 )
-from worker.config import ConfigError, parse_settings
+from worker.core.config import ConfigError, parse_settings
 
 # The alerts the operations runbook promises (docs/operations.md has a section for each).
 EXPECTED_ALERTS = {
@@ -293,8 +293,8 @@ def _seconds(value: str) -> float:
 def _worker_graceful_stop() -> float:
     """Seconds `smsq worker` may take to stop with the default [worker] shutdown_timeout: its
     supervisor kills what is left KILL_MARGIN seconds after that."""
-    from worker.config import WorkerSettings
-    from worker.supervisor import KILL_MARGIN
+    from worker.core.config import WorkerSettings
+    from worker.entry.supervisor import KILL_MARGIN
 
     return WorkerSettings().shutdown_timeout + KILL_MARGIN
 
@@ -380,7 +380,7 @@ def test_deployments_probes_grace_and_replicas() -> None:
 
 
 def _scheduler_stop() -> Any:
-    from worker.scheduler import Scheduler
+    from worker.tracking.scheduler import Scheduler
 
     return Scheduler.stop
 
@@ -575,8 +575,8 @@ def test_scaled_object_list_names_are_the_brokers_real_lists(redis_url: str) -> 
     """Messages enqueued through smsq's real broker land in exactly the lists KEDA reads,
     and every queue a scaled Deployment consumes is watched (ready and dispatch delayed)."""
     from tests.conftest import SandboxThread, sandbox_settings
-    from worker.actors import create_app
-    from worker.queues import DISPATCH_OTP_QUEUE, DISPATCH_QUEUE
+    from worker.core.queues import DISPATCH_OTP_QUEUE, DISPATCH_QUEUE
+    from worker.entry.actors import create_app
 
     sandboxes = SandboxThread(["intis"])
     try:
@@ -673,7 +673,7 @@ def test_image_builds_and_runs() -> None:
 
 def test_rules_and_dashboard_name_only_metrics_smsq_exports() -> None:
     """Every smsq_* / dramatiq_* series in the rules and the dashboard is one that
-    worker/metrics.py defines (the integration test then sees each return data)."""
+    worker/core/metrics.py defines (the integration test then sees each return data)."""
     from tests.deploy_files import metric_names, recording_rules
 
     source = (ROOT / "worker" / "metrics.py").read_text(encoding="utf-8")
@@ -684,4 +684,4 @@ def test_rules_and_dashboard_name_only_metrics_smsq_exports() -> None:
     for rule in alert_rules() + recording_rules():
         used |= metric_names(rule["expr"])
     assert len(used) >= 25
-    assert used <= defined, f"not defined in worker/metrics.py: {sorted(used - defined)}"
+    assert used <= defined, f"not defined in worker/core/metrics.py: {sorted(used - defined)}"

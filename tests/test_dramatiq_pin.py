@@ -24,8 +24,9 @@ import redis
 
 from producers.wire import NAMESPACE, build_message, write_message
 from tests.conftest import SandboxThread, sandbox_settings
-from worker import actors, queues
-from worker.broker import build_broker
+from worker.core import queues
+from worker.core.broker import build_broker
+from worker.entry import actors
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -23,7 +23,7 @@ def smsq_exceptions() -> dict[str, type[BaseException]]:
         for info in pkgutil.walk_packages(package.__path__, package.__name__ + "."):
             if info.name.rsplit(".", 1)[-1] in ("sandbox", "sandbox_kit", "sandboxes"):
                 continue
-            if info.name == "worker.app":  # the Dramatiq entry point: configures at import
+            if info.name == "worker.entry.app":  # the Dramatiq entry point: configures at import
                 continue
             module = importlib.import_module(info.name)
             for name, cls in inspect.getmembers(module, inspect.isclass):
@@ -48,8 +48,8 @@ def test_the_design_doc_shows_the_tree() -> None:
 
 def test_branches() -> None:
     from producers.contract import JobRejected
-    from worker.config import ConfigError
-    from worker.dispatch import LostClaim, Reschedule
+    from worker.core.config import ConfigError
+    from worker.pipeline.dispatch import LostClaim, Reschedule
     from worker.providers.base import ErrorClass, ProviderError, WebhookRejected
 
     assert issubclass(JobRejected, InputError) and issubclass(JobRejected, ValueError)

@@ -6,7 +6,7 @@ import redis
 
 from producers.keys import EVENTS_MAXLEN, Keys
 from tests.test_reconcile import make_settings, runtime
-from worker import accounts
+from worker.pipeline import accounts
 
 BACKLOG = 150_000  # more than the 100,000 an account event once trimmed the stream to
 

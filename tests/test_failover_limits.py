@@ -17,13 +17,13 @@ from typing import Any
 
 from producers.keys import Keys
 from tests.test_reconcile import runtime
-from worker import accounts, dispatch
-from worker.config import Settings, parse_settings
+from worker.core.config import Settings, parse_settings
+from worker.core.runtime import Runtime
+from worker.pipeline import accounts, dispatch
 from worker.providers.base import SendRequest
 from worker.providers.sandbox_kit import Fault, OutcomeMix, RunningSandbox, SandboxState, serve
 from worker.providers.smsc import create_sandbox as smsc_sandbox
 from worker.providers.smsc.sandbox import DEFAULT_LOGIN, DEFAULT_PASSWORD
-from worker.runtime import Runtime
 
 PHONE = "79161234567"
 ACCOUNT = "smsc-main"

@@ -11,7 +11,7 @@ from producers.status import FINAL_STATUSES
 from tests.conftest import SandboxThread, sandbox_settings
 from tests.test_dispatch import _set_faults
 from tests.test_providers_bulk import accepted_phones
-from worker.scheduler import Scheduler
+from worker.tracking.scheduler import Scheduler
 
 
 def test_five_xx_and_timeouts_lose_nothing_and_double_nothing(

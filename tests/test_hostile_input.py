@@ -30,8 +30,8 @@ from tests.conftest import SandboxThread, sandbox_settings
 from tests.test_poison_messages import dead_letters, message, push_raw
 from tests.test_raw_enqueue import raw_enqueue
 from tests.test_web import HOOK_SECRET, TOKENS, closed_port, http, wait_until
-from worker.cli import main as smsq_cli
-from worker.config import parse_settings
+from worker.core.config import parse_settings
+from worker.entry.cli import main as smsq_cli
 
 GOOD = {
     "provider": "intis",
@@ -343,7 +343,7 @@ max_body_bytes = 2000000
     port = closed_port()
     url = f"http://127.0.0.1:{port}"
     process = subprocess.Popen(
-        [sys.executable, "-m", "worker.cli", "web", "--port", str(port)],
+        [sys.executable, "-m", "worker.entry.cli", "web", "--port", str(port)],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

@@ -9,8 +9,8 @@ import redis
 import redis.asyncio as aredis
 
 from producers.keys import Keys
-from worker.inbound import Inbound
 from worker.providers.base import HlrResult, IncomingMessage
+from worker.tracking.inbound import Inbound
 
 
 async def test_incoming_stored_once_and_published_once(

@@ -12,7 +12,7 @@ import redis
 from producers.client import RecipientRow, SmsqClient
 from tests.conftest import SandboxThread, sandbox_settings
 from tests.test_poison_messages import message, push_raw
-from worker.config import IntakeSettings
+from worker.core.config import IntakeSettings
 
 JOB = {"provider": "intis", "sender": "smstest", "text": "hi", "recipients": ["+447400123091"]}
 

@@ -11,6 +11,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from worker.devtools.sandboxes import start_sandboxes
 from worker.providers.intellisoftware import SPEC, create_sandbox
 from worker.providers.intellisoftware.codes import message_key
 from worker.providers.intellisoftware.sandbox import (
@@ -19,7 +20,6 @@ from worker.providers.intellisoftware.sandbox import (
     sandbox_of,
 )
 from worker.providers.sandbox_kit import Fault, OutcomeMix, RunningSandbox, SandboxState, serve
-from worker.sandboxes import start_sandboxes
 
 SANDBOX_ACCOUNT = SPEC.sandbox_account
 DOC_HOST = "http://www.intellisoftware.co.uk"

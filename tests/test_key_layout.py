@@ -18,9 +18,9 @@ LUA_KEY = re.compile(r"prefix \.\. \":")
 
 # Scripts that still build keys from the prefix (not yet KEYS-only), by file.
 LUA_PREFIX_KEYS = {
-    "worker/apply_status.lua",  # the job of each report is found in the script
-    "worker/record_chunk.lua",  # shares resend.lua with apply_status.lua
-    "worker/resend.lua",
+    "worker/state/scripts/apply_status.lua",  # the job of each report is found in the script
+    "worker/state/scripts/record_chunk.lua",  # shares resend.lua with apply_status.lua
+    "worker/state/scripts/resend.lua",
     "producers/client.py",  # cancel: the job's chunk keys
 }
 

@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 from producers.keys import Keys
-from worker.chunk_state import parse
+from worker.pipeline.chunk_state import parse
 from worker.providers.intellisoftware import receivers
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -10,7 +10,7 @@ import pytest
 import redis
 import redis.asyncio as aredis
 
-from worker.limiter import ConcurrencyLimiter, RateLimiter, Rule
+from worker.state.limiter import ConcurrencyLimiter, RateLimiter, Rule
 
 
 def max_in_window(times: list[float], window: float) -> int:

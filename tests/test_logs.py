@@ -4,7 +4,7 @@ import logging
 
 import pytest
 
-from worker.logs import RedactingFilter, redact
+from worker.core.logs import RedactingFilter, redact
 
 
 def test_phone_numbers_are_masked_and_other_numbers_kept() -> None:

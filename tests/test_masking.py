@@ -18,12 +18,13 @@ from tests.conftest import SandboxThread, sandbox_settings
 from tests.test_raw_enqueue import raw_enqueue
 from tests.test_smsc_callbacks import SECRET, STATUS_PARAMS, form, sign
 from tests.test_web import HOOK_SECRET, LoopThread, WebServer, intis_push, plain_settings
-from worker import store, webhooks
-from worker.cli import main as smsq_cli
-from worker.config import parse_settings
-from worker.logs import RedactingFilter
+from worker.core.config import parse_settings
+from worker.core.logs import RedactingFilter
+from worker.entry.cli import main as smsq_cli
 from worker.providers import provider_spec
 from worker.providers.base import InboundRequest
+from worker.pushes import apply as webhooks
+from worker.state import store
 
 PHONES = ["+79161234567", "+79161234568", "+79161234569"]
 

@@ -13,7 +13,7 @@ import redis
 
 from producers.client import SmsqClient
 from tests.conftest import SandboxThread, sandbox_settings
-from worker.config import Settings, parse_settings
+from worker.core.config import Settings, parse_settings
 from worker.providers.base import MessageLimits
 
 LONG_CYRILLIC = "Ваш заказ готов к выдаче в пункте самовывоза; код получения 4821. " * 2

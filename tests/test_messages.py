@@ -12,9 +12,10 @@ import redis
 
 from tests.conftest import SandboxThread, sandbox_settings
 from tests.test_reconcile import runtime
-from worker import intake, messages
-from worker.messages import HlrChunk, MessageInvalid, SendChunk
-from worker.queues import HLR_ACTOR, SEND_ACTOR
+from worker.core import messages
+from worker.core.messages import HlrChunk, MessageInvalid, SendChunk
+from worker.core.queues import HLR_ACTOR, SEND_ACTOR
+from worker.pipeline import intake
 
 CHUNK = SendChunk(
     job_id="job-m",

@@ -33,12 +33,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from producers.client import SmsqClient
 from producers.status import FINAL_STATUSES
 from tests.conftest import SandboxThread
-from worker.demo import _write_config, push_options
+from worker.devtools.demo import _write_config, push_options
+from worker.devtools.redis_server import RedisServer, free_port
+from worker.devtools.sandboxes import sandbox_account
 from worker.providers.sandbox_kit import OutcomeMix
-from worker.redis_server import RedisServer, free_port
-from worker.sandboxes import sandbox_account
 
-SMSQ = [sys.executable, "-m", "worker.cli"]
+SMSQ = [sys.executable, "-m", "worker.entry.cli"]
 FINALS = {s.value for s in FINAL_STATUSES}
 KINDS = ["intis", "smsc", "intellisoftware"]
 

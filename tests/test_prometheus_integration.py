@@ -38,10 +38,10 @@ from tests.deploy_files import (
     recording_rules,
     require_tool,
 )
-from worker.demo import push_options
+from worker.devtools.demo import push_options
+from worker.devtools.redis_server import free_port
+from worker.devtools.sandboxes import sandbox_account, wait_until_serving
 from worker.providers.sandbox_kit import Fault, OutcomeMix
-from worker.redis_server import free_port
-from worker.sandboxes import sandbox_account, wait_until_serving
 
 KINDS = ["intis", "smsc", "intellisoftware"]
 FINALS = {s.value for s in FINAL_STATUSES}
@@ -166,7 +166,7 @@ def run(redis_url: str, tmp_path: Path, prometheus_binary: str) -> Iterator[dict
             "REDIS_URL": redis_url,
         }
         env.pop("PORT", None)
-        smsq = [sys.executable, "-m", "worker.cli"]
+        smsq = [sys.executable, "-m", "worker.entry.cli"]
         processes.start("worker", [*smsq, "worker", "--processes", "2", "--threads", "4"], env)
         processes.start("scheduler", [*smsq, "scheduler"], env)
         processes.start("web", [*smsq, "web"], env)

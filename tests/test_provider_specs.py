@@ -15,7 +15,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from worker.config import ConfigError, parse_settings
+from worker.core.config import ConfigError, parse_settings
 from worker.providers import known_kinds, provider_spec
 from worker.providers.base import (
     AccountConfig,

@@ -10,8 +10,8 @@ import pytest
 
 from producers.client import SmsqClient
 from tests.conftest import SandboxThread, sandbox_settings
+from worker.devtools.sandboxes import sandbox_account
 from worker.providers import known_kinds
-from worker.sandboxes import sandbox_account
 
 
 def accepted_phones(sandboxes: SandboxThread, kind: str) -> list[str]:

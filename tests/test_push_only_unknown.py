@@ -18,8 +18,8 @@ from producers.cli import format_status
 from producers.client import SmsqClient
 from tests.conftest import SandboxThread
 from tests.test_reconcile import make_settings, runtime
-from worker import reconcile
 from worker.providers.sandbox_kit import Fault
+from worker.tracking import runs, status_polls
 
 NUMBERS = ["+447911123456", "+447400123456"]
 ACCOUNT = "intellisoftware-sandbox"
@@ -44,7 +44,7 @@ def test_unknown_without_status_query_expires_at_its_validity(
 
         async def settle(at: float) -> dict[str, int]:
             async with runtime(settings) as rt:
-                return await reconcile.reconcile_account(rt, ACCOUNT, clock=lambda: at)
+                return await status_polls.reconcile_account(rt, ACCOUNT, clock=lambda: at)
 
         early = asyncio.run(settle(time.time() + 60))  # first check: before the deadline
         assert early.get("expired", 0) == 0
@@ -56,7 +56,7 @@ def test_unknown_without_status_query_expires_at_its_validity(
             assert row.reason is not None and "validity" in row.reason
             assert "no status query" in row.reason
         assert "no status query" in format_status(status)
-        last_run = redis_client.hgetall(reconcile.TrackingKeys("smsq").last_run(ACCOUNT))
+        last_run = redis_client.hgetall(runs.TrackingKeys("smsq").last_run(ACCOUNT))
         assert last_run[b"expired_unknown"] == b"2" and last_run[b"awaiting"] == b"0"
     finally:
         sandboxes.stop()

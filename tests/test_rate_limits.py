@@ -13,7 +13,7 @@ from typing import Any
 from producers.client import SmsqClient
 from tests.conftest import SandboxThread, sandbox_settings
 from tests.test_limiter import max_in_window
-from worker.sandboxes import sandbox_account
+from worker.devtools.sandboxes import sandbox_account
 
 CAP, WINDOW = 10, 2.0
 
@@ -44,7 +44,7 @@ limits.send = {{ requests = {CAP}, per_seconds = {WINDOW} }}
         [
             sys.executable,
             "-m",
-            "worker.cli",
+            "worker.entry.cli",
             "worker",
             "--processes",
             "4",

@@ -20,16 +20,17 @@ import redis
 from producers.keys import Keys
 from producers.status import Status
 from tests.conftest import SandboxThread
-from worker import dispatch, reconcile
-from worker.config import Settings, parse_settings
-from worker.exposition import cluster_collector
+from worker.core.config import Settings, parse_settings
+from worker.core.runtime import Runtime
+from worker.devtools.sandboxes import sandbox_account
+from worker.entry.exposition import cluster_collector
+from worker.pipeline import dispatch
 from worker.providers.base import RecipientOutcome, SendRequest, StatusReport
 from worker.providers.intis.sandbox import INTIS_KEY
 from worker.providers.sandbox_kit import OutcomeMix
 from worker.providers.smsc.sandbox import sandbox_of
-from worker.runtime import Runtime
-from worker.sandboxes import sandbox_account
-from worker.status_apply import StatusApplier, canonical_id
+from worker.state.status_apply import StatusApplier, canonical_id
+from worker.tracking import balance, history, incoming, retention, runs, status_polls
 
 KEYS = Keys()
 PHONES = ["447400123101", "447400123102", "447400123103"]
@@ -136,7 +137,7 @@ async def record(
     await rt.chunk_recorder().record(job_id, chunk_key, account, outcomes, now=now)
 
 
-def status_polls(sandboxes: SandboxThread, kind: str) -> list[Any]:
+def status_requests(sandboxes: SandboxThread, kind: str) -> list[Any]:
     return [e for e in sandboxes.log(kind) if e.path.endswith("/status.php")]
 
 
@@ -166,23 +167,23 @@ async def test_backoff_doubles_and_the_validity_settles_as_expired(
         t0 = time.time()
         account = "intis-sandbox"
         await submit(rt, account, "j1", PHONES, created_at=t0, validity=100)
-        polls = lambda: len(status_polls(slow_sandboxes, "intis"))  # noqa: E731
+        polls = lambda: len(status_requests(slow_sandboxes, "intis"))  # noqa: E731
 
-        run = await reconcile.reconcile_account(rt, account, clock=at(t0, 5))
+        run = await status_polls.reconcile_account(rt, account, clock=at(t0, 5))
         assert run.get("checked", 0) == 0 and polls() == 0  # not due before first_check
         expected_next = {10: 30, 30: 70, 70: 100}  # +20, +40, then capped by the validity
         for now, following in expected_next.items():
-            run = await reconcile.reconcile_account(rt, account, clock=at(t0, now))
+            run = await status_polls.reconcile_account(rt, account, clock=at(t0, now))
             assert run["checked"] == 3 and run["requests"] == 1
             assert_next_checks(redis_client, account, t0 + following)
-            run = await reconcile.reconcile_account(rt, account, clock=at(t0, following - 1))
+            run = await status_polls.reconcile_account(rt, account, clock=at(t0, following - 1))
             assert run.get("checked", 0) == 0
         assert polls() == 3
         assert all(
-            len(e.params["state"].split(",")) == 3 for e in status_polls(slow_sandboxes, "intis")
+            len(e.params["state"].split(",")) == 3 for e in status_requests(slow_sandboxes, "intis")
         )
 
-        run = await reconcile.reconcile_account(rt, account, clock=at(t0, 100))
+        run = await status_polls.reconcile_account(rt, account, clock=at(t0, 100))
         assert run["expired"] == 3
         assert awaiting(redis_client, account) == {}
         for record in records(redis_client, "j1").values():
@@ -192,9 +193,9 @@ async def test_backoff_doubles_and_the_validity_settles_as_expired(
             )
         counts = redis_client.hgetall(KEYS.counts("j1"))
         assert int(counts[b"expired"]) == 3 and int(counts[b"submitted"]) == 0
-        polls_made = redis_client.hgetall(reconcile.TrackingKeys("smsq").polls("j1"))
+        polls_made = redis_client.hgetall(runs.TrackingKeys("smsq").polls("j1"))
         assert {int(v) for v in polls_made.values()} == {3}  # the validity check itself: 4th
-        summary = redis_client.hgetall(reconcile.TrackingKeys("smsq").last_run(account))
+        summary = redis_client.hgetall(runs.TrackingKeys("smsq").last_run(account))
         assert summary[b"awaiting"] == b"0"
 
 
@@ -208,11 +209,11 @@ async def test_validity_runs_from_when_the_message_was_sent(
         # Created 50 s before its chunk could be sent (rate limits): validity 100 s ends at
         # t0 + 100, not at t0 + 50.
         await submit(rt, account, "late", PHONES[:1], created_at=t0 - 50, sent_at=t0, validity=100)
-        await reconcile.reconcile_account(rt, account, clock=at(t0, 10))
-        run = await reconcile.reconcile_account(rt, account, clock=at(t0, 60))
+        await status_polls.reconcile_account(rt, account, clock=at(t0, 10))
+        run = await status_polls.reconcile_account(rt, account, clock=at(t0, 60))
         assert run["requests"] == 1 and not run.get("expired")
         assert_next_checks(redis_client, account, t0 + 100)
-        run = await reconcile.reconcile_account(rt, account, clock=at(t0, 100))
+        run = await status_polls.reconcile_account(rt, account, clock=at(t0, 100))
         assert run["expired"] == 1
 
 
@@ -229,11 +230,11 @@ async def test_horizon_expires_submitted_and_gives_up_on_unknown(
         await rt.async_redis().hincrby(KEYS.counts("j2"), "queued", 1)
         await record(rt, "j2", account, [unknown], now=t0, chunk=1)
 
-        await reconcile.reconcile_account(rt, account, clock=at(t0, 10))
+        await status_polls.reconcile_account(rt, account, clock=at(t0, 10))
         assert_next_checks(redis_client, account, t0 + 30)
-        await reconcile.reconcile_account(rt, account, clock=at(t0, 30))
+        await status_polls.reconcile_account(rt, account, clock=at(t0, 30))
         assert_next_checks(redis_client, account, t0 + 50)  # 30 + 40, capped by the horizon
-        run = await reconcile.reconcile_account(rt, account, clock=at(t0, 50))
+        run = await status_polls.reconcile_account(rt, account, clock=at(t0, 50))
         assert run["expired"] == 1 and run["gave_up"] == 1
         rows = records(redis_client, "j2")
         assert rows[PHONES[0]]["status"] == "expired"
@@ -256,8 +257,8 @@ async def test_a_message_settled_by_a_webhook_is_not_polled_again(
         await applier.apply(account, [StatusReport(pushed, Status.DELIVERED, "deliver")], "webhook")
         assert set(awaiting(redis_client, account)) == {canonical_id(polled)}
 
-        await reconcile.reconcile_account(rt, account, clock=at(t0, 10))
-        [request] = status_polls(slow_sandboxes, "intis")
+        await status_polls.reconcile_account(rt, account, clock=at(t0, 10))
+        [request] = status_requests(slow_sandboxes, "intis")
         assert request.params["state"] == polled
         assert set(awaiting(redis_client, account)) == {canonical_id(polled)}
         assert records(redis_client, "j3")[PHONES[0]]["source"] == "webhook"
@@ -272,12 +273,12 @@ async def test_a_push_only_provider_is_not_polled_and_settles_at_the_horizon(
         async with runtime(make_settings(redis_url, sandboxes, scheduler=cfg)) as rt:
             t0 = time.time()
             account = "intellisoftware-sandbox"
-            assert not reconcile.polls_status(rt.adapter(account))
+            assert not runs.polls_status(rt.adapter(account))
             await submit(rt, account, "j4", PHONES[:2], created_at=t0)
             requests_after_send = len(sandboxes.log("intellisoftware"))
-            await reconcile.reconcile_account(rt, account, clock=at(t0, 10))
+            await status_polls.reconcile_account(rt, account, clock=at(t0, 10))
             assert_next_checks(redis_client, account, t0 + 60)
-            run = await reconcile.reconcile_account(rt, account, clock=at(t0, 60))
+            run = await status_polls.reconcile_account(rt, account, clock=at(t0, 60))
             assert run["expired"] == 2 and run.get("requests", 0) == 0
             assert len(sandboxes.log("intellisoftware")) == requests_after_send
             assert {r["status"] for r in records(redis_client, "j4").values()} == {"expired"}
@@ -303,7 +304,7 @@ async def test_smsc_hlr_results_arrive_through_status_polls(
             assert await dispatch.dispatch_hlr(rt, "h1", 0, account, phones) == "sent"
             assert redis_client.hgetall(KEYS.counts("h1"))[b"submitted"] == b"3"
             await asyncio.sleep(0.4)
-            run = await reconcile.reconcile_account(rt, account, clock=at(t0, 31))
+            run = await status_polls.reconcile_account(rt, account, clock=at(t0, 31))
             assert run["requests"] == 1
             hlr = {
                 k.decode(): json.loads(v) for k, v in redis_client.hgetall(KEYS.hlr("h1")).items()
@@ -350,12 +351,12 @@ async def test_history_sweep_settles_unknown_recipients_after_a_crash(
             # Reconciliation files them for the history sweep (its status poll is held back).
             assert rt.limiter is not None
             await rt.limiter.pause(account, "status", 30)
-            await reconcile.reconcile_account(rt, account, clock=at(t0, 31))
-            tk = reconcile.TrackingKeys("smsq")
+            await status_polls.reconcile_account(rt, account, clock=at(t0, 31))
+            tk = runs.TrackingKeys("smsq")
             assert redis_client.zcard(tk.unknown(account)) == 4
             await asyncio.sleep(0.3)
 
-            run = await reconcile.sweep_history(rt, account, clock=at(t0, 700))
+            run = await history.sweep_history(rt, account, clock=at(t0, 700))
             assert run["requests"] == 1 and run["applied"] == 2 and run["not_sent"] == 2
             rows = records(redis_client, "crash")
             assert {r["status"] for r in rows.values()} <= {"delivered", "undeliverable", "expired"}
@@ -365,10 +366,12 @@ async def test_history_sweep_settles_unknown_recipients_after_a_crash(
             assert all("not in the provider's sent history" in r["reason"] for r in never.values())
             assert redis_client.zcard(tk.unknown(account)) == 0
 
-            again = await reconcile.sweep_history(rt, account)
+            again = await history.sweep_history(rt, account)
             assert again.get("requests", 0) == 0  # nothing left to look for: no request
-            history = [e for e in sandboxes.log("smsc") if e.params.get("get_messages") == "1"]
-            assert len(history) == 1 and '"error_code"' not in history[0].body
+            history_pages = [
+                e for e in sandboxes.log("smsc") if e.params.get("get_messages") == "1"
+            ]
+            assert len(history_pages) == 1 and '"error_code"' not in history_pages[0].body
     finally:
         sandboxes.stop()
 
@@ -397,14 +400,12 @@ async def test_incoming_polling_stores_each_message_once(
 
         sandboxes.call(add(2))
         async with runtime(make_settings(redis_url, sandboxes)) as rt:
-            got = [await reconcile.poll_incoming(rt, a) for a in ("smsc-sandbox", "intis-sandbox")]
+            got = [await incoming.poll_incoming(rt, a) for a in ("smsc-sandbox", "intis-sandbox")]
             assert got == [2, 2]
-            again = [
-                await reconcile.poll_incoming(rt, a) for a in ("smsc-sandbox", "intis-sandbox")
-            ]
+            again = [await incoming.poll_incoming(rt, a) for a in ("smsc-sandbox", "intis-sandbox")]
             assert again == [0, 0]
             sandboxes.call(add(1))
-            more = [await reconcile.poll_incoming(rt, a) for a in ("smsc-sandbox", "intis-sandbox")]
+            more = [await incoming.poll_incoming(rt, a) for a in ("smsc-sandbox", "intis-sandbox")]
             assert more == [1, 1]
         for account in ("smsc-sandbox", "intis-sandbox"):
             assert redis_client.hlen(f"smsq:mo:{account}") == 3
@@ -412,7 +413,7 @@ async def test_incoming_polling_stores_each_message_once(
         assert len(events) == 6
         answers = [e for e in sandboxes.log("smsc") if e.params.get("get_answers") == "1"]
         assert [e.params.get("after_id") for e in answers] == [None, "5000002", "5000002"]
-        tk = reconcile.TrackingKeys("smsq")
+        tk = runs.TrackingKeys("smsq")
         assert redis_client.hget(tk.incoming("smsc-sandbox"), "cursor") == b"5000003"
     finally:
         sandboxes.stop()
@@ -422,7 +423,7 @@ async def test_balance_is_stored_and_exported(redis_url: str, redis_client: redi
     sandboxes = SandboxThread(["smsc"], smsc={"balance": "321.50"})
     try:
         async with runtime(make_settings(redis_url, sandboxes)) as rt:
-            assert await reconcile.poll_balance(rt, "smsc-sandbox") == "321.50"
+            assert await balance.poll_balance(rt, "smsc-sandbox") == "321.50"
         stored = redis_client.hgetall("smsq:account:smsc-sandbox")
         assert stored[b"balance"] == b"321.50" and stored[b"currency"] == b"RUB"
         exported = {
@@ -489,7 +490,7 @@ async def test_retention_expires_finished_jobs_only(
     finished = {"finished", "unknown-old", "dead"}
     unfinished = {"open", "unknown-young", "dispatching"}
     async with runtime(settings) as rt:
-        first = await reconcile.sweep_retention(rt, clock=at(now, 0))
+        first = await retention.sweep_retention(rt, clock=at(now, 0))
         assert (first["finished"], first["purged"]) == (3, 0)
         for job in finished:
             assert 100 < redis_client.ttl(KEYS.job(job)) <= 100 + 60
@@ -501,13 +502,13 @@ async def test_retention_expires_finished_jobs_only(
 
         # A job that finishes later is found by a later sweep.
         redis_client.hset(KEYS.counts("open"), mapping={"submitted": 0, "delivered": 2})
-        second = await reconcile.sweep_retention(rt, clock=at(now, 50))
+        second = await retention.sweep_retention(rt, clock=at(now, 50))
         assert (second["finished"], second["purged"]) == (1, 0)
 
-        third = await reconcile.sweep_retention(rt, clock=at(now, 101))
+        third = await retention.sweep_retention(rt, clock=at(now, 101))
         assert third["purged"] == 3
     for job in finished:
-        assert not any(redis_client.exists(k) for k in reconcile.job_keys(KEYS, job))
+        assert not any(redis_client.exists(k) for k in runs.job_keys(KEYS, job))
         assert redis_client.zscore(KEYS.jobs, job) is None
     assert not any(
         k.decode().startswith("finished")

@@ -24,8 +24,8 @@ from tests.chaos.harness import (
     write_config,
 )
 from tests.conftest import SandboxThread, sandbox_settings
-from worker.actors import create_app
-from worker.config import WorkerSettings
+from worker.core.config import WorkerSettings
+from worker.entry.actors import create_app
 
 FAST = {"heartbeat_timeout": 2.0, "maintenance_interval": 0.5}
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from worker.redis_server import RedisServer, find_redis_server
+from worker.devtools.redis_server import RedisServer, find_redis_server
 
 
 def test_bundled_redis_server_is_used_when_none_is_on_path(monkeypatch: pytest.MonkeyPatch) -> None:

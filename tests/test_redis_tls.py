@@ -18,9 +18,9 @@ from producers.client import SmsqClient
 from tests.chaos.sentinel import Node
 from tests.conftest import SandboxThread, sandbox_settings
 from tests.test_web import LoopThread, WebServer, http
-from worker.config import ConfigError, parse_settings
-from worker.redis_server import find_redis_server, free_port
-from worker.scheduler import Scheduler
+from worker.core.config import ConfigError, parse_settings
+from worker.devtools.redis_server import find_redis_server, free_port
+from worker.tracking.scheduler import Scheduler
 
 
 def _openssl(*args: str, cwd: Path) -> None:

@@ -14,10 +14,10 @@ import redis
 from producers.client import JobStatus, SmsqClient
 from producers.status import Status
 from tests.conftest import SandboxThread, sandbox_settings
-from worker.config import ConfigError, parse_settings
+from worker.core.config import ConfigError, parse_settings
 from worker.providers import failure_side
 from worker.providers.sandbox_kit import OutcomeMix
-from worker.scheduler import Scheduler
+from worker.tracking.scheduler import Scheduler
 
 NO_ROUTE = "79161234567"  # SMSC: status 20, err 248 "no route" (the provider's side)
 ABSENT = "79161234568"  # SMSC: status 20, err 1 "subscriber does not exist" (the number's)
@@ -308,8 +308,8 @@ def test_an_otp_on_a_cost_route_is_resent_once_and_redelivered_messages_change_n
     # messages are delivered again: nothing is sent, counted or evented twice.
     from producers.wire import NAMESPACE, build_message, write_message
     from tests.test_routing import intis_prices, smsc_prices
-    from worker.messages import decode, message_args
-    from worker.queues import RESEND_INDEX_BASE, SEND_ACTOR, dispatch_queue
+    from worker.core.messages import decode, message_args
+    from worker.core.queues import RESEND_INDEX_BASE, SEND_ACTOR, dispatch_queue
 
     number = "79261234567"
     sandboxes = SandboxThread(

@@ -12,9 +12,9 @@ from producers.status import Status
 from tests.conftest import SandboxThread, sandbox_settings
 from tests.test_poison_messages import message, push_raw
 from tests.test_reconcile import KEYS, at, make_settings, runtime, seed_job
-from worker import reconcile
 from worker.providers.base import StatusReport
-from worker.status_apply import StatusApplier
+from worker.state.status_apply import StatusApplier
+from worker.tracking import retention
 
 
 async def test_a_job_that_reopened_is_not_purged(redis_url: str, redis_client: redis.Redis) -> None:
@@ -22,11 +22,11 @@ async def test_a_job_that_reopened_is_not_purged(redis_url: str, redis_client: r
     now = time.time()
     seed_job(redis_client, "reused", state="dead_lettered", counts={}, created_at=now - 5)
     async with runtime(settings) as rt:
-        assert (await reconcile.sweep_retention(rt, clock=at(now, 0)))["finished"] == 1
+        assert (await retention.sweep_retention(rt, clock=at(now, 0)))["finished"] == 1
         # The id is taken again by a live job before its purge time (what intake does).
         seed_job(redis_client, "reused", state="done", counts={"submitted": 1}, created_at=now)
         redis_client.persist(KEYS.job("reused"))
-        result = await reconcile.sweep_retention(rt, clock=at(now, 150))
+        result = await retention.sweep_retention(rt, clock=at(now, 150))
     assert result["purged"] == 0
     assert redis_client.hget(KEYS.job("reused"), "state") == b"done"
     assert redis_client.hlen(KEYS.recipients("reused")) == 1
@@ -42,8 +42,8 @@ async def test_every_due_job_is_purged_and_late_reports_leave_no_orphans(
     for i in range(1200):  # more than one page
         seed_job(redis_client, f"old{i}", state="done", counts={"delivered": 1}, created_at=now - 5)
     async with runtime(settings) as rt:
-        assert (await reconcile.sweep_retention(rt, clock=at(now, 0)))["finished"] == 1200
-        assert (await reconcile.sweep_retention(rt, clock=at(now, 150)))["purged"] == 1200
+        assert (await retention.sweep_retention(rt, clock=at(now, 0)))["finished"] == 1200
+        assert (await retention.sweep_retention(rt, clock=at(now, 150)))["purged"] == 1200
     assert (
         redis_client.zcard(KEYS.jobs) == 0
         and redis_client.hlen(KEYS.message_index("intis-sandbox")) == 0
@@ -83,8 +83,8 @@ async def test_old_incoming_messages_and_dead_letters_are_trimmed(
 ) -> None:
     from datetime import UTC, datetime
 
-    from worker.inbound import Inbound
     from worker.providers.base import IncomingMessage
+    from worker.tracking.inbound import Inbound
 
     settings = make_settings(redis_url, None, scheduler={"retention": 100, "horizon": 1000})
     now = time.time()
@@ -101,7 +101,7 @@ async def test_old_incoming_messages_and_dead_letters_are_trimmed(
     redis_client.hset(KEYS.dead_letters, mapping={"a": "{}", "b": "{}"})
     redis_client.zadd(KEYS.dead_letter_index, {"a": now - 500, "b": now - 5})
     async with runtime(settings) as rt:
-        result = await reconcile.sweep_retention(rt, clock=at(now, 0))
+        result = await retention.sweep_retention(rt, clock=at(now, 0))
     assert (result["incoming"], result["dead_letters"]) == (1, 1)
     assert redis_client.hkeys("smsq:mo:intis-sandbox") == [b"2"]
     assert redis_client.hkeys(KEYS.dead_letters) == [b"b"]

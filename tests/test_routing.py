@@ -18,9 +18,9 @@ from prometheus_client import REGISTRY
 from producers.cli import format_status
 from producers.client import JobStatus, SmsqClient
 from tests.conftest import SandboxThread, sandbox_settings
-from worker.config import ConfigError, PriceOverride, parse_settings
-from worker.routing import MCC_REGIONS, PriceBook, decide, price_book, stored_prices
-from worker.scheduler import Scheduler, build_tasks
+from worker.core.config import ConfigError, PriceOverride, parse_settings
+from worker.pipeline.routing import MCC_REGIONS, PriceBook, decide, price_book, stored_prices
+from worker.tracking.scheduler import Scheduler, build_tasks
 
 ROUTE = ("intis-sandbox", "smsc-sandbox")
 

@@ -22,10 +22,10 @@ import redis
 from producers.client import SmsqClient
 from tests.conftest import SandboxThread
 from tests.test_reconcile import make_settings
-from worker import metrics
+from worker.core import metrics
+from worker.devtools.sandboxes import sandbox_account
 from worker.providers.sandbox_kit import OutcomeMix
-from worker.sandboxes import sandbox_account
-from worker.scheduler import Scheduler
+from worker.tracking.scheduler import Scheduler
 
 FAST = {"lease_seconds": 1.0, "tick_seconds": 0.05, "reconcile_interval": 0.1}
 QUIET = {"history_interval": 0.2, "incoming_interval": 0.2, "balance_interval": 0.5}
@@ -36,7 +36,7 @@ def queued(client: redis.Redis) -> list[tuple[str, tuple[Any, ...]]]:
     bodies = [json.loads(v) for v in client.hvals("dramatiq:smsq-reconcile.msgs")]
     out = []
     for b in bodies:
-        (run,) = b["args"]  # one versioned dict (worker/messages.py)
+        (run,) = b["args"]  # one versioned dict (worker/core/messages.py)
         out.append((b["actor_name"], (run["account"], run["slot"])))
     return out
 
@@ -160,7 +160,7 @@ balance_interval = 3600
     )
     env = {**os.environ, "SMSQ_CONFIG": str(config)}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "worker.cli", "scheduler", "--metrics-port", "0"],
+        [sys.executable, "-m", "worker.entry.cli", "scheduler", "--metrics-port", "0"],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -363,7 +363,7 @@ def test_smsc_caps_hold_while_status_history_and_incoming_are_polled(
 async def test_a_run_lease_renews_itself_while_held(redis_url: str) -> None:
     import redis.asyncio as aredis
 
-    from worker.lease import AsyncLease
+    from worker.state.lease import AsyncLease
 
     client = aredis.Redis.from_url(redis_url)
     lease = AsyncLease(client, "smsq:lock:test", 0.3)

@@ -10,7 +10,7 @@ import redis.asyncio as aredis
 
 from producers.status import Status
 from worker.providers.base import StatusReport
-from worker.status_apply import StatusApplier, canonical_id
+from worker.state.status_apply import StatusApplier, canonical_id
 
 
 def seed(client: redis.Redis, job: str, phones_ids: dict[str, str], account: str = "acct") -> None:

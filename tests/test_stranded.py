@@ -15,10 +15,10 @@ from producers.client import SmsqClient
 from producers.wire import NAMESPACE
 from tests.chaos.harness import numbers, outcome, progress, set_faults, wait_dispatched
 from tests.conftest import SandboxThread, WorkerHarness, sandbox_settings
-from worker.actors import create_app
-from worker.redis_server import RedisServer
-from worker.runtime import Runtime
-from worker.stranded import sweep_stranded
+from worker.core.runtime import Runtime
+from worker.devtools.redis_server import RedisServer
+from worker.entry.actors import create_app
+from worker.recovery.stranded import sweep_stranded
 
 
 @pytest.fixture

@@ -30,8 +30,8 @@ from aiohttp import web
 
 from producers.client import SmsqClient
 from tests.conftest import SandboxThread, sandbox_settings
-from worker.config import Settings, WebSettings, parse_settings
-from worker.web import AccessLogger, create_web_app
+from worker.core.config import Settings, WebSettings, parse_settings
+from worker.entry.web import AccessLogger, create_web_app
 
 TOKENS = ("intake-token-one", "intake-token-two")
 HOOK_SECRET = "hook-secret-0123456789"
@@ -405,7 +405,7 @@ intake_tokens = [{{ env = "WEB_TEST_TOKEN" }}]
     port = closed_port()
     url = f"http://127.0.0.1:{port}"
     process = subprocess.Popen(
-        [sys.executable, "-m", "worker.cli", "web", "--port", str(port)],
+        [sys.executable, "-m", "worker.entry.cli", "web", "--port", str(port)],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,

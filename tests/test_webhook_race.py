@@ -10,7 +10,7 @@ import redis
 
 from tests.conftest import SandboxThread, sandbox_settings
 from worker.providers.base import InboundRequest
-from worker.webhooks import encode_push, inbox_key, new_push_id, queue_push
+from worker.pushes.apply import encode_push, inbox_key, new_push_id, queue_push
 
 
 def test_an_early_report_is_applied_when_its_message_is_recorded(

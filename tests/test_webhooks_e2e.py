@@ -30,13 +30,13 @@ from tests.test_web import (
     wait_until,
     with_webhook_secrets,
 )
-from worker.actors import create_app
-from worker.config import Settings
+from worker.core.config import Settings
+from worker.devtools.sandboxes import sandbox_account
+from worker.entry.actors import create_app
 from worker.providers.intellisoftware.sandbox import sandbox_of as is_sandbox_of
 from worker.providers.intis.sandbox import INTIS_KEY
 from worker.providers.sandbox_kit import OutcomeMix
 from worker.providers.smsc.sandbox import sandbox_of as smsc_sandbox_of
-from worker.sandboxes import sandbox_account
 
 SMSC_SECRET = "smsc-hook_secret-1"
 IS_SECRET = "is-hook-secret-2"

@@ -20,7 +20,7 @@ from producers.status import FINAL_STATUSES
 from tests.conftest import SandboxThread
 from tests.test_dispatch import _set_faults
 from tests.test_providers_bulk import accepted_phones
-from worker.sandboxes import sandbox_account
+from worker.devtools.sandboxes import sandbox_account
 
 FINAL = {s.value for s in FINAL_STATUSES}
 SETTLED = FINAL | {"submitted", "unknown"}  # dispatched: nothing left for a worker to do
@@ -161,7 +161,7 @@ def start_worker(env: dict[str, str], processes: int, threads: int = 4) -> subpr
         [
             sys.executable,
             "-m",
-            "worker.cli",
+            "worker.entry.cli",
             "worker",
             "--processes",
             str(processes),

@@ -14,7 +14,7 @@ from pathlib import Path
 import redis
 
 from producers import redis_conn
-from worker.redis_server import find_redis_server, free_port
+from worker.devtools.redis_server import find_redis_server, free_port
 
 MASTER = "smsq"
 

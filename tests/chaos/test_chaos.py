@@ -51,7 +51,7 @@ from tests.chaos.harness import (
     write_config,
 )
 from tests.conftest import SandboxThread
-from worker.redis_server import RedisServer
+from worker.devtools.redis_server import RedisServer
 
 RUNS = int(os.environ.get("SMSQ_CHAOS_RUNS", "1"))
 RECIPIENTS = int(os.environ.get("SMSQ_CHAOS_RECIPIENTS", "2000"))
@@ -98,7 +98,7 @@ class Lab:
         self.client = SmsqClient(self.redis.url)
         self.groups: list[subprocess.Popen[bytes]] = []
         self.scheduler = subprocess.Popen(
-            [sys.executable, "-m", "worker.cli", "scheduler"],
+            [sys.executable, "-m", "worker.entry.cli", "scheduler"],
             env=self.env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

@@ -31,11 +31,11 @@ from hypothesis import strategies as st
 
 from tests.conftest import SandboxThread, WorkerHarness, sandbox_settings
 from tests.test_web import TOKENS, LoopThread, WebServer, http, with_webhook_secrets
-from worker.actors import create_app
-from worker.config import WebSettings, parse_settings
+from worker.core.config import WebSettings, parse_settings
+from worker.devtools.redis_server import RedisServer
+from worker.entry.actors import create_app
 from worker.providers import known_kinds, provider_spec
 from worker.providers.base import ProviderError, SendRequest
-from worker.redis_server import RedisServer
 
 EXAMPLES = int(
     os.environ.get("SMSQ_FUZZ_EXAMPLES")

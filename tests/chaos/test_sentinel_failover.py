@@ -27,8 +27,8 @@ from tests.chaos.harness import numbers, outcome, progress, set_faults, wait_dis
 from tests.chaos.sentinel import MASTER, SentinelCluster, sentinel_available
 from tests.conftest import SandboxThread, sandbox_settings
 from tests.test_web import LoopThread, WebServer, http
-from worker.config import WorkerSettings
-from worker.scheduler import Scheduler
+from worker.core.config import WorkerSettings
+from worker.tracking.scheduler import Scheduler
 
 LONG = os.environ.get("SMSQ_CHAOS_LONG") == "1"
 RECIPIENTS = 6000 if LONG else 1500

@@ -40,7 +40,7 @@ from aiohttp.tracing import Trace
 from producers.errors import PushError, SmsqError
 from producers.segments import count_segments
 from producers.status import Status
-from worker import metrics
+from worker.core import metrics
 
 MAX_RETRY_AFTER = 3600.0  # a provider's Retry-After is honoured up to an hour
 

@@ -1,0 +1,91 @@
+"""The state of one chunk, so a redelivered chunk is never sent twice nor wrongly given up.
+
+Values of ``<prefix>:chunk:<job>:<index>``:
+
+- ``claimed:<account>:<token>`` — a delivery owns the chunk; nothing has left for
+  the provider. A redelivery that finds it takes it over and sends.
+- ``sending:<account>:<token>`` — set just before the request. A redelivery that
+  finds it cannot know whether the provider took the request: the recipients
+  become ``unknown`` and reconciliation settles them. A failure the provider
+  answered (or a connection that never opened) sets it back to ``claimed``.
+- ``done`` — the outcomes are recorded (by ``record_chunk.lua``, which ignores a
+  second recording).
+- ``cancelled`` — the producer cancelled the job before any chunk was claimed
+  (``SmsqClient.cancel``); a delivery that finds it acknowledges without sending.
+
+Every transition after the claim is compare-and-set on the owner's token.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+
+import redis.asyncio as aredis
+
+from worker.state.limiter import Mark
+from worker.state.store import CHUNK_STATE_TTL
+
+_CAS = """
+local v = redis.call("GET", KEYS[1])
+if not v then return 0 end
+if string.match(v, ":([^:]+)$") ~= ARGV[1] then return 0 end
+if ARGV[2] == "" then redis.call("DEL", KEYS[1]) else redis.call("SET", KEYS[1], ARGV[2], "EX", ARGV[3]) end
+return 1
+"""
+
+
+# A chunk cancelled or recorded since it was read is not taken over.
+_TAKE_OVER = """
+local v = redis.call("GET", KEYS[1])
+if v == "cancelled" or v == "done" then return 0 end
+redis.call("SET", KEYS[1], ARGV[1], "EX", ARGV[2])
+return 1
+"""
+
+
+def parse(value: str) -> tuple[str, str | None, str | None]:
+    """(state, account, token) of a stored value (``<state>:<account>:<token>`` or ``done``)."""
+    if value == "done":
+        return "done", None, None
+    state, _, rest = value.partition(":")
+    account, _, token = rest.rpartition(":")
+    return state, account or None, token or None
+
+
+@dataclass
+class ChunkOwner:
+    """This delivery's hold on a chunk."""
+
+    client: aredis.Redis
+    key: str
+    token: str = field(default_factory=lambda: uuid.uuid4().hex)
+    maybe_sent: bool = False  # a request of this delivery may have reached the provider
+    account: str | None = None  # the account of its last move to sending
+
+    def value(self, state: str, account: str) -> str:
+        return f"{state}:{account}:{self.token}"
+
+    async def _cas(self, new_value: str) -> bool:
+        script = self.client.register_script(_CAS)
+        return bool(await script(keys=[self.key], args=[self.token, new_value, CHUNK_STATE_TTL]))
+
+    async def take_over(self, account: str) -> bool:
+        """Own a chunk found ``claimed`` by a delivery that never sent it; False when it was
+        cancelled or recorded since it was read (it was released and then cancelled, say)."""
+        script = self.client.register_script(_TAKE_OVER)
+        value = self.value("claimed", account)
+        return bool(await script(keys=[self.key], args=[value, CHUNK_STATE_TTL]))
+
+    def sending_mark(self, account: str) -> Mark:
+        """The move to ``sending``, for the rate limiter to make with its grant."""
+        self.account = account
+        return Mark(self.key, self.token, self.value("sending", account), CHUNK_STATE_TTL)
+
+    async def not_sent(self, account: str) -> None:
+        """The request did not reach the provider (or it refused it): back to claimed."""
+        await self._cas(self.value("claimed", account))
+
+    async def release(self) -> None:
+        """Give the chunk up before sending (it is rescheduled)."""
+        await self._cas("")

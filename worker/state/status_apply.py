@@ -1,0 +1,144 @@
+"""The one code path that applies a status from any source (poll, history, webhook).
+
+Rules, enforced atomically by ``apply_status.lua`` in one round trip per batch:
+
+- a recipient moves only forward: queued < unknown < submitted < final, and
+  among finals ``delivered`` outranks the others (a late delivery report
+  upgrades an ``expired``; nothing downgrades a ``delivered``);
+- a report that changes nothing (a provider's retry, an older or weaker
+  status, a late out-of-order report) changes nothing and emits no event;
+- every applied change appends exactly one event to ``<prefix>:events``;
+- a final status takes the message out of the awaiting set, so it is not
+  polled again.
+
+Provider ids are matched in a canonical form (see :func:`canonical_id`).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from typing import Protocol
+
+import redis.asyncio as aredis
+
+from producers.keys import EVENTS_MAXLEN
+from producers.status import FINAL_STATUSES, Status
+from worker.core import metrics
+from worker.providers.base import StatusReport
+
+
+def canonical_id(provider_message_id: str) -> str:
+    """Ids compared across formats: whitespace trimmed; numeric ids without leading zeros."""
+    pid = provider_message_id.strip()
+    if pid.isdigit():
+        return pid.lstrip("0") or "0"
+    return pid
+
+
+@dataclass(frozen=True)
+class Applied:
+    applied: int
+    unchanged: int
+    unmatched: int
+    resent: int = 0  # of the applied: queued for a second chance instead of final
+
+
+class ResendHook(Protocol):
+    """Second-chance resend, as the status paths need it (``worker.pipeline.resend.Resender``)."""
+
+    otp_max_age: float
+
+    def candidate(
+        self,
+        account: str,
+        status: Status,
+        raw_status: str,
+        raw_error: str,
+        *,
+        at_send: bool = False,
+    ) -> bool:
+        """Whether the provider's codes call this failure provider-side (``at_send``: a
+        refusal of the send itself, ``raw_status`` its error code)."""
+        ...
+
+    async def enqueue_due(self) -> int:
+        """Turn the recipients queued for a second chance into dispatch messages."""
+        ...
+
+
+def lua_script(name: str) -> str:
+    """A Lua script of the worker package, with the shared second-chance function before it."""
+    folder = resources.files("worker.state").joinpath("scripts")
+    shared = folder.joinpath("resend.lua").read_text(encoding="utf-8")
+    return shared + "\n" + folder.joinpath(name).read_text(encoding="utf-8")
+
+
+class StatusApplier:
+    def __init__(
+        self,
+        client: aredis.Redis,
+        prefix: str,
+        events_maxlen: int = EVENTS_MAXLEN,
+        *,
+        resender: ResendHook | None = None,
+        kinds: Mapping[str, str] | None = None,
+    ) -> None:
+        """``kinds``: account -> provider kind, for the metrics' ``provider`` label."""
+        self._kinds = dict(kinds or {})
+        self._prefix = prefix
+        self._maxlen = events_maxlen
+        self._resender = resender
+        self._script = client.register_script(lua_script("apply_status.lua"))
+
+    async def apply(self, account: str, reports: Sequence[StatusReport], source: str) -> Applied:
+        if not reports:
+            return Applied(0, 0, 0)
+        resender = self._resender
+        otp_max_age = resender.otp_max_age if resender is not None else 0.0
+        args: list[str | int | float] = [
+            self._prefix,
+            account,
+            f"{time.time():.3f}",
+            self._maxlen,
+            f"{otp_max_age:.3f}",
+        ]
+        for r in reports:
+            at = r.at.timestamp() if r.at is not None else time.time()
+            extra = json.dumps(dict(r.extra), default=str, separators=(",", ":")) if r.extra else ""
+            args += [
+                canonical_id(r.provider_message_id),
+                r.status.value,
+                r.raw_status,
+                r.raw_error or "",
+                f"{at:.3f}",
+                source,
+                extra,
+                "1"
+                if resender is not None
+                and r.status in FINAL_STATUSES
+                and r.status is not Status.DELIVERED
+                and resender.candidate(account, r.status, r.raw_status, r.raw_error or "")
+                else "",
+            ]
+        applied, unchanged, unmatched, resent, finals = await self._script(keys=[], args=args)
+        result = Applied(int(applied), int(unchanged), int(unmatched), int(resent))
+        if result.resent and resender is not None:
+            await resender.enqueue_due()
+        metrics.STATUS_REPORTS.labels(source, "applied").inc(result.applied)
+        metrics.STATUS_REPORTS.labels(source, "unchanged").inc(result.unchanged)
+        metrics.STATUS_REPORTS.labels(source, "unmatched").inc(result.unmatched)
+        metrics.EVENTS_PUBLISHED.labels("status").inc(result.applied)
+        provider = self._kinds.get(account, "unknown")
+        tally: dict[str, int] = {}
+        for i in range(0, len(finals), 2):
+            status = finals[i].decode() if isinstance(finals[i], bytes) else str(finals[i])
+            tally[status] = tally.get(status, 0) + 1
+            since = finals[i + 1].decode() if isinstance(finals[i + 1], bytes) else finals[i + 1]
+            if since:
+                metrics.TIME_TO_FINAL.labels(provider).observe(max(0.0, float(since)))
+        metrics.count_finals(provider, account, tally)
+        return result
