@@ -50,11 +50,11 @@ def test_branches() -> None:
     from producers.contract import JobRejected
     from worker.core.config import ConfigError
     from worker.pipeline.dispatch import LostClaim, Reschedule
-    from worker.providers.base import ErrorClass, ProviderError, WebhookRejected
+    from worker.providers.base import ErrorClass, ProviderError, PushRejected
 
     assert issubclass(JobRejected, InputError) and issubclass(JobRejected, ValueError)
     assert issubclass(ConfigError, SmsqError) and issubclass(ConfigError, ValueError)
-    assert issubclass(WebhookRejected, PushError)
+    assert issubclass(PushRejected, PushError)
     assert issubclass(Reschedule, DispatchInterrupted) and issubclass(
         LostClaim, DispatchInterrupted
     )

@@ -43,7 +43,7 @@ from worker.providers.intellisoftware.codes import (
     gateway_id_of,
     message_key,
 )
-from worker.providers.intellisoftware.receivers import parse_status_report
+from worker.providers.intellisoftware.push_formats import parse_status_report
 from worker.providers.intellisoftware.sandbox import (
     DEFAULT_PASSWORD,
     DEFAULT_USERNAME,

@@ -43,7 +43,7 @@ from worker.providers.intis.adapter import (
     parse_templates,
     parse_timestamp,
 )
-from worker.providers.intis.receivers import parse_delivery_report
+from worker.providers.intis.push_formats import parse_delivery_report
 from worker.providers.intis.sandbox import DEFAULT_API_KEY, INTIS_KEY
 from worker.providers.sandbox_kit import Fault, OutcomeMix, RunningSandbox, SandboxState, serve
 

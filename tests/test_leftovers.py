@@ -8,7 +8,7 @@ from pathlib import Path
 
 from producers.keys import Keys
 from worker.pipeline.chunk_state import parse
-from worker.providers.intellisoftware import receivers
+from worker.providers.intellisoftware import push_formats
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -41,6 +41,6 @@ def test_no_inflight_chunk_state_or_wording() -> None:
                 assert not re.search(r"(``|`)inflight(``|`)", path.read_text()), path
 
 
-def test_push_verification_lives_in_webhook_auth_only() -> None:
-    assert not hasattr(receivers, "verify_shared_secret")
-    assert not hasattr(receivers, "verify_source_ip")
+def test_push_verification_lives_in_push_auth_only() -> None:
+    assert not hasattr(push_formats, "verify_shared_secret")
+    assert not hasattr(push_formats, "verify_source_ip")

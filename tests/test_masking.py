@@ -145,14 +145,14 @@ def test_smsc_signature_is_dropped_and_the_push_still_applies() -> None:
         received_at=time.time(),
     )
     spec = provider_spec("smsc")
-    spec.verify_webhook(account, request)  # genuine
+    spec.verify_push(account, request)  # genuine
     entry = webhooks.encode_push(account, request)
     assert SECRET not in entry and signature not in entry
     stored = webhooks.decode_push(entry).request
     assert "md5" not in stored.query
     fields = dict(parse_qsl(stored.body.decode("ascii"), encoding="latin-1"))
     assert "md5" not in fields and fields["phone"] == "79999999999"
-    content = spec.parse_webhook(account, stored)
+    content = spec.parse_push(account, stored)
     [report] = content.reports
     assert report.provider_message_id == "14:79999999999"
     assert base64.b64encode(stored.body).decode() in entry

@@ -1,4 +1,4 @@
-"""Each provider's ``verify_webhook`` / ``parse_webhook`` on the documented push examples:
+"""Each provider's ``verify_push`` / ``parse_push`` on the documented push examples:
 what is accepted, what is refused (forged signature, wrong key, wrong source, no
 authentication configured), and what a push becomes (reports, incoming, HLR, events)."""
 
@@ -18,9 +18,9 @@ from worker.providers import known_kinds, provider_spec
 from worker.providers.base import (
     AccountConfig,
     InboundRequest,
-    WebhookAnswer,
-    WebhookContent,
-    WebhookRejected,
+    PushAnswer,
+    PushContent,
+    PushRejected,
 )
 from worker.providers.intellisoftware.codes import gateway_id_of, message_key
 from worker.providers.smsc.adapter import make_message_id
@@ -50,17 +50,17 @@ def request(
     return InboundRequest(method, "", query or {}, content_type, body, remote, time.time())
 
 
-def refused(kind: str, acc: AccountConfig, req: InboundRequest) -> WebhookRejected:
-    with pytest.raises(WebhookRejected) as info:
-        provider_spec(kind).verify_webhook(acc, req)
+def refused(kind: str, acc: AccountConfig, req: InboundRequest) -> PushRejected:
+    with pytest.raises(PushRejected) as info:
+        provider_spec(kind).verify_push(acc, req)
     return info.value
 
 
-def accepted(kind: str, acc: AccountConfig, req: InboundRequest) -> WebhookContent:
-    answer = provider_spec(kind).verify_webhook(acc, req)
-    assert answer == WebhookAnswer(200, "OK", "text/plain")
-    content = provider_spec(kind).parse_webhook(acc, req)
-    assert isinstance(content, WebhookContent)
+def accepted(kind: str, acc: AccountConfig, req: InboundRequest) -> PushContent:
+    answer = provider_spec(kind).verify_push(acc, req)
+    assert answer == PushAnswer(200, "OK", "text/plain")
+    content = provider_spec(kind).parse_push(acc, req)
+    assert isinstance(content, PushContent)
     return content
 
 
@@ -70,7 +70,7 @@ def accepted(kind: str, acc: AccountConfig, req: InboundRequest) -> WebhookConte
 @pytest.mark.parametrize("kind", known_kinds())
 def test_every_provider_exports_the_webhook_functions(kind: str) -> None:
     module = provider_spec(kind)
-    assert callable(module.verify_webhook) and callable(module.parse_webhook)
+    assert callable(module.verify_push) and callable(module.parse_push)
 
 
 @pytest.mark.parametrize("kind", known_kinds())
@@ -247,9 +247,9 @@ def test_smsc_ip_allow_list_alone_and_with_signature() -> None:
 def test_smsc_unparseable_push_raises_value_error() -> None:
     acc = account("smsc", secret="", webhook_ips=["127.0.0.1"])
     req = request(urlencode({"id": "14"}).encode(), remote="127.0.0.1")  # no phone, no status
-    provider_spec("smsc").verify_webhook(acc, req)
+    provider_spec("smsc").verify_push(acc, req)
     with pytest.raises(ValueError, match="lacks"):
-        provider_spec("smsc").parse_webhook(acc, req)
+        provider_spec("smsc").parse_push(acc, req)
 
 
 # --------------------------------------------------------------------------- IntelliSoftware
@@ -369,9 +369,9 @@ def test_intellisoftware_ip_allow_list() -> None:
 
 def test_intellisoftware_unrecognised_push_raises_value_error() -> None:
     req = is_request({"hello": "world"})
-    provider_spec("intellisoftware").verify_webhook(account("intellisoftware"), req)
+    provider_spec("intellisoftware").verify_push(account("intellisoftware"), req)
     with pytest.raises(ValueError, match="not a recognised"):
-        provider_spec("intellisoftware").parse_webhook(account("intellisoftware"), req)
+        provider_spec("intellisoftware").parse_push(account("intellisoftware"), req)
 
 
 # --------------------------------------------------------------------------- Intis
@@ -437,9 +437,9 @@ def test_intis_ip_allow_list() -> None:
 
 def test_intis_malformed_report_raises_value_error() -> None:
     req = intis_request(dict(INTIS_REPORT, state="42"))
-    provider_spec("intis").verify_webhook(account("intis"), req)
+    provider_spec("intis").verify_push(account("intis"), req)
     with pytest.raises(ValueError, match="state"):
-        provider_spec("intis").parse_webhook(account("intis"), req)
+        provider_spec("intis").parse_push(account("intis"), req)
 
 
 def test_smsc_signature_algorithm_is_pinned_per_account() -> None:

@@ -20,7 +20,7 @@ from aiohttp import web
 from producers.status import Status
 from worker.providers.sandbox_kit import OutcomeMix, RunningSandbox, SandboxState, serve
 from worker.providers.smsc.adapter import SmscAdapter
-from worker.providers.smsc.callbacks import (
+from worker.providers.smsc.push_formats import (
     CallbackError,
     CallConfirmation,
     FlagInfo,

@@ -3,10 +3,10 @@
 Routes:
 
 - ``/hooks/{account}`` and ``/hooks/{account}/{tail}``, any method: a provider's push.
-  The account's provider module verifies it (``verify_webhook``); the raw request is then
+  The account's provider module verifies it (``verify_push``); the raw request is then
   stored in ``<prefix>:inbox`` and the ``apply_webhook`` message enqueued on
   ``smsq-webhooks`` in one MULTI/EXEC, and only then is the provider answered (its
-  ``WebhookAnswer``). Nothing is parsed or applied here: the worker does that. Unknown
+  ``PushAnswer``). Nothing is parsed or applied here: the worker does that. Unknown
   account: 404 (our URL is wrong, logged); refused: the provider module's status (403
   bad signature / key / source, ...); body over ``[web] max_body_bytes``: 413; Redis
   unreachable: 503, so the provider retries.
@@ -51,8 +51,8 @@ from producers.keys import Keys
 from producers.wire import INTAKE_ACTOR, build_message, intake_queue, mark_pending, write_message
 from worker.core import logs, metrics
 from worker.core.config import ConfigError, Settings, load_settings
-from worker.providers import provider_spec, webhook_auth
-from worker.providers.base import InboundRequest, WebhookAnswer, WebhookRejected
+from worker.providers import provider_spec, push_auth
+from worker.providers.base import InboundRequest, PushAnswer, PushRejected
 from worker.pushes import apply as webhooks
 
 log = logging.getLogger("smsq.web")
@@ -179,8 +179,8 @@ async def hook(request: web.Request) -> web.StreamResponse:
     )
     module = provider_spec(account.kind)
     try:
-        answer: WebhookAnswer = module.verify_webhook(account, inbound)
-    except WebhookRejected as exc:
+        answer: PushAnswer = module.verify_push(account, inbound)
+    except PushRejected as exc:
         log.warning("push to %s refused (%d): %s", name, exc.status, exc.reason)
         metrics.PUSHES_RECEIVED.labels(account.kind, name, "rejected").inc()
         return web.Response(status=exc.status, text=exc.reason)
@@ -453,7 +453,7 @@ def main(host: str | None = None, port: int | None = None, settings: Settings | 
     open_accounts = [
         name
         for name, acc in settings.accounts.items()
-        if not acc.webhook_secret and not webhook_auth.listed_ips(acc)
+        if not acc.webhook_secret and not push_auth.listed_ips(acc)
     ]
     if open_accounts:
         log.warning(

@@ -325,7 +325,7 @@ class InboundRequest:
 
 
 @dataclass(frozen=True)
-class WebhookAnswer:
+class PushAnswer:
     """What the provider expects to hear once its push is safely stored."""
 
     status: int = 200
@@ -334,7 +334,7 @@ class WebhookAnswer:
 
 
 @dataclass(frozen=True)
-class WebhookContent:
+class PushContent:
     """What a push carried, parsed."""
 
     reports: list[StatusReport] = field(default_factory=list)
@@ -343,7 +343,7 @@ class WebhookContent:
     events: list[Mapping[str, str]] = field(default_factory=list)  # anything else, for the stream
 
 
-class WebhookRejected(PushError):
+class PushRejected(PushError):
     """A push that failed verification (bad signature, unknown source) or cannot be read."""
 
     def __init__(self, status: int, reason: str) -> None:
@@ -355,11 +355,11 @@ class WebhookRejected(PushError):
 class WebhookHandler(Protocol):
     """Module-level functions a provider package exposes for its pushes."""
 
-    def verify_webhook(self, account: AccountConfig, request: InboundRequest) -> WebhookAnswer:
-        """Check what can be checked before the push is stored; raise WebhookRejected otherwise."""
+    def verify_push(self, account: AccountConfig, request: InboundRequest) -> PushAnswer:
+        """Check what can be checked before the push is stored; raise PushRejected otherwise."""
         ...
 
-    def parse_webhook(self, account: AccountConfig, request: InboundRequest) -> WebhookContent:
+    def parse_push(self, account: AccountConfig, request: InboundRequest) -> PushContent:
         """Parse a stored push (called later, by an actor)."""
         ...
 
@@ -521,10 +521,10 @@ class ProviderSpec:
     kind: str
     adapter: Callable[[AccountConfig, aiohttp.ClientSession], ProviderAdapter]
     options: type[ProviderOptions]
-    verify_webhook: Callable[[AccountConfig, InboundRequest], WebhookAnswer]
-    parse_webhook: Callable[[AccountConfig, InboundRequest], WebhookContent]
+    verify_push: Callable[[AccountConfig, InboundRequest], PushAnswer]
+    parse_push: Callable[[AccountConfig, InboundRequest], PushContent]
     # parameters of a push (query or form body) that carry a secret or a signature made
-    # with one: checked by verify_webhook, never stored (parse_webhook does without them)
+    # with one: checked by verify_push, never stored (parse_push does without them)
     push_secret_params: frozenset[str] = frozenset()
     default_limits: Mapping[str, Sequence[tuple[int, float]]] = field(default_factory=dict)
     default_max_in_flight: int = 0

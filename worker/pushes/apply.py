@@ -1,12 +1,12 @@
 """Provider pushes: the stored-push format and the actor that applies a stored push.
 
-Receipt is in worker/entry/web.py: a push is verified by its provider's ``verify_webhook``,
+Receipt is in worker/entry/web.py: a push is verified by its provider's ``verify_push``,
 then stored raw in the hash ``<prefix>:inbox`` (id -> JSON, body in base64) and the
 ``apply_webhook(id)`` message is enqueued on ``smsq-webhooks``, both in one MULTI/EXEC
 (:func:`queue_push`), and only then does the provider hear its answer.
 
 ``apply_webhook`` loads the entry (a missing one was applied already), has the provider's
-``parse_webhook`` read it, and applies what it carried through the one path for each:
+``parse_push`` read it, and applies what it carried through the one path for each:
 statuses through :class:`~worker.state.status_apply.StatusApplier` (monotonic, one event per
 change, none for a duplicate), incoming messages and HLR results through
 :class:`~worker.tracking.inbound.Inbound` (stored once per id). Other events are appended to the
@@ -43,7 +43,7 @@ from worker.core.messages import PushApply, push_args
 from worker.core.runtime import Runtime
 from worker.pipeline.resend import Resender
 from worker.providers import provider_spec
-from worker.providers.base import AccountConfig, InboundRequest, WebhookContent
+from worker.providers.base import AccountConfig, InboundRequest, PushContent
 from worker.state import store
 from worker.state.status_apply import StatusApplier
 from worker.tracking.inbound import Inbound
@@ -200,9 +200,9 @@ class WebhookApplier:
                 raise ValueError(f"account {push.account!r} is no longer configured")
             if account.kind != push.kind:
                 raise ValueError(f"account {push.account!r} is now of kind {account.kind!r}")
-            content = provider_spec(account.kind).parse_webhook(account, push.request)
-            if not isinstance(content, WebhookContent):
-                raise TypeError(f"parse_webhook returned {type(content).__name__}")
+            content = provider_spec(account.kind).parse_push(account, push.request)
+            if not isinstance(content, PushContent):
+                raise TypeError(f"parse_push returned {type(content).__name__}")
             where = _unwritable_text(content)
             if where is not None:
                 raise ValueError(f"the push carries text that is not valid Unicode ({where})")
@@ -282,7 +282,7 @@ class WebhookApplier:
         log.warning("push %s dead-lettered (%s): %s", push_id, dl_id, reason[:300])
 
 
-def _unwritable_text(content: WebhookContent) -> str | None:
+def _unwritable_text(content: PushContent) -> str | None:
     """Where a parsed push holds a string Redis cannot store (an unpaired surrogate from a
     JSON escape such as ``"\\ud800"``), or None."""
     stack: list[Any] = [content]

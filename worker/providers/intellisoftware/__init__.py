@@ -10,13 +10,13 @@ from worker.providers.base import MessageLimits, ProviderSpec
 from worker.providers.intellisoftware.adapter import IntelliSoftwareAdapter
 from worker.providers.intellisoftware.codes import failure_side
 from worker.providers.intellisoftware.options import IntelliSoftwareOptions
+from worker.providers.intellisoftware.pushes import parse_push, verify_push
 from worker.providers.intellisoftware.sandbox import (
     DEFAULT_PASSWORD,
     DEFAULT_USERNAME,
     create_sandbox,
 )
-from worker.providers.intellisoftware.webhooks import parse_webhook, verify_webhook
-from worker.providers.webhook_auth import KEY_PARAM
+from worker.providers.push_auth import KEY_PARAM
 
 # What the sandbox accepts by default (for configs that point at it).
 _SANDBOX_ACCOUNT = {"login": DEFAULT_USERNAME, "password": DEFAULT_PASSWORD}
@@ -43,8 +43,8 @@ SPEC = ProviderSpec(
     kind="intellisoftware",
     adapter=IntelliSoftwareAdapter,
     options=IntelliSoftwareOptions,
-    verify_webhook=verify_webhook,
-    parse_webhook=parse_webhook,
+    verify_push=verify_push,
+    parse_push=parse_push,
     push_secret_params=frozenset({KEY_PARAM}),
     default_limits=_DEFAULT_LIMITS,
     default_max_in_flight=_DEFAULT_MAX_IN_FLIGHT,

@@ -10,9 +10,9 @@ from worker.providers.base import MessageLimits, ProviderSpec
 from worker.providers.intis.adapter import IntisAdapter
 from worker.providers.intis.codes import failure_side
 from worker.providers.intis.options import IntisOptions
+from worker.providers.intis.pushes import parse_push, verify_push
 from worker.providers.intis.sandbox import DEFAULT_API_KEY, create_sandbox
-from worker.providers.intis.webhooks import parse_webhook, verify_webhook
-from worker.providers.webhook_auth import KEY_PARAM
+from worker.providers.push_auth import KEY_PARAM
 
 # What the sandbox accepts by default (for configs that point at it).
 _SANDBOX_ACCOUNT = {"login": "testuser", "api_key": DEFAULT_API_KEY, "sender": "smstest"}
@@ -37,8 +37,8 @@ SPEC = ProviderSpec(
     kind="intis",
     adapter=IntisAdapter,
     options=IntisOptions,
-    verify_webhook=verify_webhook,
-    parse_webhook=parse_webhook,
+    verify_push=verify_push,
+    parse_push=parse_push,
     push_secret_params=frozenset({KEY_PARAM}),
     default_limits=_DEFAULT_LIMITS,
     default_max_in_flight=_DEFAULT_MAX_IN_FLIGHT,

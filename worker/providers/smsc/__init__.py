@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from worker.providers.base import MessageLimits, ProviderSpec
 from worker.providers.smsc.adapter import SmscAdapter
-from worker.providers.smsc.callbacks import SIGNATURE_PARAMS
 from worker.providers.smsc.codes import failure_side
 from worker.providers.smsc.options import SmscOptions
+from worker.providers.smsc.push_formats import SIGNATURE_PARAMS
+from worker.providers.smsc.pushes import parse_push, verify_push
 from worker.providers.smsc.sandbox import DEFAULT_LOGIN, DEFAULT_PASSWORD, create_sandbox
-from worker.providers.smsc.webhooks import parse_webhook, verify_webhook
 
 # What the sandbox accepts by default (for configs that point at it).
 _SANDBOX_ACCOUNT = {"login": DEFAULT_LOGIN, "password": DEFAULT_PASSWORD, "sender": "SMSC.ru"}
@@ -62,8 +62,8 @@ SPEC = ProviderSpec(
     kind="smsc",
     adapter=SmscAdapter,
     options=SmscOptions,
-    verify_webhook=verify_webhook,
-    parse_webhook=parse_webhook,
+    verify_push=verify_push,
+    parse_push=parse_push,
     push_secret_params=frozenset(SIGNATURE_PARAMS),
     default_limits=_DEFAULT_LIMITS,
     default_max_in_flight=_DEFAULT_MAX_IN_FLIGHT,

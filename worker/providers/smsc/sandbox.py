@@ -74,7 +74,7 @@ from worker.providers.sandbox_kit import (
     make_app,
     request_params,
 )
-from worker.providers.smsc.callbacks import HandlerUrl, codec_for, split_handler_url
+from worker.providers.smsc.push_formats import HandlerUrl, codec_for, split_handler_url
 
 MOSCOW = timezone(timedelta(hours=3))  # SMSC's default zone for dates (no DST since 2014)
 

@@ -30,13 +30,13 @@ from worker.providers.intellisoftware.codes import (
     message_key,
     report_status,
 )
-from worker.providers.intellisoftware.receivers import (
+from worker.providers.intellisoftware.push_formats import (
     InboundMms,
     InboundSms,
     SubscriptionEvent,
     parse_inbound_mms,
     parse_inbound_sms,
-    parse_push,
+    parse_push_fields,
     parse_status_report,
     parse_subscription_event,
     parse_w3cdtf,
@@ -47,8 +47,8 @@ from worker.providers.intellisoftware.sandbox import (
     MmsContent,
     sandbox_of,
 )
+from worker.providers.push_auth import check_shared_secret, check_source, parse_networks
 from worker.providers.sandbox_kit import ADMIN_PREFIX, RunningSandbox, SandboxState, serve
-from worker.providers.webhook_auth import check_shared_secret, check_source, parse_networks
 
 BST = timezone(timedelta(hours=1))
 
@@ -105,7 +105,7 @@ def test_inbound_sms(sent: str, expected: datetime) -> None:
         sent=expected,
         raw=fields,
     )
-    assert parse_push(fields) == sms
+    assert parse_push_fields(fields) == sms
 
 
 @pytest.mark.parametrize(("code", "name"), sorted(NETWORK_CODES.items()))
@@ -177,7 +177,7 @@ def test_status_report(value: int, expected: tuple[str, Status]) -> None:
             "status_text": expected[0],
         },
     )
-    assert parse_push(fields) == report
+    assert parse_push_fields(fields) == report
 
 
 def test_status_report_matches_the_adapters_id_for_national_toaddr() -> None:
@@ -232,7 +232,7 @@ def test_inbound_mms() -> None:
         filelist=("file1.txt", "file2.gif"),
         raw=fields,
     )
-    assert parse_push(fields) == mms
+    assert parse_push_fields(fields) == mms
 
 
 def test_inbound_mms_type_1_is_a_text_message() -> None:
@@ -286,7 +286,7 @@ def test_subscription_event(action: SubscriptionAction, source: SubscriptionSour
         timestamp=DOC_DATES["2010-06-10T14:45:12+01:00"],
         raw=fields,
     )
-    assert parse_push(fields) == event
+    assert parse_push_fields(fields) == event
 
 
 def test_subscription_event_premium_list() -> None:
@@ -315,7 +315,7 @@ def test_subscription_event_bad_input(field: str, value: str) -> None:
 
 def test_parse_push_unrecognised() -> None:
     with pytest.raises(ValueError, match="not a recognised"):
-        parse_push({"hello": "world"})
+        parse_push_fields({"hello": "world"})
 
 
 # --- verification ------------------------------------------------------------------------------
@@ -367,7 +367,7 @@ class Receiver:
             check_shared_secret(request.query.get("key"), self.secret)
             check_source(request.remote, parse_networks(["127.0.0.0/8", "::1"]))
             form = await request.post()
-            self.pushes.append(parse_push({**request.query, **form, "key": ""}))
+            self.pushes.append(parse_push_fields({**request.query, **form, "key": ""}))
         except ValueError as exc:
             return web.Response(status=403, text=str(exc))
         return web.Response(text="ok")

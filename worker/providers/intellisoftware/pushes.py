@@ -3,7 +3,7 @@
 The gateway POSTs form fields for forwarded SMS, status reports, MMS notifications and
 subscription-list events (see :mod:`.receivers`), to the URLs set on the Forwarding tab
 of the account's Preferences. It signs nothing, so smsq authenticates a push as
-:mod:`worker.providers.webhook_auth` does for every provider:
+:mod:`worker.providers.push_auth` does for every provider:
 
 - a shared secret in the URL: configure ``https://<smsq web>/hooks/<account>?key=<secret>``
   and ``accounts.<account>.webhook_secret`` with the same secret (compared in constant
@@ -27,24 +27,24 @@ from worker.providers.base import (
     AccountConfig,
     InboundRequest,
     IncomingMessage,
+    PushAnswer,
+    PushContent,
     StatusReport,
-    WebhookAnswer,
-    WebhookContent,
 )
-from worker.providers.intellisoftware.receivers import (
+from worker.providers.intellisoftware.push_formats import (
     InboundMms,
     InboundSms,
     SubscriptionEvent,
-    parse_push,
+    parse_push_fields,
 )
-from worker.providers.webhook_auth import KEY_PARAM, verify_push
+from worker.providers.push_auth import KEY_PARAM, verify_push_request
 
-__all__ = ["KEY_PARAM", "parse_webhook", "push_fields", "verify_webhook"]
+__all__ = ["KEY_PARAM", "parse_push", "push_fields", "verify_push"]
 
 
-def verify_webhook(account: AccountConfig, request: InboundRequest) -> WebhookAnswer:
-    """Check the ``key`` query parameter and/or the source address; WebhookRejected(403) else."""
-    return verify_push(
+def verify_push(account: AccountConfig, request: InboundRequest) -> PushAnswer:
+    """Check the ``key`` query parameter and/or the source address; PushRejected(403) else."""
+    return verify_push_request(
         account, request, secret_use=f"and put it in the forwarding URL as ?{KEY_PARAM}=<secret>"
     )
 
@@ -130,7 +130,7 @@ def _subscription(push: SubscriptionEvent) -> Mapping[str, str]:
     return event
 
 
-def parse_webhook(account: AccountConfig, request: InboundRequest) -> WebhookContent:
+def parse_push(account: AccountConfig, request: InboundRequest) -> PushContent:
     """The content of a stored push (verified at receipt; not verified again here).
 
     Status report → :class:`StatusReport` whose id is the adapter's per-recipient
@@ -138,11 +138,11 @@ def parse_webhook(account: AccountConfig, request: InboundRequest) -> WebhookCon
     ``extra.kind = "mms"`` and its file list); subscription event → an event. Raises
     ValueError for a push that is none of these or is malformed.
     """
-    push = parse_push(push_fields(request))
+    push = parse_push_fields(push_fields(request))
     if isinstance(push, StatusReport):
-        return WebhookContent(reports=[push])
+        return PushContent(reports=[push])
     if isinstance(push, InboundSms):
-        return WebhookContent(incoming=[_sms(push)])
+        return PushContent(incoming=[_sms(push)])
     if isinstance(push, InboundMms):
-        return WebhookContent(incoming=[_mms(push)])
-    return WebhookContent(events=[_subscription(push)])
+        return PushContent(incoming=[_mms(push)])
+    return PushContent(events=[_subscription(push)])

@@ -12,7 +12,7 @@ IntelliSoftware signs nothing. Two ways to know a push is theirs:
   Preferences (e.g. ``https://smsq.example/hooks/intellisoftware?key=<secret>``);
 - the gateway's source addresses (addresses or CIDR networks).
 
-Both are checked by :mod:`worker.providers.webhook_auth` (see ``webhooks.py``).
+Both are checked by :mod:`worker.providers.push_auth` (see ``webhooks.py``).
 
 Malformed input raises ValueError naming the field (never echoing a number or secret).
 """
@@ -257,7 +257,7 @@ def parse_subscription_event(fields: Fields) -> SubscriptionEvent:
     )
 
 
-def parse_push(fields: Fields) -> Push:
+def parse_push_fields(fields: Fields) -> Push:
     """Any push, recognised by its fields (for one forwarding URL serving all kinds).
 
     ``sublistname`` -> subscription event; ``status`` with ``toaddr`` -> status report;

@@ -24,8 +24,8 @@ from worker.providers.base import (
     AccountConfig,
     InboundRequest,
     ProviderOptions,
-    WebhookAnswer,
-    WebhookRejected,
+    PushAnswer,
+    PushRejected,
 )
 
 __all__ = [
@@ -37,12 +37,12 @@ __all__ = [
     "check_shared_secret",
     "check_source",
     "parse_networks",
-    "verify_push",
+    "verify_push_request",
 ]
 
 KEY_PARAM = "key"  # the shared secret's query parameter
 IPS_OPTION = "webhook_ips"
-OK = WebhookAnswer(200, "OK", "text/plain")
+OK = PushAnswer(200, "OK", "text/plain")
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 SecretCheck = Callable[[str, InboundRequest], None]
@@ -90,32 +90,32 @@ def listed_ips(account: AccountConfig) -> list[str]:
 
 
 def allowed_networks(account: AccountConfig) -> list[Network]:
-    """The account's ``options.webhook_ips``; WebhookRejected(403) if an entry is no address."""
+    """The account's ``options.webhook_ips``; PushRejected(403) if an entry is no address."""
     try:
         return parse_networks(listed_ips(account))
     except ValueError as exc:
-        raise WebhookRejected(403, f"accounts.{account.name}.options.{IPS_OPTION}: {exc}") from None
+        raise PushRejected(403, f"accounts.{account.name}.options.{IPS_OPTION}: {exc}") from None
 
 
 def check_key(secret: str, request: InboundRequest) -> None:
-    """The default secret check: the ``key`` query parameter; WebhookRejected(403) else."""
+    """The default secret check: the ``key`` query parameter; PushRejected(403) else."""
     provided = request.query.get(KEY_PARAM)
     if not provided:
-        raise WebhookRejected(403, f"push carries no shared secret ({KEY_PARAM} parameter)")
+        raise PushRejected(403, f"push carries no shared secret ({KEY_PARAM} parameter)")
     try:
         check_shared_secret(provided, secret)
     except ValueError as exc:
-        raise WebhookRejected(403, str(exc)) from None
+        raise PushRejected(403, str(exc)) from None
 
 
-def verify_push(
+def verify_push_request(
     account: AccountConfig,
     request: InboundRequest,
     *,
     secret_use: str,
     check_secret: SecretCheck = check_key,
-) -> WebhookAnswer:
-    """Apply the rule (module doc) to one push; raise WebhookRejected, or answer 200 OK.
+) -> PushAnswer:
+    """Apply the rule (module doc) to one push; raise PushRejected, or answer 200 OK.
 
     ``secret_use`` tells, in the refusal of an unauthenticated account, what to do with
     the secret ("and put it in the handler URL as ?key=<secret>"); ``check_secret(secret,
@@ -123,7 +123,7 @@ def verify_push(
     """
     networks = allowed_networks(account)
     if not account.webhook_secret and not networks:
-        raise WebhookRejected(
+        raise PushRejected(
             403,
             f"pushes to account {account.name!r} are not authenticated: set "
             f"accounts.{account.name}.webhook_secret {secret_use}, and/or set "
@@ -133,7 +133,7 @@ def verify_push(
         try:
             check_source(request.remote, networks)
         except ValueError as exc:
-            raise WebhookRejected(403, str(exc)) from None
+            raise PushRejected(403, str(exc)) from None
     if account.webhook_secret:
         check_secret(account.webhook_secret, request)
     return OK

@@ -4,7 +4,7 @@ Intis GETs the client's handler URL with ``message-id`` (the ``id_sms`` that sen
 returned, which the adapter records as the provider message id), ``state``, ``price``,
 ``currency``, ``mcc`` and ``mnc`` (see :mod:`.receivers`). None of these is a signature,
 and the doc names no source addresses, so smsq authenticates a report as
-:mod:`worker.providers.webhook_auth` does for every provider:
+:mod:`worker.providers.push_auth` does for every provider:
 
 - a shared secret in the URL: configure ``https://<smsq web>/hooks/<account>?key=<secret>``
   as the handler and ``accounts.<account>.webhook_secret`` with the same secret (compared
@@ -23,18 +23,18 @@ from urllib.parse import parse_qsl
 from worker.providers.base import (
     AccountConfig,
     InboundRequest,
-    WebhookAnswer,
-    WebhookContent,
+    PushAnswer,
+    PushContent,
 )
-from worker.providers.intis.receivers import parse_delivery_report
-from worker.providers.webhook_auth import KEY_PARAM, verify_push
+from worker.providers.intis.push_formats import parse_delivery_report
+from worker.providers.push_auth import KEY_PARAM, verify_push_request
 
-__all__ = ["KEY_PARAM", "parse_webhook", "verify_webhook"]
+__all__ = ["KEY_PARAM", "parse_push", "verify_push"]
 
 
-def verify_webhook(account: AccountConfig, request: InboundRequest) -> WebhookAnswer:
-    """Check the ``key`` query parameter and/or the source address; WebhookRejected(403) else."""
-    return verify_push(
+def verify_push(account: AccountConfig, request: InboundRequest) -> PushAnswer:
+    """Check the ``key`` query parameter and/or the source address; PushRejected(403) else."""
+    return verify_push_request(
         account, request, secret_use=f"and put it in the handler URL as ?{KEY_PARAM}=<secret>"
     )
 
@@ -52,6 +52,6 @@ def _params(request: InboundRequest) -> dict[str, str]:
     return params
 
 
-def parse_webhook(account: AccountConfig, request: InboundRequest) -> WebhookContent:
+def parse_push(account: AccountConfig, request: InboundRequest) -> PushContent:
     """One :class:`StatusReport` keyed by ``message-id`` (= ``id_sms``); ValueError if malformed."""
-    return WebhookContent(reports=[parse_delivery_report(_params(request))])
+    return PushContent(reports=[parse_delivery_report(_params(request))])

@@ -2,13 +2,13 @@
 
 SMSC POSTs message statuses (HLR results among them), incoming SMS and "number
 confirmation by call" notices to the handler URL set in the account (see
-:mod:`worker.providers.smsc.callbacks` for the wire format). Configure the handler as
+:mod:`worker.providers.smsc.push_formats` for the wire format). Configure the handler as
 ``https://<smsq web>/hooks/<account>?md5=<webhook_secret>`` (``sha1`` / ``crc32`` work
 too; add ``&charset=utf-8`` or ``&fmt=3`` as you like): SMSC replaces the secret with the
 hash of ``id:phone:status:<secret>`` (or ``phone:mes:to`` / ``phone:ts``), which
-:func:`verify_webhook` checks in constant time against ``account.webhook_secret``.
+:func:`verify_push` checks in constant time against ``account.webhook_secret``.
 
-Authentication, as for every provider (:mod:`worker.providers.webhook_auth`):
+Authentication, as for every provider (:mod:`worker.providers.push_auth`):
 ``webhook_secret`` (a signature is then required) and/or ``options.webhook_ips``
 (addresses or CIDR networks the push must come from); with both configured both must
 pass, with neither every push is refused (403). SMSC
@@ -26,13 +26,15 @@ from worker.providers.base import (
     HlrResult,
     InboundRequest,
     IncomingMessage,
+    PushAnswer,
+    PushContent,
+    PushRejected,
     StatusReport,
-    WebhookAnswer,
-    WebhookContent,
-    WebhookRejected,
     options_of,
 )
-from worker.providers.smsc.callbacks import (
+from worker.providers.push_auth import verify_push_request
+from worker.providers.smsc.options import SmscOptions
+from worker.providers.smsc.push_formats import (
     SIGNATURE_PARAMS,
     CallbackError,
     CallConfirmation,
@@ -42,10 +44,8 @@ from worker.providers.smsc.callbacks import (
     handle_callback,
     verify_signature,
 )
-from worker.providers.smsc.options import SmscOptions
-from worker.providers.webhook_auth import verify_push
 
-__all__ = ["parse_webhook", "verify_webhook"]
+__all__ = ["parse_push", "verify_push"]
 
 
 ALGORITHM_OPTION = "callback_algorithm"
@@ -64,9 +64,9 @@ def _algorithm(account: AccountConfig) -> str:
     try:
         value = options_of(account, SmscOptions).callback_algorithm.strip().lower()
     except ValueError as exc:
-        raise WebhookRejected(403, str(exc)) from None
+        raise PushRejected(403, str(exc)) from None
     if value not in SIGNATURE_PARAMS:
-        raise WebhookRejected(
+        raise PushRejected(
             403,
             f"accounts.{account.name}.options.{ALGORITHM_OPTION} must be one of "
             f"{', '.join(SIGNATURE_PARAMS)}",
@@ -82,25 +82,25 @@ def _signature_check(algorithm: str) -> Callable[[str, InboundRequest], None]:
                 request.body, content_type=request.content_type, query=request.query
             )
         except CallbackError as exc:
-            raise WebhookRejected(400, f"undecodable SMSC callback: {exc}") from None
+            raise PushRejected(400, f"undecodable SMSC callback: {exc}") from None
         params = decoded.params
         if not params.get(algorithm):
-            raise WebhookRejected(403, f"SMSC callback signature ({algorithm}) missing")
+            raise PushRejected(403, f"SMSC callback signature ({algorithm}) missing")
         for name in NUMERIC_FIELDS:
             value = params.get(name, "")
             if value and not value.lstrip("-").isdigit():
-                raise WebhookRejected(403, f"SMSC callback field {name!r} is not a number")
+                raise PushRejected(403, f"SMSC callback field {name!r} is not a number")
         # Only the configured algorithm counts: a weaker one in the same push is ignored.
         chosen = {k: v for k, v in params.items() if k not in SIGNATURE_PARAMS or k == algorithm}
         if not verify_signature(chosen, secret, charset=decoded.charset):
-            raise WebhookRejected(403, "SMSC callback signature wrong")
+            raise PushRejected(403, "SMSC callback signature wrong")
 
     return check
 
 
-def verify_webhook(account: AccountConfig, request: InboundRequest) -> WebhookAnswer:
-    """Check the source and the signature (one configured algorithm); raise WebhookRejected."""
-    return verify_push(
+def verify_push(account: AccountConfig, request: InboundRequest) -> PushAnswer:
+    """Check the source and the signature (one configured algorithm); raise PushRejected."""
+    return verify_push_request(
         account,
         request,
         secret_use="(the md5/sha1/crc32 secret of the SMSC handler URL)",
@@ -147,7 +147,7 @@ def _call(call: CallConfirmation) -> Mapping[str, str]:
     return event
 
 
-def parse_webhook(account: AccountConfig, request: InboundRequest) -> WebhookContent:
+def parse_push(account: AccountConfig, request: InboundRequest) -> PushContent:
     """The content of a stored SMSC push (verified at receipt; not verified again here).
 
     Status → a :class:`StatusReport` with the adapter's id ``"<id>:<phone>"`` (and an
@@ -160,7 +160,7 @@ def parse_webhook(account: AccountConfig, request: InboundRequest) -> WebhookCon
     )
     if isinstance(callback, StatusCallback):
         reports, hlr = _status(callback)
-        return WebhookContent(reports=reports, hlr=hlr)
+        return PushContent(reports=reports, hlr=hlr)
     if isinstance(callback, IncomingSms):
-        return WebhookContent(incoming=[_incoming(callback)])
-    return WebhookContent(events=[_call(callback)])
+        return PushContent(incoming=[_incoming(callback)])
+    return PushContent(events=[_call(callback)])
