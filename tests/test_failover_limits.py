@@ -22,8 +22,8 @@ from worker.core.runtime import Runtime
 from worker.pipeline import accounts, dispatch
 from worker.providers.base import SendRequest
 from worker.providers.sandbox_kit import Fault, OutcomeMix, RunningSandbox, SandboxState, serve
-from worker.providers.smsc import create_sandbox as smsc_sandbox
 from worker.providers.smsc.sandbox import DEFAULT_LOGIN, DEFAULT_PASSWORD
+from worker.providers.smsc.sandbox import create_sandbox as smsc_sandbox
 
 PHONE = "79161234567"
 ACCOUNT = "smsc-main"

@@ -26,7 +26,7 @@ from worker.providers.base import (
     SendRequest,
     StatusPolling,
 )
-from worker.providers.intellisoftware import SPEC, create_sandbox
+from worker.providers.intellisoftware import SPEC
 from worker.providers.intellisoftware.adapter import (
     IntelliSoftwareAdapter,
     MmsFile,
@@ -49,6 +49,7 @@ from worker.providers.intellisoftware.sandbox import (
     DEFAULT_USERNAME,
     MmsContent,
     SandboxAccount,
+    create_sandbox,
     sandbox_of,
 )
 from worker.providers.sandbox_kit import Fault, OutcomeMix, RunningSandbox, SandboxState, serve
@@ -284,8 +285,8 @@ def chunk(*recipients: str, text: str = "Hello", **kw: Any) -> SendRequest:
 def test_registry_exposes_the_adapter() -> None:
     spec = provider_spec("intellisoftware")
     assert spec is SPEC and spec.adapter is IntelliSoftwareAdapter
-    assert spec.create_sandbox is create_sandbox
-    assert spec.sandbox_account == {"login": DEFAULT_USERNAME, "password": DEFAULT_PASSWORD}
+    assert spec.sandbox().create is create_sandbox
+    assert spec.sandbox().account == {"login": DEFAULT_USERNAME, "password": DEFAULT_PASSWORD}
     assert IntelliSoftwareAdapter.kind == "intellisoftware"
 
 

@@ -15,7 +15,6 @@ from aiohttp import web
 
 from producers.status import Status
 from worker.providers.base import AccountConfig, StatusReport
-from worker.providers.intellisoftware import create_sandbox
 from worker.providers.intellisoftware.adapter import IntelliSoftwareAdapter
 from worker.providers.intellisoftware.codes import (
     NETWORK_CODES,
@@ -45,6 +44,7 @@ from worker.providers.intellisoftware.sandbox import (
     DEFAULT_PASSWORD,
     DEFAULT_USERNAME,
     MmsContent,
+    create_sandbox,
     sandbox_of,
 )
 from worker.providers.push_auth import check_shared_secret, check_source, parse_networks

@@ -12,16 +12,17 @@ import pytest
 from aiohttp import web
 
 from worker.devtools.sandboxes import start_sandboxes
-from worker.providers.intellisoftware import SPEC, create_sandbox
+from worker.providers.intellisoftware import SPEC
 from worker.providers.intellisoftware.codes import message_key
 from worker.providers.intellisoftware.sandbox import (
     MmsContent,
     SandboxAccount,
+    create_sandbox,
     sandbox_of,
 )
 from worker.providers.sandbox_kit import Fault, OutcomeMix, RunningSandbox, SandboxState, serve
 
-SANDBOX_ACCOUNT = SPEC.sandbox_account
+SANDBOX_ACCOUNT = SPEC.sandbox().account
 DOC_HOST = "http://www.intellisoftware.co.uk"
 SANDBOX_ACCOUNT_FORM = {
     "username": SANDBOX_ACCOUNT["login"],

@@ -18,7 +18,7 @@ import pytest
 from producers.status import Status
 from worker.providers import provider_spec
 from worker.providers.base import AccountConfig, ErrorClass, ProviderError, SendRequest
-from worker.providers.intis import SPEC, IntisAdapter, codes, create_sandbox
+from worker.providers.intis import SPEC, IntisAdapter, codes
 from worker.providers.intis.adapter import (
     ENDPOINTS,
     MAX_BATCH,
@@ -44,7 +44,7 @@ from worker.providers.intis.adapter import (
     parse_timestamp,
 )
 from worker.providers.intis.push_formats import parse_delivery_report
-from worker.providers.intis.sandbox import DEFAULT_API_KEY, INTIS_KEY
+from worker.providers.intis.sandbox import DEFAULT_API_KEY, INTIS_KEY, create_sandbox
 from worker.providers.sandbox_kit import Fault, OutcomeMix, RunningSandbox, SandboxState, serve
 
 # --------------------------------------------------------------------------- the doc's examples
@@ -633,7 +633,7 @@ def chunk(recipients: list[str], text: str = "Hello!", **kw: Any) -> SendRequest
 def test_registry_exposes_the_adapter() -> None:
     spec = provider_spec("intis")
     assert spec is SPEC and spec.adapter is IntisAdapter
-    assert spec.create_sandbox is create_sandbox
+    assert spec.sandbox().create is create_sandbox
     assert IntisAdapter.kind == "intis"
 
 

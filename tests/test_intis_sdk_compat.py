@@ -34,8 +34,7 @@ from typing import Any
 
 import pytest
 
-from worker.providers.intis import create_sandbox
-from worker.providers.intis.sandbox import DEFAULT_API_KEY
+from worker.providers.intis.sandbox import DEFAULT_API_KEY, create_sandbox
 from worker.providers.sandbox_kit import OutcomeMix, RunningSandbox, SandboxState, serve
 
 SDK_REQUIREMENT = "intis==0.2"

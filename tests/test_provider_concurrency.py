@@ -18,8 +18,7 @@ from producers.client import SmsqClient
 from tests.conftest import SandboxThread, sandbox_settings
 from worker.core.config import parse_settings
 from worker.providers.sandbox_kit import OutcomeMix, SandboxState, serve
-from worker.providers.smsc import create_sandbox
-from worker.providers.smsc.sandbox import DEFAULT_LOGIN, DEFAULT_PASSWORD, SMSC_KEY
+from worker.providers.smsc.sandbox import DEFAULT_LOGIN, DEFAULT_PASSWORD, SMSC_KEY, create_sandbox
 
 
 async def concurrent_balance_requests(n: int) -> list[Any]:

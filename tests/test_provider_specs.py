@@ -55,7 +55,7 @@ def test_every_provider_has_one_typed_spec(kind: str) -> None:
     spec = provider_spec(kind)
     assert isinstance(spec, ProviderSpec) and spec.kind == kind
     assert issubclass(spec.options, ProviderOptions)
-    assert spec.create_sandbox is not None and spec.sandbox_account
+    assert callable(spec.sandbox().create) and spec.sandbox().account
     module = importlib.import_module(f"worker.providers.{kind}")
     # No module-attribute registry beside the spec.
     for name in ("Adapter", "DEFAULT_LIMITS", "SANDBOX_ACCOUNT", "MESSAGE_LIMITS"):

@@ -96,8 +96,8 @@ def test_registry_exports() -> None:
 
     spec = provider_spec("smsc")
     assert spec is SPEC and spec.adapter is SmscAdapter and SmscAdapter.kind == "smsc"
-    assert callable(spec.create_sandbox)
-    assert spec.sandbox_account["login"] == "testuser"
+    assert callable(spec.sandbox().create)
+    assert spec.sandbox().account["login"] == "testuser"
 
 
 def test_message_id_round_trip() -> None:

@@ -331,7 +331,7 @@ def test_fuzz_provider_answers_raise_only_classified_errors(kind: str) -> None:
     loop = LoopThread()
     server = AnswerServer(loop)
     spec = provider_spec(kind)
-    creds = {k: v for k, v in spec.sandbox_account.items() if k in ("login",)}
+    creds = {k: v for k, v in spec.sandbox().account.items() if k in ("login",)}
     settings_ = parse_settings(
         {
             "redis": {"url": "redis://127.0.0.1:1/0"},

@@ -97,8 +97,7 @@ def _redis() -> Iterator[str]:
 
 def push_options(kind: str, hook_url: str, secret: str) -> dict[str, str]:
     """How the kind's sandbox is told to push to ``hook_url`` (see its package)."""
-    make = provider_spec(kind).sandbox_push_options
-    return make(hook_url, secret) if make is not None else {}
+    return provider_spec(kind).sandbox().push_options(hook_url, secret)
 
 
 def _bar(done: int, total: int, width: int = 40) -> str:

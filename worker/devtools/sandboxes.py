@@ -34,7 +34,7 @@ def wait_until_serving(url: str, timeout: float = 20.0) -> None:
 
 def sandbox_account(kind: str) -> dict[str, str]:
     """Login, secrets (``password``, ``api_key``) and ``sender`` the kind's sandbox accepts by default."""
-    account: Mapping[str, str] = provider_spec(kind).sandbox_account
+    account: Mapping[str, str] = provider_spec(kind).sandbox().account
     return dict(account)
 
 
@@ -51,10 +51,7 @@ async def start_sandboxes(
     running: dict[str, RunningSandbox] = {}
     for kind in kinds or known_kinds():
         state = SandboxState(mix=mix or OutcomeMix(), faults=(faults or {}).get(kind))
-        create = provider_spec(kind).create_sandbox
-        if create is None:
-            raise ValueError(f"provider {kind!r} has no sandbox")
-        app = create(state, **dict((options or {}).get(kind, {})))
+        app = provider_spec(kind).sandbox().create(state, **dict((options or {}).get(kind, {})))
         running[kind] = await serve(app, host, (ports or {}).get(kind, 0))
     return running
 

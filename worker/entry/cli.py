@@ -17,7 +17,6 @@ from producers.errors import SmsqError
 from producers.keys import DEFAULT_PREFIX
 from worker.core.config import ConfigError, Settings, load_settings, redis_url_problem, safe_url
 from worker.providers import known_kinds
-from worker.providers.sandbox_kit import Fault, OutcomeMix
 
 
 class CliError(SmsqError):
@@ -90,6 +89,7 @@ def _worker(args: argparse.Namespace) -> int:
 
 def _sandbox(args: argparse.Namespace) -> int:
     from worker.devtools.sandboxes import run_forever
+    from worker.providers.sandbox_kit import Fault, OutcomeMix
 
     ports = {}
     for item in args.port or []:

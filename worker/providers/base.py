@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import importlib
 import math
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -510,6 +511,16 @@ def _no_side(status: Status, raw_status: str, raw_error: str, *, at_send: bool =
 
 
 @dataclass(frozen=True)
+class SandboxKit:
+    """A provider's development sandbox: ``create(state, **options)`` -> aiohttp application,
+    the account it accepts, and the options that make it push reports to a URL with a secret."""
+
+    create: Callable[..., Any]
+    account: Mapping[str, str]
+    push_options: Callable[[str, str], dict[str, str]]
+
+
+@dataclass(frozen=True)
 class ProviderSpec:
     """Everything the core knows about one provider kind, typed (``SPEC`` in its package).
 
@@ -531,10 +542,20 @@ class ProviderSpec:
     message_limits: MessageLimits = field(default_factory=MessageLimits)
     # whose failure a final outcome is, by the provider's codes (second-chance resends)
     failure_side: Callable[..., Side] = _no_side
-    # development tooling: the sandbox that plays this provider
-    sandbox_account: Mapping[str, str] = field(default_factory=dict)
-    create_sandbox: Callable[..., Any] | None = None  # (state, **options) -> web.Application
-    sandbox_push_options: Callable[[str, str], dict[str, str]] | None = None
+    # development tooling: the module of the sandbox that plays this provider, imported
+    # only when a sandbox is asked for (never on the production path)
+    sandbox_module: str | None = None
+
+    def sandbox(self) -> SandboxKit:
+        """The provider's development sandbox (imports its module now)."""
+        if not self.sandbox_module:
+            raise LookupError(f"provider {self.kind!r} has no sandbox")
+        module = importlib.import_module(self.sandbox_module)
+        return SandboxKit(
+            create=module.create_sandbox,
+            account=module.SANDBOX_ACCOUNT,
+            push_options=module.sandbox_push_options,
+        )
 
 
 class AnswerProbe:

@@ -12,10 +12,6 @@ from worker.providers.smsc.codes import failure_side
 from worker.providers.smsc.options import SmscOptions
 from worker.providers.smsc.push_formats import SIGNATURE_PARAMS
 from worker.providers.smsc.pushes import parse_push, verify_push
-from worker.providers.smsc.sandbox import DEFAULT_LOGIN, DEFAULT_PASSWORD, create_sandbox
-
-# What the sandbox accepts by default (for configs that point at it).
-_SANDBOX_ACCOUNT = {"login": DEFAULT_LOGIN, "password": DEFAULT_PASSWORD, "sender": "SMSC.ru"}
 
 # Rate rules per endpoint class, [(requests, per_seconds)], as SMSC documents them (an
 # account's ``limits`` replace them per endpoint). Each is what SMSC answers error 9 past.
@@ -49,15 +45,6 @@ _MESSAGE_LIMITS = MessageLimits(max_chars=1000)
 _DEFAULT_MAX_IN_FLIGHT = 14
 
 
-def sandbox_push_options(hook_url: str, secret: str) -> dict[str, str]:
-    """Sandbox options that send its callbacks to ``hook_url``, signed with ``secret``."""
-    return {
-        "callback_url": f"{hook_url}?charset=utf-8",
-        "callback_secret": secret,
-        "callback_retry_interval": "2",
-    }
-
-
 SPEC = ProviderSpec(
     kind="smsc",
     adapter=SmscAdapter,
@@ -69,9 +56,7 @@ SPEC = ProviderSpec(
     default_max_in_flight=_DEFAULT_MAX_IN_FLIGHT,
     message_limits=_MESSAGE_LIMITS,
     failure_side=failure_side,
-    sandbox_account=_SANDBOX_ACCOUNT,
-    create_sandbox=create_sandbox,
-    sandbox_push_options=sandbox_push_options,
+    sandbox_module="worker.providers.smsc.dev",
 )
 
-__all__ = ["SPEC", "SmscAdapter", "SmscOptions", "create_sandbox"]
+__all__ = ["SPEC", "SmscAdapter", "SmscOptions"]

@@ -1,5 +1,6 @@
 -- smsq: record a dispatched chunk's outcomes atomically, in one round trip.
 --
+-- KEYS: none yet: its keys are derived from ARGV[1], the prefix (see tests/test_key_layout.py)
 -- ARGV[1] key prefix   ARGV[2] job id     ARGV[3] account   ARGV[4] in-flight hash key
 -- ARGV[5] now          ARGV[6] events maxlen                 ARGV[7] first check time
 -- ARGV[8] chunk key    ARGV[9] chunk state ttl (s)           ARGV[10] outcomes JSON:

@@ -1,5 +1,6 @@
 -- smsq: second-chance resend, shared by record_chunk.lua and apply_status.lua (smsq puts
 -- this chunk in front of each when it loads them).
+-- KEYS: none yet: its keys are derived from ARGV[1], the prefix (see tests/test_key_layout.py)
 --
 -- smsq_resend(prefix, job, phone, rec, status, account, pid, raw, rawerr, reason, now,
 --             source, otp_max_age, maxlen)

