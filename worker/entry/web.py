@@ -2,14 +2,8 @@
 
 Routes:
 
-- ``/hooks/{account}`` and ``/hooks/{account}/{tail}``, any method: a provider's push.
-  The account's provider module verifies it (``verify_push``); the raw request is then
-  stored in ``<prefix>:inbox`` and the ``apply_webhook`` message enqueued on
-  ``smsq-webhooks`` in one MULTI/EXEC, and only then is the provider answered (its
-  ``PushAnswer``). Nothing is parsed or applied here: the worker does that. Unknown
-  account: 404 (our URL is wrong, logged); refused: the provider module's status (403
-  bad signature / key / source, ...); body over ``[web] max_body_bytes``: 413; Redis
-  unreachable: 503, so the provider retries.
+- ``/hooks/{account}`` and ``/hooks/{account}/{tail}``, any method: a provider's push,
+  received by :func:`worker.pushes.receive.receive_push` (stored, then answered).
 - ``GET /health``: 200 ``{"redis": "ok", ...}`` when Redis answers, else 503.
 - ``GET /healthz``: 200 ``{"ok": true, "checks": {"redis": ...}}`` (503 when not), like the
   worker's and the scheduler's metrics ports; ``GET /metrics``: this process's metrics
@@ -33,7 +27,6 @@ import hmac
 import json
 import logging
 import sys
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -41,169 +34,34 @@ import redis.asyncio as aredis
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
-from redis.exceptions import RedisError
 
 from producers import redis_conn
 from producers.client import AsyncSmsqClient
 from producers.contract import JobRejected, RejectedRecipient, validate_job
-from producers.errors import InputError
 from producers.keys import Keys
 from producers.wire import INTAKE_ACTOR, build_message, intake_queue, mark_pending, write_message
-from worker.core import logs, metrics
+from worker.core import logs
 from worker.core.config import ConfigError, Settings, load_settings
-from worker.providers import provider_spec, push_auth
-from worker.providers.base import InboundRequest, PushAnswer, PushRejected
-from worker.pushes import apply as webhooks
+from worker.core.http_input import (
+    MAX_JSON_DEPTH,
+    REDIS_ERRORS,
+    REDIS_KEY,
+    SETTINGS_KEY,
+    BodyTooLarge,
+    BodyTooSlow,
+    app_redis,
+    json_depth,
+    read_body,
+    too_large,
+    too_slow,
+)
+from worker.providers import push_auth
+from worker.pushes import apply as stored
+from worker.pushes.receive import receive_push
 
 log = logging.getLogger("smsq.web")
 
-SETTINGS_KEY = web.AppKey("smsq_settings", Settings)
-REDIS_KEY = web.AppKey("smsq_redis", aredis.Redis)
 HEALTH_TIMEOUT = 2.0
-REDIS_ERRORS = (RedisError, OSError, TimeoutError, asyncio.TimeoutError)
-
-
-MAX_JSON_DEPTH = 32  # nesting a JSON body may have (a job needs 3; metadata a few more)
-
-
-class BodyTooLarge(InputError):
-    pass
-
-
-class BodyTooSlow(InputError):
-    pass
-
-
-async def read_body(request: web.Request, limit: int, timeout: float | None = None) -> bytes:
-    """The request body, or BodyTooLarge past ``limit`` bytes (checked before reading), or
-    BodyTooSlow when it has not all arrived within ``timeout`` seconds."""
-    if request.content_length is not None and request.content_length > limit:
-        raise BodyTooLarge()
-    chunks: list[bytes] = []
-    size = 0
-    try:
-        async with asyncio.timeout(timeout):
-            while True:
-                chunk = await request.content.read(64 * 1024)
-                if not chunk:
-                    break
-                size += len(chunk)
-                if size > limit:
-                    raise BodyTooLarge()
-                chunks.append(chunk)
-    except TimeoutError:
-        raise BodyTooSlow() from None
-    return b"".join(chunks)
-
-
-def _too_large(limit: int) -> web.Response:
-    return web.json_response({"error": f"body larger than {limit} bytes"}, status=413)
-
-
-def _too_slow(timeout: float) -> web.Response:
-    # The rest of the body is not read: close the connection rather than drain it.
-    return web.json_response(
-        {"error": f"body not received within {timeout:g} s"},
-        status=408,
-        headers={"Connection": "close"},
-    )
-
-
-def json_depth(value: Any, limit: int) -> int:
-    """The nesting depth of a decoded JSON value, counted up to ``limit + 1`` (no recursion)."""
-    deepest = 0
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, dict | list):
-            deepest = max(deepest, depth)
-            if deepest > limit:
-                return deepest
-            children = item.values() if isinstance(item, dict) else item
-            stack.extend((c, depth + 1) for c in children if isinstance(c, dict | list))
-    return deepest
-
-
-def json_body_problem(body: bytes, limit: int = MAX_JSON_DEPTH) -> str | None:
-    """Why a body that looks like JSON (starts with ``{`` or ``[``) is refused: nested deeper
-    than ``limit``. None otherwise (other bodies, and invalid JSON, are the reader's business)."""
-    head = body.lstrip()[:1]
-    if head not in (b"{", b"["):
-        return None
-    try:
-        value = json.loads(body)
-    except RecursionError:
-        return f"JSON nested deeper than {limit} levels"
-    except ValueError:
-        return None
-    if json_depth(value, limit) > limit:
-        return f"JSON nested deeper than {limit} levels"
-    return None
-
-
-def _redis(request: web.Request) -> aredis.Redis:
-    return request.app[REDIS_KEY]
-
-
-# --------------------------------------------------------------------------- provider pushes
-
-
-async def hook(request: web.Request) -> web.StreamResponse:
-    settings = request.app[SETTINGS_KEY]
-    name = request.match_info["account"]
-    account = settings.accounts.get(name)
-    if account is None:
-        log.warning("push for unknown account %r: check the URL set at the provider", name[:64])
-        return web.Response(status=404, text="unknown account")
-    limit = settings.web.max_body_bytes
-    try:
-        body = await read_body(request, limit, settings.web.body_timeout)
-    except BodyTooLarge:
-        log.warning("push to %s refused: body larger than %d bytes", name, limit)
-        return _too_large(limit)
-    except BodyTooSlow:
-        log.warning("push to %s refused: body too slow", name)
-        return _too_slow(settings.web.body_timeout)
-    problem = json_body_problem(body)
-    if problem is not None:
-        log.warning("push to %s refused (400): %s", name, problem)
-        return web.Response(status=400, text=problem)
-    inbound = InboundRequest(
-        method=request.method,
-        path=request.match_info.get("tail", ""),
-        query={k: v for k, v in request.query.items()},
-        content_type=request.headers.get("Content-Type", ""),
-        body=body,
-        remote=request.remote or "",
-        received_at=time.time(),
-    )
-    module = provider_spec(account.kind)
-    try:
-        answer: PushAnswer = module.verify_push(account, inbound)
-    except PushRejected as exc:
-        log.warning("push to %s refused (%d): %s", name, exc.status, exc.reason)
-        metrics.PUSHES_RECEIVED.labels(account.kind, name, "rejected").inc()
-        return web.Response(status=exc.status, text=exc.reason)
-    except Exception as exc:  # a bug, not the push's fault: the provider retries
-        log.error("push to %s: verification failed with %s", name, type(exc).__name__)
-        return web.Response(status=500, text="verification failed")
-    push_id = webhooks.new_push_id()
-    try:
-        pipe = _redis(request).pipeline(transaction=True)
-        webhooks.queue_push(
-            pipe, Keys(settings.key_prefix), push_id, webhooks.encode_push(account, inbound)
-        )
-        await pipe.execute()
-    except REDIS_ERRORS as exc:
-        log.error("push to %s not stored, answered 503: %s", name, type(exc).__name__)
-        metrics.PUSHES_RECEIVED.labels(account.kind, name, "unavailable").inc()
-        return web.Response(status=503, text="temporarily unavailable, retry later")
-    metrics.PUSHES_RECEIVED.labels(account.kind, name, "stored").inc()
-    return web.Response(
-        status=answer.status,
-        body=answer.body.encode("utf-8"),
-        headers={"Content-Type": answer.content_type},
-    )
 
 
 # --------------------------------------------------------------------------- health
@@ -211,13 +69,13 @@ async def hook(request: web.Request) -> web.StreamResponse:
 
 async def health(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS_KEY]
-    client = _redis(request)
+    client = app_redis(request)
     keys = Keys(settings.key_prefix)
     try:
         async with asyncio.timeout(HEALTH_TIMEOUT):
             await client.ping()
-            inbox = int(await client.hlen(webhooks.inbox_key(keys)))
-            queued = int(await client.llen(f"dramatiq:{webhooks.WEBHOOK_QUEUE}"))
+            inbox = int(await client.hlen(stored.inbox_key(keys)))
+            queued = int(await client.llen(f"dramatiq:{stored.WEBHOOK_QUEUE}"))
     except REDIS_ERRORS as exc:
         return web.json_response({"redis": "error", "error": type(exc).__name__}, status=503)
     return web.json_response(
@@ -235,7 +93,7 @@ async def healthz(request: web.Request) -> web.Response:
     """The same body as the worker's and scheduler's ``/healthz``: ``{"ok", "checks"}``."""
     try:
         async with asyncio.timeout(HEALTH_TIMEOUT):
-            await _redis(request).ping()
+            await app_redis(request).ping()
         check = {"ok": True, "detail": "reachable"}
     except REDIS_ERRORS as exc:
         check = {"ok": False, "detail": f"unreachable: {type(exc).__name__}"}
@@ -274,9 +132,9 @@ async def post_job(request: web.Request) -> web.Response:
     try:
         body = await read_body(request, limit, settings.web.body_timeout)
     except BodyTooLarge:
-        return _too_large(limit)
+        return too_large(limit)
     except BodyTooSlow:
-        return _too_slow(settings.web.body_timeout)
+        return too_slow(settings.web.body_timeout)
     try:
         payload = json.loads(body)
     except RecursionError:
@@ -302,7 +160,7 @@ async def post_job(request: web.Request) -> web.Response:
     payload = {**payload, "job_id": job.job_id}
     target, redis_id, message = build_message(intake_queue(job.priority), INTAKE_ACTOR, [payload])
     try:
-        pipe = _redis(request).pipeline(transaction=True)
+        pipe = app_redis(request).pipeline(transaction=True)
         mark_pending(pipe, Keys(settings.key_prefix).pending(job.job_id), job.kind)
         write_message(pipe, target, redis_id, message)
         await pipe.execute()
@@ -338,7 +196,7 @@ async def get_job(request: web.Request) -> web.Response:
         return web.json_response({"errors": ["recipients must be a whole number"]}, status=400)
     limit = max(0, min(limit, MAX_ROWS))
     show_numbers = request.query.get("show_numbers", "") in ("1", "true", "yes")
-    client = AsyncSmsqClient(client=_redis(request), prefix=settings.key_prefix)
+    client = AsyncSmsqClient(client=app_redis(request), prefix=settings.key_prefix)
     try:
         status = await client.status(job_id, recipients=limit > 0, limit=limit or None)
     except REDIS_ERRORS as exc:
@@ -420,8 +278,8 @@ def create_web_app(
             await client.aclose()
 
     app.cleanup_ctx.append(redis_lifecycle)
-    app.router.add_route("*", "/hooks/{account}", hook)
-    app.router.add_route("*", "/hooks/{account}/{tail:.*}", hook)
+    app.router.add_route("*", "/hooks/{account}", receive_push)
+    app.router.add_route("*", "/hooks/{account}/{tail:.*}", receive_push)
     app.router.add_get("/health", health)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics_page)

@@ -1,5 +1,5 @@
 """What providers push to smsq (delivery reports, incoming messages, HLR results):
-received and stored by the web process (``worker.entry.web``, ``/hooks/<account>``), verified
-and parsed by each provider's ``pushes`` module, applied by the ``apply_webhook`` actor
+received by the web process on ``/hooks/<account>`` (``receive``: verified by the provider's
+``pushes`` module, stored, answered), then parsed and applied by the ``apply_webhook`` actor
 (``apply``).
 """
