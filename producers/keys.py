@@ -1,7 +1,7 @@
 """The Redis key layout: every key smsq writes, in one place.
 
 Every key starts with a configurable prefix (``smsq`` by default). :class:`Keys`
-owns them all; no other module formats a key (tests/test_key_layout.py checks). The
+owns them all; no other module formats a key (tests/producers/test_key_layout.py checks). The
 keys above the "internal" line are the public read model producers may read
 (docs/wire-format.md); the ones below it are smsq's own bookkeeping, subject to change.
 Dramatiq's queue keys (``dramatiq:...``) are the broker's (see producers/wire.py).

@@ -37,7 +37,8 @@ from typing import Any
 import pytest
 
 from producers.client import SmsqClient
-from tests.chaos.harness import (
+from tests.conftest import SandboxThread
+from tests.support.harness import (
     FINAL,
     children,
     numbers,
@@ -50,7 +51,6 @@ from tests.chaos.harness import (
     wait_for,
     write_config,
 )
-from tests.conftest import SandboxThread
 from worker.devtools.redis_server import RedisServer
 
 RUNS = int(os.environ.get("SMSQ_CHAOS_RUNS", "1"))

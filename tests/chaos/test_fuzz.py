@@ -30,7 +30,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import SandboxThread, WorkerHarness, sandbox_settings
-from tests.test_web import TOKENS, LoopThread, WebServer, http, with_webhook_secrets
+from tests.entry.test_web import TOKENS, LoopThread, WebServer, http, with_webhook_secrets
 from worker.core.config import WebSettings, parse_settings
 from worker.devtools.redis_server import RedisServer
 from worker.entry.actors import create_app

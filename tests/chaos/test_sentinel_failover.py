@@ -23,10 +23,10 @@ import redis
 
 from producers import redis_conn
 from producers.client import SmsqClient
-from tests.chaos.harness import numbers, outcome, progress, set_faults, wait_dispatched
-from tests.chaos.sentinel import MASTER, SentinelCluster, sentinel_available
 from tests.conftest import SandboxThread, sandbox_settings
-from tests.test_web import LoopThread, WebServer, http
+from tests.entry.test_web import LoopThread, WebServer, http
+from tests.support.harness import numbers, outcome, progress, set_faults, wait_dispatched
+from tests.support.sentinel import MASTER, SentinelCluster, sentinel_available
 from worker.core.config import WorkerSettings
 from worker.tracking.scheduler import Scheduler
 

@@ -1,6 +1,6 @@
 """Intis error codes and status values, mapped onto smsq's model.
 
-Three tables, each decided deliberately and tested in tests/test_intis_adapter.py:
+Three tables, each decided deliberately and tested in tests/providers/intis/test_adapter.py:
 
 - :data:`ERRORS`: the error table (doc codes 0–32, plus 33–35 from Intis's own PHP
   SDK) with the doc's text and the :class:`ErrorClass` smsq reacts with.

@@ -11,7 +11,7 @@ timestamp=1480266800 and key 75a55c70c495a0ae8a7c512166b2bc6d7c9cc153. That
 value cannot be reproduced from those inputs (nor from any ordering of them);
 the algorithm gives ``a161dcfd69d1176984e4b91720a6f90b``, and with
 return=json added ``b72a93a9f7532728a0805d7a70198de7``. We follow the
-algorithm (tests/test_intis_signing.py pins both vectors and the mismatch).
+algorithm (tests/providers/intis/test_signing.py pins both vectors and the mismatch).
 
 The ``timestamp`` parameter is part of the signed set. It is generated
 locally (UTC epoch seconds) rather than fetched from ``timestamp.php``; Intis
