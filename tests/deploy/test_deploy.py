@@ -676,7 +676,7 @@ def test_rules_and_dashboard_name_only_metrics_smsq_exports() -> None:
     worker/core/metrics.py defines (the integration test then sees each return data)."""
     from tests.support.deploy_files import metric_names, recording_rules
 
-    source = (ROOT / "worker" / "metrics.py").read_text(encoding="utf-8")
+    source = (ROOT / "worker" / "core" / "metrics.py").read_text(encoding="utf-8")
     defined = set(re.findall(r"\"((?:smsq|dramatiq)_[a-z0-9_]+)\"", source))
     used: set[str] = set()
     for _title, expr in dashboard_exprs():
