@@ -1,8 +1,10 @@
-"""The layout: worker/ in rooms, the module map of docs/design.md agreeing with it, and the
-development tooling (sandboxes, demo, embedded Redis) off the production import path."""
+"""The layout: worker/ in rooms, the module map of docs/design.md agreeing with it, the
+development tooling (sandboxes, demo, embedded Redis) off the production import path, and
+tests/ mirroring the rooms, its shared helpers in tests/support."""
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 import subprocess
@@ -89,3 +91,50 @@ def test_a_sandbox_is_imported_only_when_asked_for() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "True", "True", "True"]
+
+
+TESTS = ROOT / "tests"
+# Folders of tests beside the rooms: the producers package, deploy/ and the Procfile, the chaos
+# experiments, tests that follow a job across rooms, and the shared helpers (no tests there).
+TEST_FOLDERS = ROOMS | {"producers", "deploy", "chaos", "e2e"}
+
+
+def modules_under_test() -> list[Path]:
+    return sorted(p for p in TESTS.rglob("test_*.py") if p != TESTS / "test_layout.py")
+
+
+def test_every_test_module_lives_in_a_folder_mirroring_a_room() -> None:
+    kinds = {p.name for p in (ROOT / "worker/providers").iterdir() if (p / "__init__.py").exists()}
+    misplaced = []
+    for path in modules_under_test():
+        folder = path.parent.relative_to(TESTS).parts
+        if (
+            not folder
+            or folder[0] not in TEST_FOLDERS
+            or len(folder) > 2
+            or (len(folder) == 2 and (folder[0] != "providers" or folder[1] not in kinds))
+        ):
+            misplaced.append(str(path.relative_to(ROOT)))
+    assert misplaced == [], "put each under tests/<room>/ (providers/<kind>/, e2e/ across rooms)"
+    assert not list((TESTS / "support").rglob("test_*.py"))
+    folders = {p.parent for p in TESTS.rglob("*.py") if "__pycache__" not in p.parts}
+    assert all((folder / "__init__.py").exists() for folder in folders)
+
+
+def test_no_test_module_imports_another_test_module() -> None:
+    """Shared helpers come from tests.support, fixtures from tests/conftest.py by name."""
+    found = []
+    for path in sorted(TESTS.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = []
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+                names = [node.module] if node.module != "tests" else names[1:]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            found += [
+                f"{path.relative_to(ROOT)}: {name}"
+                for name in names
+                if name.split(".")[0] == "tests" and not name.startswith("tests.support")
+            ]
+    assert found == []

@@ -37,20 +37,19 @@ from typing import Any
 import pytest
 
 from producers.client import SmsqClient
-from tests.conftest import SandboxThread
 from tests.support.harness import (
     FINAL,
     children,
     numbers,
     outcome,
     progress,
-    set_faults,
     start_worker,
     wait_children,
     wait_dispatched,
     wait_for,
     write_config,
 )
+from tests.support.sandboxes import SandboxThread, set_faults
 from worker.devtools.redis_server import RedisServer
 
 RUNS = int(os.environ.get("SMSQ_CHAOS_RUNS", "1"))

@@ -29,8 +29,9 @@ from aiohttp import web
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.conftest import SandboxThread, WorkerHarness, sandbox_settings
-from tests.entry.test_web import TOKENS, LoopThread, WebServer, http, with_webhook_secrets
+from tests.support.sandboxes import SandboxThread, sandbox_settings
+from tests.support.web import TOKENS, LoopThread, WebServer, http, with_webhook_secrets
+from tests.support.worker import WorkerHarness
 from worker.core.config import WebSettings, parse_settings
 from worker.devtools.redis_server import RedisServer
 from worker.entry.actors import create_app

@@ -23,10 +23,10 @@ import redis
 
 from producers import redis_conn
 from producers.client import SmsqClient
-from tests.conftest import SandboxThread, sandbox_settings
-from tests.entry.test_web import LoopThread, WebServer, http
-from tests.support.harness import numbers, outcome, progress, set_faults, wait_dispatched
+from tests.support.harness import numbers, outcome, progress, wait_dispatched
+from tests.support.sandboxes import SandboxThread, sandbox_settings, set_faults
 from tests.support.sentinel import MASTER, SentinelCluster, sentinel_available
+from tests.support.web import LoopThread, WebServer, http
 from worker.core.config import WorkerSettings
 from worker.tracking.scheduler import Scheduler
 

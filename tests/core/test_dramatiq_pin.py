@@ -23,7 +23,7 @@ import dramatiq.brokers.redis
 import redis
 
 from producers.wire import NAMESPACE, build_message, write_message
-from tests.conftest import SandboxThread, sandbox_settings
+from tests.support.sandboxes import SandboxThread, sandbox_settings
 from worker.core import queues
 from worker.core.broker import build_broker
 from worker.entry import actors

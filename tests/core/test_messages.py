@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 import redis
 
-from tests.conftest import SandboxThread, sandbox_settings
-from tests.tracking.test_status_polls import runtime
+from tests.support.sandboxes import SandboxThread, sandbox_settings
+from tests.support.tracking import runtime
 from worker.core import messages
 from worker.core.messages import HlrChunk, MessageInvalid, SendChunk
 from worker.core.queues import HLR_ACTOR, SEND_ACTOR

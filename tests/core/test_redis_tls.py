@@ -15,9 +15,9 @@ import redis
 
 from producers import redis_conn
 from producers.client import SmsqClient
-from tests.conftest import SandboxThread, sandbox_settings
-from tests.entry.test_web import LoopThread, WebServer, http
+from tests.support.sandboxes import SandboxThread, sandbox_settings
 from tests.support.sentinel import Node
+from tests.support.web import LoopThread, WebServer, http
 from worker.core.config import ConfigError, parse_settings
 from worker.devtools.redis_server import find_redis_server, free_port
 from worker.tracking.scheduler import Scheduler

@@ -574,7 +574,7 @@ def test_scaled_objects_fields_and_targets() -> None:
 def test_scaled_object_list_names_are_the_brokers_real_lists(redis_url: str) -> None:
     """Messages enqueued through smsq's real broker land in exactly the lists KEDA reads,
     and every queue a scaled Deployment consumes is watched (ready and dispatch delayed)."""
-    from tests.conftest import SandboxThread, sandbox_settings
+    from tests.support.sandboxes import SandboxThread, sandbox_settings
     from worker.core.queues import DISPATCH_OTP_QUEUE, DISPATCH_QUEUE
     from worker.entry.actors import create_app
 

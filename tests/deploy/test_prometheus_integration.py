@@ -29,7 +29,6 @@ import yaml
 
 from producers.client import SmsqClient
 from producers.status import FINAL_STATUSES
-from tests.conftest import SandboxThread
 from tests.support.deploy_files import (
     RULES,
     alert_operands,
@@ -38,6 +37,7 @@ from tests.support.deploy_files import (
     recording_rules,
     require_tool,
 )
+from tests.support.sandboxes import SandboxThread
 from worker.devtools.demo import push_options
 from worker.devtools.redis_server import free_port
 from worker.devtools.sandboxes import sandbox_account, wait_until_serving

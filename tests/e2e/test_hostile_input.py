@@ -26,10 +26,9 @@ from producers.client import SmsqClient
 from producers.contract import JobRejected, load_schema, validate_job
 from producers.dead_letters import DeadLetters, NotReplayable, job_payload
 from producers.keys import Keys
-from tests.conftest import SandboxThread, sandbox_settings
-from tests.entry.test_web import HOOK_SECRET, TOKENS, closed_port, http, wait_until
-from tests.pipeline.test_poison_messages import dead_letters, message, push_raw
-from tests.producers.test_raw_enqueue import raw_enqueue
+from tests.support.messages import dead_letters, message, push_raw, raw_enqueue
+from tests.support.sandboxes import SandboxThread, sandbox_settings
+from tests.support.web import HOOK_SECRET, TOKENS, closed_port, http, wait_until
 from worker.core.config import parse_settings
 from worker.entry.cli import main as smsq_cli
 

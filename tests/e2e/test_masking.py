@@ -14,10 +14,10 @@ import redis
 
 from producers.dead_letters import DeadLetters
 from producers.keys import Keys
-from tests.conftest import SandboxThread, sandbox_settings
-from tests.entry.test_web import HOOK_SECRET, LoopThread, WebServer, intis_push, plain_settings
-from tests.producers.test_raw_enqueue import raw_enqueue
-from tests.providers.smsc.test_pushes import SECRET, STATUS_PARAMS, form, sign
+from tests.support.messages import raw_enqueue
+from tests.support.sandboxes import SandboxThread, sandbox_settings
+from tests.support.smsc import SECRET, STATUS_PARAMS, form, sign
+from tests.support.web import HOOK_SECRET, LoopThread, WebServer, intis_push, plain_settings
 from worker.core.config import parse_settings
 from worker.core.logs import RedactingFilter
 from worker.entry.cli import main as smsq_cli

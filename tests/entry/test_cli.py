@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import SandboxThread
+from tests.support.sandboxes import SandboxThread
 from worker.devtools.sandboxes import sandbox_account
 
 SMSQ = [sys.executable, "-m", "worker.entry.cli"]

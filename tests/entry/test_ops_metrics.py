@@ -32,7 +32,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from producers.client import SmsqClient
 from producers.status import FINAL_STATUSES
-from tests.conftest import SandboxThread
+from tests.support.sandboxes import SandboxThread
 from worker.devtools.demo import _write_config, push_options
 from worker.devtools.redis_server import RedisServer, free_port
 from worker.devtools.sandboxes import sandbox_account

@@ -9,7 +9,7 @@ from typing import Any
 import redis
 
 from producers.client import SmsqClient
-from tests.conftest import SandboxThread
+from tests.support.sandboxes import SandboxThread
 from worker.core.config import parse_settings
 from worker.devtools.sandboxes import sandbox_account
 from worker.providers.intis.sandbox import INTIS_KEY

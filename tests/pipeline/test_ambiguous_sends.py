@@ -20,8 +20,7 @@ import pytest
 from aiohttp import web
 
 from producers.client import SmsqClient
-from tests.conftest import SandboxThread, sandbox_settings
-from tests.providers.test_bulk import accepted_phones
+from tests.support.sandboxes import SandboxThread, accepted_phones, sandbox_settings
 from worker.core.config import ConfigError, Settings, parse_settings
 from worker.devtools.sandboxes import sandbox_account
 from worker.providers.base import (

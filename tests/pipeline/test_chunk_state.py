@@ -11,8 +11,7 @@ import redis.asyncio as aredis
 
 from producers.keys import Keys
 from producers.status import Status
-from tests.conftest import SandboxThread, sandbox_settings
-from tests.pipeline.test_dispatch import sent_numbers
+from tests.support.sandboxes import SandboxThread, sandbox_settings, sent_numbers
 from worker.providers.base import RecipientOutcome
 from worker.state.store import ChunkRecorder
 

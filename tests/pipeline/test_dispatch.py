@@ -12,23 +12,10 @@ import redis
 
 from producers.cli import format_status
 from producers.client import SmsqClient
-from tests.conftest import SandboxThread, sandbox_settings
+from tests.support.sandboxes import SandboxThread, sandbox_settings, sent_numbers
+from tests.support.sandboxes import set_faults as _set_faults
 
 BIG_BALANCE = {"intis": {"balance": "10000000"}}
-
-
-def sent_numbers(sandboxes: SandboxThread, kind: str = "intis") -> list[str]:
-    """Every number the sandbox accepted in a send request (answered 200 with per-phone results)."""
-    out: list[str] = []
-    for e in sandboxes.log(kind):
-        if (
-            e.path.endswith("/send.php")
-            and e.status == 200
-            and e.fault is None
-            and "id_sms" in e.body
-        ):
-            out.extend(e.params["phone"].split(","))
-    return out
 
 
 def test_ten_thousand_recipients_each_sent_exactly_once(redis_url: str, make_worker: Any) -> None:
@@ -247,11 +234,3 @@ def test_hlr_job_records_one_result_per_number(redis_url: str, make_worker: Any)
         assert "447400123031" not in text and "4474******31" in text
     finally:
         sandboxes.stop()
-
-
-async def _set_faults(
-    sandboxes: SandboxThread, kind: str, faults: dict[str, dict[str, float]]
-) -> None:
-    from worker.providers.sandbox_kit import Fault
-
-    sandboxes.running[kind].state.faults = {k: Fault.from_mapping(v) for k, v in faults.items()}

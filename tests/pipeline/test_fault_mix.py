@@ -8,9 +8,8 @@ from typing import Any
 
 from producers.client import SmsqClient
 from producers.status import FINAL_STATUSES
-from tests.conftest import SandboxThread, sandbox_settings
-from tests.pipeline.test_dispatch import _set_faults
-from tests.providers.test_bulk import accepted_phones
+from tests.support.sandboxes import SandboxThread, accepted_phones, sandbox_settings
+from tests.support.sandboxes import set_faults as _set_faults
 from worker.tracking.scheduler import Scheduler
 
 

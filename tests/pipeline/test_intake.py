@@ -10,8 +10,8 @@ from typing import Any
 import redis
 
 from producers.client import RecipientRow, SmsqClient
-from tests.conftest import SandboxThread, sandbox_settings
-from tests.pipeline.test_poison_messages import message, push_raw
+from tests.support.messages import message, push_raw
+from tests.support.sandboxes import SandboxThread, sandbox_settings
 from worker.core.config import IntakeSettings
 
 JOB = {"provider": "intis", "sender": "smstest", "text": "hi", "recipients": ["+447400123091"]}

@@ -12,7 +12,7 @@ from typing import Any
 import redis
 
 from producers.client import SmsqClient
-from tests.conftest import SandboxThread, sandbox_settings
+from tests.support.sandboxes import SandboxThread, sandbox_settings
 from worker.core.config import Settings, parse_settings
 from worker.providers.base import MessageLimits
 

@@ -13,7 +13,7 @@ import redis
 
 from producers.client import JobStatus, SmsqClient
 from producers.status import Status
-from tests.conftest import SandboxThread, sandbox_settings
+from tests.support.sandboxes import SandboxThread, sandbox_settings
 from worker.core.config import ConfigError, parse_settings
 from worker.providers import failure_side
 from worker.providers.sandbox_kit import OutcomeMix
@@ -307,7 +307,7 @@ def test_an_otp_on_a_cost_route_is_resent_once_and_redelivered_messages_change_n
     # the cost route picks SMSC, the second chance goes through Intis. Then both dispatch
     # messages are delivered again: nothing is sent, counted or evented twice.
     from producers.wire import NAMESPACE, build_message, write_message
-    from tests.pipeline.test_routing import intis_prices, smsc_prices
+    from tests.support.prices import intis_prices, smsc_prices
     from worker.core.messages import decode, message_args
     from worker.core.queues import RESEND_INDEX_BASE, SEND_ACTOR, dispatch_queue
 

@@ -17,21 +17,14 @@ from prometheus_client import REGISTRY
 
 from producers.cli import format_status
 from producers.client import JobStatus, SmsqClient
-from tests.conftest import SandboxThread, sandbox_settings
+from tests.support.prices import NETWORKS, intis_prices, smsc_prices
+from tests.support.sandboxes import SandboxThread, sandbox_settings
 from worker.core.config import ConfigError, PriceOverride, parse_settings
 from worker.pipeline.routing import MCC_REGIONS, PriceBook, decide, price_book, stored_prices
 from worker.tracking.scheduler import Scheduler, build_tasks
 
 ROUTE = ("intis-sandbox", "smsc-sandbox")
 
-# mccmnc -> (network, Intis price, SMSC price); None: that provider lists no such tariff.
-NETWORKS: dict[str, tuple[str, str, str | None]] = {
-    "25001": ("MTS", "0.40", "0.80"),
-    "25002": ("MEGAFON", "1.20", "0.60"),
-    "25099": ("BEELINE", "0.90", "0.95"),
-    "25020": ("TELE2", "1.50", "0.70"),
-    "23430": ("EE", "3.00", None),
-}
 # Number patterns the sandboxes place on those networks.
 PATTERNS = {
     "25001": "+7916{:07d}",
@@ -40,22 +33,6 @@ PATTERNS = {
     "25020": "+7977{:07d}",
     "23430": "+447400{:06d}",
 }
-
-
-def intis_prices() -> dict[str, dict[str, str]]:
-    return {
-        mccmnc: {
-            "NETWORK_NAME": name,
-            "COUNTRY": "UNITED KINGDOM" if mccmnc.startswith("234") else "RUSSIAN FEDERATION",
-            "PRICE": intis,
-            "CURRENCY": "RUB",
-        }
-        for mccmnc, (name, intis, _) in NETWORKS.items()
-    }
-
-
-def smsc_prices() -> dict[str, str]:
-    return {mccmnc: smsc for mccmnc, (_, _, smsc) in NETWORKS.items() if smsc is not None}
 
 
 def priced_sandboxes() -> SandboxThread:

@@ -19,9 +19,8 @@ import redis
 from producers.client import AsyncSmsqClient, SmsqClient, send_payload
 from producers.contract import JobRejected
 from producers.status import FINAL_STATUSES, JobState, Status
-from tests.conftest import SandboxThread, sandbox_settings
-from tests.entry.test_web import TOKENS, LoopThread, http, post_json, served
-from tests.pipeline.test_dispatch import sent_numbers
+from tests.support.sandboxes import SandboxThread, sandbox_settings, sent_numbers
+from tests.support.web import TOKENS, LoopThread, http, post_json, served
 from worker.core.config import Settings, WebSettings
 from worker.tracking.scheduler import Scheduler
 

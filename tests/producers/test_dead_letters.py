@@ -10,8 +10,8 @@ from producers.client import SmsqClient
 from producers.dead_letters import DeadLetters, NotReplayable
 from producers.keys import Keys
 from producers.wire import enqueue_payload
-from tests.conftest import SandboxThread, sandbox_settings
-from tests.pipeline.test_poison_messages import push_raw
+from tests.support.messages import push_raw
+from tests.support.sandboxes import SandboxThread, sandbox_settings
 from worker.core.config import parse_settings
 
 

@@ -3,31 +3,12 @@
 from __future__ import annotations
 
 import json
-import time
-import uuid
 from typing import Any
 
 import redis
 
-from tests.conftest import SandboxThread, sandbox_settings
-
-
-def raw_enqueue(client: redis.Redis, payload: dict[str, Any], queue: str = "smsq-intake") -> None:
-    """Exactly the commands of docs/wire-format.md."""
-    redis_id = str(uuid.uuid4())
-    message = {
-        "queue_name": queue,
-        "actor_name": "accept_job",
-        "args": [payload],
-        "kwargs": {},
-        "options": {"redis_message_id": redis_id},
-        "message_id": str(uuid.uuid4()),
-        "message_timestamp": int(time.time() * 1000),
-    }
-    with client.pipeline(transaction=True) as pipe:
-        pipe.hset(f"dramatiq:{queue}.msgs", redis_id, json.dumps(message))
-        pipe.rpush(f"dramatiq:{queue}", redis_id)
-        pipe.execute()
+from tests.support.messages import raw_enqueue
+from tests.support.sandboxes import SandboxThread, sandbox_settings
 
 
 def test_raw_redis_job_is_dispatched(

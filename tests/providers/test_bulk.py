@@ -9,19 +9,9 @@ from typing import Any
 import pytest
 
 from producers.client import SmsqClient
-from tests.conftest import SandboxThread, sandbox_settings
+from tests.support.sandboxes import SandboxThread, accepted_phones, sandbox_settings
 from worker.devtools.sandboxes import sandbox_account
 from worker.providers import known_kinds
-
-
-def accepted_phones(sandboxes: SandboxThread, kind: str) -> list[str]:
-    """Every number the sandbox accepted a message for (its own record, whatever the wire format)."""
-
-    async def phones() -> list[str]:
-        return [m.phone.lstrip("+") for m in sandboxes.running[kind].state.messages.values()]
-
-    result: list[str] = sandboxes.call(phones())
-    return result
 
 
 @pytest.mark.parametrize("kind", known_kinds())

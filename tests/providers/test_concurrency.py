@@ -15,7 +15,7 @@ import aiohttp
 import redis
 
 from producers.client import SmsqClient
-from tests.conftest import SandboxThread, sandbox_settings
+from tests.support.sandboxes import SandboxThread, sandbox_settings
 from worker.core.config import parse_settings
 from worker.providers.sandbox_kit import OutcomeMix, SandboxState, serve
 from worker.providers.smsc.sandbox import DEFAULT_LOGIN, DEFAULT_PASSWORD, SMSC_KEY, create_sandbox

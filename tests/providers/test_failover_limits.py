@@ -16,7 +16,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from producers.keys import Keys
-from tests.tracking.test_status_polls import runtime
+from tests.support.tracking import runtime
 from worker.core.config import Settings, parse_settings
 from worker.core.runtime import Runtime
 from worker.pipeline import accounts, dispatch

@@ -8,7 +8,7 @@ from typing import Any
 
 import redis
 
-from tests.conftest import SandboxThread, sandbox_settings
+from tests.support.sandboxes import SandboxThread, sandbox_settings
 from worker.providers.base import InboundRequest
 from worker.pushes.apply import encode_push, inbox_key, new_push_id, queue_push
 

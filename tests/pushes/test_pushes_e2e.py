@@ -20,8 +20,8 @@ import redis
 from producers.client import SmsqClient
 from producers.dead_letters import DeadLetters, NotReplayable
 from producers.keys import Keys
-from tests.conftest import SandboxThread, WorkerHarness, sandbox_settings
-from tests.entry.test_web import (
+from tests.support.sandboxes import SandboxThread, sandbox_settings
+from tests.support.web import (
     LoopThread,
     WebServer,
     bound_socket,
@@ -30,6 +30,7 @@ from tests.entry.test_web import (
     wait_until,
     with_webhook_secrets,
 )
+from tests.support.worker import WorkerHarness
 from worker.core.config import Settings
 from worker.devtools.sandboxes import sandbox_account
 from worker.entry.actors import create_app

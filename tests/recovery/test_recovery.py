@@ -13,17 +13,16 @@ import redis
 
 from producers.client import SmsqClient
 from producers.wire import NAMESPACE
-from tests.conftest import SandboxThread, sandbox_settings
 from tests.support.harness import (
     numbers,
     outcome,
     progress,
-    set_faults,
     start_worker,
     wait_children,
     wait_dispatched,
     write_config,
 )
+from tests.support.sandboxes import SandboxThread, sandbox_settings, set_faults
 from worker.core.config import WorkerSettings
 from worker.entry.actors import create_app
 

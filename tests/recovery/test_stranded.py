@@ -13,8 +13,9 @@ import redis
 
 from producers.client import SmsqClient
 from producers.wire import NAMESPACE
-from tests.conftest import SandboxThread, WorkerHarness, sandbox_settings
-from tests.support.harness import numbers, outcome, progress, set_faults, wait_dispatched
+from tests.support.harness import numbers, outcome, progress, wait_dispatched
+from tests.support.sandboxes import SandboxThread, sandbox_settings, set_faults
+from tests.support.worker import WorkerHarness
 from worker.core.runtime import Runtime
 from worker.devtools.redis_server import RedisServer
 from worker.entry.actors import create_app

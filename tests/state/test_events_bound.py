@@ -5,7 +5,7 @@ from __future__ import annotations
 import redis
 
 from producers.keys import EVENTS_MAXLEN, Keys
-from tests.tracking.test_status_polls import make_settings, runtime
+from tests.support.tracking import make_settings, runtime
 from worker.pipeline import accounts
 
 BACKLOG = 150_000  # more than the 100,000 an account event once trimmed the stream to

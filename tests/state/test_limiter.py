@@ -13,16 +13,6 @@ import redis.asyncio as aredis
 from worker.state.limiter import ConcurrencyLimiter, RateLimiter, Rule
 
 
-def max_in_window(times: list[float], window: float) -> int:
-    times = sorted(times)
-    best, lo = 0, 0
-    for hi, t in enumerate(times):
-        while t - times[lo] >= window:
-            lo += 1
-        best = max(best, hi - lo + 1)
-    return best
-
-
 def provably_in_window(grants: list[tuple[float, float]], window: float) -> int:
     """The most grants that certainly fell within one window.
 

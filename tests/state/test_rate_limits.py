@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from producers.client import SmsqClient
-from tests.conftest import SandboxThread, sandbox_settings
-from tests.state.test_limiter import max_in_window
+from tests.support.limits import max_in_window
+from tests.support.sandboxes import SandboxThread, sandbox_settings
 from worker.devtools.sandboxes import sandbox_account
 
 CAP, WINDOW = 10, 2.0

@@ -17,9 +17,7 @@ import redis
 
 from producers.client import SmsqClient
 from producers.status import FINAL_STATUSES
-from tests.conftest import SandboxThread
-from tests.pipeline.test_dispatch import _set_faults
-from tests.providers.test_bulk import accepted_phones
+from tests.support.sandboxes import SandboxThread, accepted_phones
 from worker.devtools.sandboxes import sandbox_account
 
 FINAL = {s.value for s in FINAL_STATUSES}
@@ -101,12 +99,6 @@ def outcome(
     result.twice = sum(1 for n in accepted.values() if n > 1)
     result.unrecorded = len(set(accepted) - sent)
     return result
-
-
-async def set_faults(
-    sandboxes: SandboxThread, kind: str, faults: dict[str, dict[str, float]]
-) -> None:
-    await _set_faults(sandboxes, kind, faults)
 
 
 def write_config(

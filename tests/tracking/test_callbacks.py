@@ -25,7 +25,7 @@ import redis
 from aiohttp import web
 
 from producers.client import SmsqClient
-from tests.conftest import SandboxThread, sandbox_settings
+from tests.support.sandboxes import SandboxThread, sandbox_settings
 from worker.core.config import (
     CallbackProducer,
     CallbackSettings,

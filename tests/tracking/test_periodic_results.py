@@ -6,7 +6,7 @@ from typing import Any
 
 import redis
 
-from tests.tracking.test_status_polls import make_settings
+from tests.support.tracking import make_settings
 from worker.core import metrics
 from worker.tracking import runs
 

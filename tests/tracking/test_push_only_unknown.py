@@ -16,8 +16,8 @@ import redis
 
 from producers.cli import format_status
 from producers.client import SmsqClient
-from tests.conftest import SandboxThread
-from tests.tracking.test_status_polls import make_settings, runtime
+from tests.support.sandboxes import SandboxThread
+from tests.support.tracking import make_settings, runtime
 from worker.providers.sandbox_kit import Fault
 from worker.tracking import runs, status_polls
 

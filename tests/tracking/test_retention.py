@@ -9,9 +9,9 @@ import redis
 import redis.asyncio as aredis
 
 from producers.status import Status
-from tests.conftest import SandboxThread, sandbox_settings
-from tests.pipeline.test_poison_messages import message, push_raw
-from tests.tracking.test_status_polls import KEYS, at, make_settings, runtime, seed_job
+from tests.support.messages import message, push_raw
+from tests.support.sandboxes import SandboxThread, sandbox_settings
+from tests.support.tracking import KEYS, at, make_settings, runtime, seed_job
 from worker.providers.base import StatusReport
 from worker.state.status_apply import StatusApplier
 from worker.tracking import retention

@@ -20,8 +20,8 @@ from typing import Any
 import redis
 
 from producers.client import SmsqClient
-from tests.conftest import SandboxThread
-from tests.tracking.test_status_polls import make_settings
+from tests.support.sandboxes import SandboxThread
+from tests.support.tracking import make_settings
 from worker.core import metrics
 from worker.devtools.sandboxes import sandbox_account
 from worker.providers.sandbox_kit import OutcomeMix

@@ -9,20 +9,17 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 import redis
 
-from producers.keys import Keys
 from producers.status import Status
-from tests.conftest import SandboxThread
-from worker.core.config import Settings, parse_settings
+from tests.support.sandboxes import SandboxThread
+from tests.support.tracking import KEYS, at, make_settings, runtime, seed_job
 from worker.core.runtime import Runtime
-from worker.devtools.sandboxes import sandbox_account
 from worker.entry.exposition import cluster_collector
 from worker.pipeline import dispatch
 from worker.providers.base import RecipientOutcome, SendRequest, StatusReport
@@ -32,54 +29,7 @@ from worker.providers.smsc.sandbox import sandbox_of
 from worker.state.status_apply import StatusApplier, canonical_id
 from worker.tracking import balance, history, incoming, retention, runs, status_polls
 
-KEYS = Keys()
 PHONES = ["447400123101", "447400123102", "447400123103"]
-
-
-def make_settings(
-    redis_url: str,
-    sandboxes: SandboxThread | None,
-    *,
-    scheduler: dict[str, float] | None = None,
-    limits: dict[str, dict[str, Any]] | None = None,
-    kinds: tuple[str, ...] = ("intis",),
-) -> Settings:
-    """One account per running sandbox ('<kind>-sandbox'), or unreachable ones of ``kinds``."""
-    accounts: dict[str, Any] = {}
-    env: dict[str, str] = {}
-    kinds = tuple(sandboxes.running) if sandboxes is not None else kinds
-    for kind in kinds:
-        creds = sandbox_account(kind)
-        url = sandboxes.url(kind) if sandboxes is not None else "http://127.0.0.1:9"
-        table: dict[str, Any] = {"kind": kind, "base_url": url, "timeout": 5.0}
-        if creds.get("login"):
-            table["login"] = creds["login"]
-        for secret in ("password", "api_key"):
-            if creds.get(secret):
-                var = f"TEST_{kind.upper()}_{secret.upper()}"
-                env[var] = creds[secret]
-                table[secret] = {"env": var}
-        if limits and kind in limits:
-            table["limits"] = limits[kind]
-        accounts[f"{kind}-sandbox"] = table
-    data: dict[str, Any] = {
-        "redis": {"url": redis_url},
-        "accounts": accounts,
-        "dispatch": {"backoff_initial": 0.05, "backoff_max": 0.5},
-        "scheduler": scheduler or {},
-    }
-    return parse_settings(data, env)
-
-
-@asynccontextmanager
-async def runtime(settings: Settings) -> AsyncIterator[Runtime]:
-    rt = Runtime(settings)
-    await rt.start()
-    try:
-        yield rt
-    finally:
-        await rt.stop()
-        rt.close()
 
 
 @pytest.fixture
@@ -153,10 +103,6 @@ def assert_next_checks(client: redis.Redis, account: str, when: float) -> None:
     """Every message awaiting on ``account`` is next checked at ``when``."""
     scores = list(awaiting(client, account).values())
     assert scores and scores == pytest.approx([when] * len(scores), abs=1e-3)
-
-
-def at(t0: float, offset: float) -> Callable[[], float]:
-    return lambda: t0 + offset
 
 
 async def test_backoff_doubles_and_the_validity_settles_as_expired(
@@ -435,29 +381,6 @@ async def test_balance_is_stored_and_exported(redis_url: str, redis_client: redi
         assert exported == {("smsc-sandbox", "RUB"): 321.5}
     finally:
         sandboxes.stop()
-
-
-def seed_job(
-    client: redis.Redis,
-    job: str,
-    *,
-    state: str,
-    counts: dict[str, int],
-    created_at: float,
-    account: str = "intis-sandbox",
-) -> None:
-    client.hset(KEYS.job(job), mapping={"state": state, "created_at": created_at, "kind": "send"})
-    client.zadd(KEYS.jobs, {job: created_at})
-    if counts:
-        client.hset(KEYS.counts(job), mapping=counts)
-    n = 0
-    for status, how_many in counts.items():
-        for _ in range(how_many):
-            n += 1
-            pid = f"{job}{n:04d}"
-            record = {"status": status, "account": account, "provider_message_id": pid}
-            client.hset(KEYS.recipients(job), f"4474001{n:05d}", json.dumps(record))
-            client.hset(KEYS.message_index(account), pid, f"{job}|4474001{n:05d}")
 
 
 async def test_retention_expires_finished_jobs_only(

@@ -7,7 +7,7 @@ from typing import Any
 import redis
 
 from producers.client import SmsqClient
-from tests.conftest import SandboxThread, sandbox_settings
+from tests.support.sandboxes import SandboxThread, sandbox_settings
 from worker.providers.base import ErrorClass
 from worker.providers.smsc.adapter import PhoneResult, SendResult, outcomes_from_send
 

@@ -11,13 +11,13 @@ import json
 import zlib
 from collections.abc import AsyncIterator
 from typing import Any
-from urllib.parse import urlencode
 
 import aiohttp
 import pytest
 from aiohttp import web
 
 from producers.status import Status
+from tests.support.smsc import SECRET, STATUS_PARAMS, form, sign
 from worker.providers.sandbox_kit import OutcomeMix, RunningSandbox, SandboxState, serve
 from worker.providers.smsc.adapter import SmscAdapter
 from worker.providers.smsc.push_formats import (
@@ -36,37 +36,9 @@ from worker.providers.smsc.push_formats import (
 )
 from worker.providers.smsc.sandbox import create_sandbox, sandbox_of
 
-SECRET = "my-secret_42"
 CODECS = {"windows-1251": "cp1251", "utf-8": "utf-8", "koi8-r": "koi8_r"}
 
 
-def sign(algorithm: str, text: str, codec: str) -> str:
-    """The doc's check value, computed independently of the module under test."""
-    data = text.encode(codec)
-    if algorithm == "md5":
-        return hashlib.md5(data).hexdigest()
-    if algorithm == "sha1":
-        return hashlib.sha1(data).hexdigest()
-    return str(zlib.crc32(data))  # PHP crc32(): unsigned decimal
-
-
-def form(params: dict[str, str], codec: str) -> bytes:
-    return urlencode(params, encoding=codec).encode("ascii")
-
-
-# The doc's parameter table for a status, with values.
-STATUS_PARAMS = {
-    "id": "14",
-    "phone": "79999999999",
-    "status": "1",
-    "time": "28.12.21 19:27:42",
-    "ts": "1640708862",
-    "cnt": "1",
-    "type": "0",
-    "cost": "4.1",
-    "flag": "0",
-    "sender": "SMSC.RU",
-}
 INCOMING_PARAMS = {
     "id": "1234568",
     "sms_id": "14",
