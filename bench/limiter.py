@@ -22,20 +22,12 @@ import argparse
 import asyncio
 import json
 import multiprocessing
-import os
-import signal
-import subprocess
 import sys
-import tempfile
 import time
-import urllib.request
-from pathlib import Path
 from typing import Any
 
+from bench.harness import Account, RedisServer, Stack, numbers
 from producers import redis_conn
-from producers.client import SmsqClient
-from worker.devtools.redis_server import RedisServer, free_port
-from worker.devtools.sandboxes import sandbox_account, wait_until_serving
 from worker.state.limiter import RateLimiter, Rule
 
 
@@ -115,73 +107,37 @@ def limiter_bench(
     return stats
 
 
-def end_to_end(url: str, cap: int, window: float, seconds: float, processes: int) -> dict[str, Any]:
-    kind = "intis"
-    creds = sandbox_account(kind)
-    port = free_port()
-    procs: list[subprocess.Popen[bytes]] = []
-    with tempfile.TemporaryDirectory() as tmp:
-        try:
-            cmd = [
-                sys.executable,
-                "-m",
-                "worker.entry.cli",
-                "sandbox",
-                kind,
-                f"--port={kind}={port}",
-            ]
-            procs.append(
-                subprocess.Popen([*cmd, f"--option={kind}.balance=1e9"], stdout=subprocess.DEVNULL)
-            )
-            base = f"http://127.0.0.1:{port}"
-            wait_until_serving(base + "/__sandbox/faults")
-            config = Path(tmp) / "bench.toml"
-            config.write_text(
-                f'[accounts.capped]\nkind = "{kind}"\nbase_url = "{base}"\nlogin = "{creds["login"]}"\n'
-                f'api_key = {{ env = "BENCH_KEY" }}\n'
-                f"limits.send = {{ requests = {cap}, per_seconds = {window} }}\n"
-            )
-            env = {
-                **os.environ,
-                "SMSQ_CONFIG": str(config),
-                "REDIS_URL": url,
-                "BENCH_KEY": creds["api_key"],
-            }
-            worker = [
-                sys.executable,
-                "-m",
-                "worker.entry.cli",
-                "worker",
-                "--processes",
-                str(processes),
-                "--threads",
-                "4",
-                "--metrics-port",
-                "0",
-            ]
-            procs.append(
-                subprocess.Popen(
-                    worker, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-                )
-            )
+def end_to_end(cap: int, window: float, seconds: float, processes: int) -> dict[str, Any]:
+    """A capped Intis account, a backlog far above the cap, ``seconds`` of sending
+    (a Redis, sandbox and worker of its own: the backlog is thrown away with them)."""
+    with Stack(["intis"]) as stack:
+        sandbox = stack.sandboxes["intis"]
+        capped = Account("capped", sandbox, limits={"send": (cap, window)})
+        with stack.worker(processes=processes, threads=4, accounts=[capped]):
+            sandbox.clear_log()
             backlog = int(cap * (seconds / window + 2)) * 50
-            client = SmsqClient(url)
-            numbers = [f"79{i:09d}" for i in range(backlog)]
-            client.enqueue_send(
-                provider="capped", sender=creds.get("sender", "smsq"), text="b", recipients=numbers
+            stack.smsq.enqueue_send(
+                provider="capped", sender=sandbox.sender, text="b", recipients=numbers(backlog, 0)
             )
             time.sleep(seconds)
-            with urllib.request.urlopen(base + "/__sandbox/requests", timeout=30) as resp:
-                log = json.load(resp)
-        finally:
-            for p in reversed(procs):
-                p.send_signal(signal.SIGTERM)
-                try:
-                    p.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    p.kill()
+            log = sandbox.requests()
     times = [e["at"] for e in log if e["path"].endswith("/send.php")]
     return window_stats(times, cap, window)
+
+
+def run(cap: int, window: float, seconds: float, processes: int) -> dict[str, Any]:
+    with RedisServer() as server:
+        limiter = limiter_bench(server.url, cap, window, seconds, processes)
+    e2e = end_to_end(cap, window, seconds, processes)
+    return {
+        "benchmark": "rate_limits",
+        "cap": cap,
+        "window_seconds": window,
+        "processes": processes,
+        "limiter": limiter,
+        "end_to_end": e2e,
+        "ok": limiter["violations"] == 0 and e2e["violations"] == 0,
+    }
 
 
 def main() -> int:
@@ -191,18 +147,7 @@ def main() -> int:
     parser.add_argument("--window", type=float, default=2.0)
     parser.add_argument("--processes", type=int, default=4)
     args = parser.parse_args()
-    with RedisServer() as server:
-        limiter = limiter_bench(server.url, args.cap, args.window, args.seconds, args.processes)
-        e2e = end_to_end(server.url, args.cap, args.window, args.seconds, args.processes)
-    result = {
-        "benchmark": "rate_limits",
-        "cap": args.cap,
-        "window_seconds": args.window,
-        "processes": args.processes,
-        "limiter": limiter,
-        "end_to_end": e2e,
-        "ok": limiter["violations"] == 0 and e2e["violations"] == 0,
-    }
+    result = run(args.cap, args.window, args.seconds, args.processes)
     print(json.dumps(result, indent=2))
     return 0 if result["ok"] else 1
 
