@@ -52,11 +52,15 @@ chaos: install
 	SMSQ_CHAOS_HEARTBEAT=$${SMSQ_CHAOS_HEARTBEAT:-15} SMSQ_CHAOS_MAINTENANCE=$${SMSQ_CHAOS_MAINTENANCE:-5} \
 	$(BIN)/python -m pytest -q -s tests/chaos
 
-bench: install
-	$(BIN)/python -m bench.dispatch
-	$(BIN)/python -m bench.limiter
-	$(BIN)/python -m bench.routing
-	$(BIN)/python -m bench.intake
+# Every scenario beside its ceilings in one run: bench/results/bench.json and bench.png
+# (docs/performance.md). `make bench BENCH_ARGS=--quick` for the two-minute form.
+BENCH_STAMP := $(VENV)/.bench-stamp
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
+	@touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
+	$(BIN)/python -m bench $(BENCH_ARGS) --out bench/results/bench.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

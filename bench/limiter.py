@@ -5,8 +5,9 @@
 Two measurements in one run, each printed in one JSON object:
 
 - ``limiter``: P processes hammer one (account, endpoint) key through
-  ``RateLimiter.acquire``; every grant is logged. Round trips per acquire are
-  counted exactly (one EVALSHA per ``try_acquire``).
+  ``RateLimiter.acquire``; every grant is logged. ``round_trips_per_acquire``: Redis
+  read events (``INFO stats``) per ``try_acquire`` call; ``tries_per_grant``: calls
+  per permit granted (above 1 when processes contend for a freed permit).
 - ``end_to_end``: ``smsq worker --processes P`` with a backlog against the
   Intis sandbox (in its own process), capped at CAP per WINDOW; the sandbox's
   arrival times are the truth.
@@ -26,7 +27,7 @@ import sys
 import time
 from typing import Any
 
-from bench.harness import Account, RedisServer, Stack, numbers
+from bench.harness import Account, RedisServer, Stack, numbers, redis_snapshot
 from producers import redis_conn
 from worker.state.limiter import RateLimiter, Rule
 
@@ -92,18 +93,24 @@ def limiter_bench(
         ctx.Process(target=_hammer, args=(url, cap, window, seconds, queue))
         for _ in range(processes)
     ]
+    counter = redis_conn.sync_client(url)
+    before = redis_snapshot(counter)
     for p in procs:
         p.start()
     results = [queue.get(timeout=seconds + 60) for _ in procs]
     for p in procs:
         p.join()
-    client = redis_conn.sync_client(url)
-    times = [float(v) for v in client.lrange("bench:grants", 0, -1)]
-    client.close()
+    after = redis_snapshot(counter)
+    times = [float(v) for v in counter.lrange("bench:grants", 0, -1)]
+    counter.close()
     calls = sum(c for c, _ in results)
     grants = sum(g for _, g in results)
     stats = window_stats(times, cap, window)
-    stats["round_trips_per_acquire"] = round(calls / grants, 3) if grants else None
+    # Tries per grant: above 1 when processes contend for the same freed permit.
+    stats["tries_per_grant"] = round(calls / grants, 3) if grants else None
+    # Read events at Redis (≈ round trips) per try, less the benchmark's own RPUSH per grant.
+    reads = after.reads - before.reads - grants
+    stats["round_trips_per_acquire"] = round(reads / calls, 3) if calls else None
     return stats
 
 

@@ -57,7 +57,13 @@ CODES = Codes()
 
 
 def bulk(
-    stack: Stack, worker: Worker, kind: str, recipients: int, offset: int, timeout: float = 900
+    stack: Stack,
+    worker: Worker,
+    kind: str,
+    recipients: int,
+    offset: int,
+    timeout: float = 900,
+    idle_seconds: float = 1.0,
 ) -> dict[str, Any]:
     sandbox = stack.sandboxes[kind]
     client = stack.smsq
@@ -68,7 +74,7 @@ def bulk(
         if idle_job is not None:
             client.status(idle_job)
 
-    background = background_rates(r, poll)
+    background = background_rates(r, poll, idle_seconds)
     sandbox.clear_log()
     rss_idle = worker.rss()
     cpu0, sb_cpu0 = worker.cpu(), sandbox.cpu()
