@@ -5,9 +5,10 @@
 Two measurements in one run, each printed in one JSON object:
 
 - ``limiter``: P processes hammer one (account, endpoint) key through
-  ``RateLimiter.acquire``; every grant is logged. ``round_trips_per_acquire``: Redis
-  read events (``INFO stats``) per ``try_acquire`` call; ``tries_per_grant``: calls
-  per permit granted (above 1 when processes contend for a freed permit).
+  ``RateLimiter.acquire``; every grant is logged. ``round_trips_per_acquire``: requests
+  written to Redis (a pipeline counts once) per ``try_acquire`` call, counted in the
+  client; ``tries_per_grant``: calls per permit granted (above 1 when processes contend
+  for a freed permit).
 - ``end_to_end``: ``smsq worker --processes P`` with a backlog against the
   Intis sandbox (in its own process), capped at CAP per WINDOW; the sandbox's
   arrival times are the truth.
@@ -27,8 +28,9 @@ import sys
 import time
 from typing import Any
 
-from bench.harness import Account, RedisServer, Stack, numbers, redis_snapshot
+from bench.harness import Account, Stack, numbers
 from producers import redis_conn
+from worker.devtools.redis_server import RedisServer
 from worker.state.limiter import RateLimiter, Rule
 
 
@@ -60,16 +62,38 @@ def window_stats(times: list[float], cap: int, window: float) -> dict[str, Any]:
 
 
 def _hammer(url: str, cap: int, window: float, seconds: float, out: Any) -> None:
-    async def run() -> tuple[int, int]:
+    from redis.asyncio.connection import AbstractConnection
+
+    sends = 0  # requests written to Redis (a pipeline is one) while a try is in progress
+    trying = False
+    send = AbstractConnection.send_packed_command
+
+    async def counted_send(self: Any, *args: Any, **kwargs: Any) -> None:
+        nonlocal sends
+        if trying:
+            sends += 1
+        await send(self, *args, **kwargs)
+
+    AbstractConnection.send_packed_command = counted_send  # type: ignore[method-assign]
+
+    async def run() -> tuple[int, int, int]:
+        nonlocal trying
         client = redis_conn.async_client(url)
         limiter = RateLimiter(client, "bench")
         calls = grants = 0
+        first_sends = 0
         original = limiter.try_acquire
 
         async def counting(*args: Any, **kwargs: Any) -> float:
-            nonlocal calls
+            nonlocal calls, trying, first_sends
             calls += 1
-            return await original(*args, **kwargs)
+            trying = True
+            try:
+                return await original(*args, **kwargs)
+            finally:
+                trying = False
+                if calls == 1:  # the connection's set-up and the script's loading
+                    first_sends = sends
 
         limiter.try_acquire = counting  # type: ignore[method-assign]
         deadline = time.time() + seconds
@@ -79,7 +103,7 @@ def _hammer(url: str, cap: int, window: float, seconds: float, out: Any) -> None
                 grants += 1
                 await client.rpush("bench:grants", f"{time.time():.6f}")
         await client.aclose()
-        return calls, grants
+        return calls, grants, sends - first_sends
 
     out.put(asyncio.run(run()))
 
@@ -93,24 +117,24 @@ def limiter_bench(
         ctx.Process(target=_hammer, args=(url, cap, window, seconds, queue))
         for _ in range(processes)
     ]
-    counter = redis_conn.sync_client(url)
-    before = redis_snapshot(counter)
     for p in procs:
         p.start()
     results = [queue.get(timeout=seconds + 60) for _ in procs]
     for p in procs:
         p.join()
-    after = redis_snapshot(counter)
-    times = [float(v) for v in counter.lrange("bench:grants", 0, -1)]
-    counter.close()
-    calls = sum(c for c, _ in results)
-    grants = sum(g for _, g in results)
+    client = redis_conn.sync_client(url)
+    times = [float(v) for v in client.lrange("bench:grants", 0, -1)]
+    client.close()
+    calls = sum(c for c, _, _ in results)
+    grants = sum(g for _, g, _ in results)
+    sends = sum(s for _, _, s in results)
     stats = window_stats(times, cap, window)
     # Tries per grant: above 1 when processes contend for the same freed permit.
     stats["tries_per_grant"] = round(calls / grants, 3) if grants else None
-    # Read events at Redis (≈ round trips) per try, less the benchmark's own RPUSH per grant.
-    reads = after.reads - before.reads - grants
-    stats["round_trips_per_acquire"] = round(reads / calls, 3) if calls else None
+    # Requests written to Redis per try (each process's first try, which opens the
+    # connection and loads the script, left out).
+    tries = calls - len(results)
+    stats["round_trips_per_acquire"] = round(sends / tries, 3) if tries > 0 else None
     return stats
 
 

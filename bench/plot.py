@@ -33,7 +33,7 @@ def _bars(ax: Any, labels: list[str], series: dict[str, list[float]]) -> None:
     for i, (name, values) in enumerate(series.items()):
         xs = [x + i * width for x in range(len(labels))]
         bars = ax.bar(xs, values, width, label=name)
-        ax.bar_label(bars, fmt="%.0f", fontsize=7)
+        ax.bar_label(bars, labels=[f"{v:.0f}" if v else "" for v in values], fontsize=7)
     ax.set_xticks([x + width * (len(series) - 1) / 2 for x in range(len(labels))], labels)
     ax.legend(fontsize=8)
 
@@ -91,7 +91,7 @@ def _throughput(ax: Any, doc: dict[str, Any]) -> None:
         labels += ["no-op drain\nmessages/s"]
         values += [drain["messages_per_s"] or 0.0]
     if otp:
-        labels += ["smsq OTP\njobs/s"]
+        labels += [f"smsq OTP jobs/s\nratio {otp['ratio_to_drain_messages_per_s']}"]
         values += [otp["jobs_per_s"] or 0.0]
     if "2" in procs:
         labels += ["smsq OTP jobs/s\n2 processes"]

@@ -139,7 +139,7 @@ def main() -> int:
     parser.add_argument("--recipients", type=int, default=10_000)
     args = parser.parse_args()
     numbers = job_numbers(args.recipients)
-    options = {
+    options: dict[str, dict[str, Any]] = {
         "intis": {
             "balance": "100000000",
             "charge_by_operator": True,
