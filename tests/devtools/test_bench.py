@@ -14,7 +14,7 @@ from pathlib import Path
 from bench.harness import percentiles
 from bench.limiter import window_stats
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 PERCENTILES = {"p50_ms", "p95_ms", "p99_ms", "max_ms", "mean_ms"}
 
