@@ -97,7 +97,7 @@ class OutcomeMix:
         return "expired"
 
 
-@dataclass
+@dataclass(slots=True)
 class SandboxMessage:
     message_id: str
     phone: str
@@ -134,19 +134,22 @@ class SandboxState:
         return p > 0 and self._rng.random() < p
 
     def new_message(
-        self, message_id: str, phone: str, text: str, sender: str, parts: int, cost: str
+        self,
+        message_id: str,
+        phone: str,
+        text: str,
+        sender: str,
+        parts: int,
+        cost: str,
+        now: float | None = None,
     ) -> SandboxMessage:
-        now = time.time()
+        """Record an accepted message (``now``: its acceptance time, the clock by default;
+        a handler accepting many recipients passes one reading for all of them)."""
+        if now is None:
+            now = time.time()
+        mix = self.mix
         msg = SandboxMessage(
-            message_id=message_id,
-            phone=phone,
-            text=text,
-            sender=sender,
-            parts=parts,
-            cost=cost,
-            accepted_at=now,
-            outcome=self.mix.draw(),
-            final_at=now + self.mix.final_after,
+            message_id, phone, text, sender, parts, cost, now, mix.draw(), now + mix.final_after
         )
         self.messages[message_id] = msg
         return msg
@@ -162,9 +165,18 @@ def endpoint_name(path: str) -> str:
     return path.rstrip("/").rsplit("/", 1)[-1] or "/"
 
 
+_PARAMS_KEY = web.RequestKey("sandbox_kit.params", dict[str, str])
+
+
 async def request_params(request: web.Request) -> dict[str, str]:
-    """Query and form parameters merged (form wins), as the gateways read them."""
-    params = {k: v for k, v in request.query.items()}
+    """Query and form parameters merged (form wins), as the gateways read them.
+
+    Parsed once per request (the middleware's reading is reused by the handler); the
+    same dict is returned each time, so callers must not change it.
+    """
+    if _PARAMS_KEY in request:
+        return request[_PARAMS_KEY]
+    params = dict(request.query)
     if request.method == "POST" and request.content_type in (
         "application/x-www-form-urlencoded",
         "multipart/form-data",
@@ -173,6 +185,7 @@ async def request_params(request: web.Request) -> dict[str, str]:
         for k, v in form.items():
             if isinstance(v, str):
                 params[k] = v
+    request[_PARAMS_KEY] = params
     return params
 
 

@@ -245,7 +245,8 @@ def canonical_number(number: str, country_code: str = DEFAULT_COUNTRY_CODE) -> s
     prefix; a single leading ``0`` is a national number, to which ``country_code`` is
     added. Non-digits (spaces, '+', dashes) are dropped.
     """
-    digits = "".join(c for c in number if c.isdigit())
+    # Plain digits (the usual case) need no per-character filtering.
+    digits = number if number.isdigit() else "".join(c for c in number if c.isdigit())
     if digits.startswith("00"):
         return digits[2:]
     if digits.startswith("0"):

@@ -240,7 +240,9 @@ class IntelliSoftwareSandbox:
 
     def normalise(self, entry: str) -> str | None:
         """The gateway's form of one ``to`` entry, or None when it cannot be routed."""
-        if not entry or any(not (c.isdigit() or c in "+ -()") for c in entry):
+        if not entry:
+            return None
+        if not entry.isdigit() and any(not (c.isdigit() or c in "+ -()") for c in entry):
             return None
         number = canonical_number(entry, self.country_code)
         return number if 10 <= len(number) <= 15 else None
@@ -283,9 +285,11 @@ class IntelliSoftwareSandbox:
             return self._err("INSUFFICIENT_CREDIT")
         gateway_id = self.account.next_id() if valid else ""
         self.account.balance -= cost
+        credits_text = str(credits_each)
+        now = time.time()  # one reading for every number of the submission
         for number in valid:
             msg = self.state.new_message(
-                message_key(gateway_id, number), number, text, sender, parts, str(credits_each)
+                message_key(gateway_id, number), number, text, sender, parts, credits_text, now
             )
             msg.extra.update(extra, type=int(kind), gateway_id=gateway_id)
             if self.status_report_url:

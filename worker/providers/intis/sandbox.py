@@ -40,7 +40,7 @@ import random
 import re
 import string
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -85,6 +85,7 @@ _STATUS_WORDS = {"delivered": "deliver", "undeliverable": "not_deliver", "expire
 # The delivery report's ``state`` for each sandbox outcome (the README's 0–9 list).
 _REPORT_STATES = {"delivered": "2", "undeliverable": "5", "expired": "3"}
 _XML_HEAD = '<?xml version="1.0" encoding="utf-8"?>\n'
+_ZERO = Decimal(0)
 _PAGE_SIZE = 100  # phone.php: the doc's lists have count 3618 / pages 37, count 2255 / pages 23
 _SENDER_TEXT = re.compile(r"^[A-Za-z0-9 ._&-]{1,11}$")
 
@@ -189,7 +190,12 @@ class _Answer:
 
     data: Any = None
     body: str | None = None  # overrides data (the doc's non-JSON quirks)
-    xml: str | None = None  # None: no documented XML form, JSON is answered
+    # None: no documented XML form, JSON is answered. A callable renders it only when
+    # ``return=xml`` asks for it (the busy endpoints, whose answers are mostly JSON).
+    xml: str | Callable[[], str] | None = None
+
+    def xml_text(self) -> str | None:
+        return self.xml() if callable(self.xml) else self.xml
 
 
 def _xml(inner: str) -> str:
@@ -360,8 +366,9 @@ class IntisSandbox:
                 # (not documented) the doc shows no XML error; this mirrors the JSON one.
                 return _xml_response(_xml(f"<error>{refusal.code}</error>"))
             return _json_response(json.dumps({"error": refusal.code}))
-        if fmt == "xml" and answer.xml is not None:
-            return _xml_response(answer.xml)
+        xml = answer.xml_text() if fmt == "xml" else None
+        if xml is not None:
+            return _xml_response(xml)
         # "array" (stat_by_month) and any other value: JSON (not documented).
         body = (
             answer.body if answer.body is not None else json.dumps(answer.data, ensure_ascii=False)
@@ -432,7 +439,7 @@ class IntisSandbox:
         if not ids:
             raise _Refusal(17)
         data: dict[str, Any] = {}
-        rows = []
+        words: list[tuple[str, str]] = []
         for message_id in dict.fromkeys(ids):
             # Unknown ids are left out of the answer (not documented).
             if message_id not in self.state.messages:
@@ -444,8 +451,13 @@ class IntisSandbox:
             final = word in _STATUS_WORDS.values()
             at = self._now_text(msg.final_at if final else msg.accepted_at)
             data[message_id] = word if self.status_form == "flat" else {"status": word, "time": at}
-            rows.append(f"<status {_attrs({'id_sms': message_id, 'status': word})} />")
-        return _Answer(data, xml=_xml("<statuses>\n" + "\n".join(rows) + "\n</statuses>"))
+            words.append((message_id, word))
+
+        def xml() -> str:
+            rows = [f"<status {_attrs({'id_sms': i, 'status': w})} />" for i, w in words]
+            return _xml("<statuses>\n" + "\n".join(rows) + "\n</statuses>")
+
+        return _Answer(data, xml=xml)
 
     def _check_sender(self, sender: str) -> None:
         if not sender:
@@ -482,43 +494,72 @@ class IntisSandbox:
             except ValueError:
                 raise _Refusal(30) from None  # nearest documented code (not documented)
         parts = max(1, count_segments(text).parts)
-        accepted = [p for p in phones if _valid_phone(p) and p.lstrip("+") not in self.stop_list]
-        # The whole request is refused when the balance cannot pay for every accepted
-        # number (not documented whether Intis sends part of a batch; the sandbox does not).
-        if sum(self.unit_price(p) * parts for p in accepted) > self.balance:
-            raise _Refusal(32)
-        data: dict[str, dict[str, Any]] = {}
+        # One pass over the numbers: a refusal code, or what the number costs.
+        flat = None if self.charge_by_operator else self.price * parts
+        verdicts: list[tuple[str, int, Decimal]] = []  # (phone, error code, cost)
+        total = _ZERO
         for phone in phones:
             if not _valid_phone(phone):
-                data[phone] = {"error": 16}
+                verdicts.append((phone, 16, _ZERO))
             elif phone.lstrip("+") in self.stop_list:
-                data[phone] = {"error": 13}
+                verdicts.append((phone, 13, _ZERO))
             else:
-                cost = self.unit_price(phone) * parts
-                message_id = self.new_message_id()
-                msg = self.state.new_message(
-                    message_id,
-                    phone.lstrip("+"),
-                    text,
-                    params["sender"].strip(),
-                    parts,
-                    _money(cost),
-                )
-                if sending_time:
-                    msg.extra["sending_time"] = sending_time
-                if self.callback_url:
-                    for _ in range(self.callback_repeat):
-                        self._schedule_report(msg.final_at, message_id, 1)
-                self.balance -= cost
-                # As in the doc: "error" and the numbers are strings here.
-                data[phone] = {
-                    "error": "0",
-                    "id_sms": message_id,
-                    "cost": _money(cost),
-                    "count_sms": str(parts),
-                }
-        rows = [f"<phone {_attrs({'phone': p, **v})} />" for p, v in data.items()]
-        return _Answer(data, xml=_xml("<phones>\n" + "\n".join(rows) + "\n</phones>"))
+                cost = flat if flat is not None else self.unit_price(phone) * parts
+                total += cost
+                verdicts.append((phone, 0, cost))
+        # The whole request is refused when the balance cannot pay for every accepted
+        # number (not documented whether Intis sends part of a batch; the sandbox does not).
+        if total > self.balance:
+            raise _Refusal(32)
+        sender = params["sender"].strip()
+        parts_text = str(parts)
+        money_texts: dict[Decimal, str] = {}
+        now = time.time()
+        # Ids shaped like new_message_id()'s, from one clock reading for the whole request.
+        id_head = f"4{int(now * 1000) % 10**13:013d}"
+        # The answer is written as json.dumps(ensure_ascii=False) would write
+        # {phone: {"error": "0", "id_sms": …, "cost": …, "count_sms": …}} (refused:
+        # {"error": N}), without building a dict per number. An accepted phone, an id, a
+        # cost and a count are digits (with a "+" or "."): nothing in them needs escaping.
+        items: list[str] = []
+        answered: list[tuple[str, int, str, str]] = []  # (phone, error, id_sms, cost)
+        for phone, error, cost in verdicts:
+            if error:
+                items.append(f'{json.dumps(phone, ensure_ascii=False)}: {{"error": {error}}}')
+                answered.append((phone, error, "", ""))
+                continue
+            cost_text = money_texts.get(cost)
+            if cost_text is None:
+                cost_text = money_texts[cost] = _money(cost)
+            self._seq += 1
+            message_id = f"{id_head}{self._seq % 10**8:08d}"
+            msg = self.state.new_message(
+                message_id, phone.lstrip("+"), text, sender, parts, cost_text, now
+            )
+            if sending_time:
+                msg.extra["sending_time"] = sending_time
+            if self.callback_url:
+                for _ in range(self.callback_repeat):
+                    self._schedule_report(msg.final_at, message_id, 1)
+            # As in the doc: "error" and the numbers are strings here.
+            items.append(
+                f'"{phone}": {{"error": "0", "id_sms": "{message_id}", '
+                f'"cost": "{cost_text}", "count_sms": "{parts_text}"}}'
+            )
+            answered.append((phone, 0, message_id, cost_text))
+        self.balance -= total
+
+        def xml() -> str:
+            rows = []
+            for phone, error, message_id, cost_text in answered:
+                fields: dict[str, object] = {"phone": phone, "error": error}
+                if not error:
+                    fields.update(error="0", id_sms=message_id, cost=cost_text)
+                    fields["count_sms"] = parts_text
+                rows.append(f"<phone {_attrs(fields)} />")
+            return _xml("<phones>\n" + "\n".join(rows) + "\n</phones>")
+
+        return _Answer(body="{" + ", ".join(items) + "}", xml=xml)
 
     def _ep_find_on_stop(self, params: Mapping[str, str]) -> _Answer:
         phone = params.get("phone", "").strip()

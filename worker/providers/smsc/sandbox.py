@@ -201,9 +201,31 @@ class SmscError(Exception):
         self.text = text or ERROR_TEXTS.get(code, "error")
 
 
+_CENT = Decimal("0.01")
+_MONEY_TEXTS: dict[Decimal, str] = {}  # a send prices every number: the same few values
+
+
 def money(value: Decimal) -> str:
     """SMSC's money text: a decimal string with two places."""
-    return format(value.quantize(Decimal("0.01")), "f")
+    text = _MONEY_TEXTS.get(value)
+    if text is None:
+        text = format(value.quantize(_CENT), "f")
+        if len(_MONEY_TEXTS) < 4096:
+            _MONEY_TEXTS[value] = text
+    return text
+
+
+class _CostTexts:
+    """money() of the costs of one send, most of them the very same Decimal object."""
+
+    def __init__(self) -> None:
+        self._last: Decimal | None = None
+        self._text = ""
+
+    def __call__(self, value: Decimal) -> str:
+        if value is not self._last:
+            self._last, self._text = value, money(value)
+        return self._text
 
 
 def _moscow(ts: float) -> datetime:
@@ -218,12 +240,17 @@ def _date_short(ts: float) -> str:
     return _moscow(ts).strftime("%d.%m.%y %H:%M:%S")
 
 
+# The prefix lengths OPERATORS has, longest first: the only slices worth looking up.
+_PREFIX_SIZES = sorted({len(prefix) for prefix in OPERATORS}, reverse=True)
+
+
 def operator_of(phone: str) -> tuple[str, str, str, str, str, str] | None:
     digits = phone.lstrip("+")
-    for size in range(len(digits), 0, -1):
-        row = OPERATORS.get(digits[:size])
-        if row is not None:
-            return row
+    for size in _PREFIX_SIZES:
+        if size <= len(digits):
+            row = OPERATORS.get(digits[:size])
+            if row is not None:
+                return row
     return None
 
 
@@ -505,7 +532,8 @@ class SmscSandbox:
             phone = raw.lstrip("+")
             if phone in seen:
                 continue
-            if not PHONE_RE.match(raw):
+            plain = raw.isascii() and raw.isdigit() and 10 <= len(raw) <= 15
+            if not plain and not PHONE_RE.match(raw):
                 seen[phone] = (raw, 22, "7")
             elif phone in self.blocked_phones:
                 seen[phone] = (phone, 23, "8")
@@ -521,8 +549,13 @@ class SmscSandbox:
             raise SmscError(8 if "8" in codes_seen else 7, sms_id_hint)
         parts = 1 if is_hlr or is_ping else max(1, count_segments(mes).parts)
         unit = self.price * parts
-        units = {p: (unit if is_hlr or is_ping else self.unit_price(p) * parts) for p in good}
-        total = sum(units.values(), Decimal("0"))
+        if is_hlr or is_ping or not self.operator_prices:
+            # One price for every number (unit_price() is the flat price): one Decimal.
+            units = dict.fromkeys(good, unit)
+            total = unit * len(good)
+        else:
+            units = {p: self.unit_price(p) * parts for p in good}
+            total = sum(units.values(), Decimal("0"))
         cnt = parts * len(good)
         if cost_mode == "1":
             return {"cnt": cnt, "cost": money(total)}
@@ -537,25 +570,28 @@ class SmscSandbox:
         if params.get("tinyurl") == "1":
             text = URL_RE.sub(self._shorten, mes)
         msg_type = 4 if is_hlr else 5 if is_ping else 1 if params.get("flash") == "1" else 0
+        crc = zlib.crc32(text.encode()) & 0xFFFF
+        accepted_at = time.time()  # one reading for every number of the request
+        cost_texts = _CostTexts()
         for phone in good:
             key = f"{sms_id}:{phone}"
-            msg = self.state.new_message(key, phone, text, sender, parts, money(units[phone]))
+            msg = self.state.new_message(
+                key, phone, text, sender, parts, cost_texts(units[phone]), accepted_at
+            )
             if phone in self.delivery_errors and not is_hlr:
                 msg.outcome = "undeliverable"
                 msg.extra["err"] = self.delivery_errors[phone]
             if start > now:
                 msg.final_at = start + (msg.final_at - msg.accepted_at)
-            msg.extra.update(
-                {
-                    "sms_id": sms_id,
-                    "int_id": next(self._next_int_id),
-                    "start": start,
-                    "hlr": is_hlr,
-                    "type": msg_type,
-                    "crc": zlib.crc32(text.encode()) & 0xFFFF,
-                }
-            )
-            self._schedule(msg)
+            extra = msg.extra
+            extra["sms_id"] = sms_id
+            extra["int_id"] = next(self._next_int_id)
+            extra["start"] = start
+            extra["hlr"] = is_hlr
+            extra["type"] = msg_type
+            extra["crc"] = crc
+            if self.callback is not None:
+                self._schedule(msg)
         answer: dict[str, Any] = {"id": sms_id, "cnt": cnt}
         if cost_mode in ("2", "3"):
             answer["cost"] = money(total)
@@ -571,7 +607,7 @@ class SmscSandbox:
                 {
                     "phone": phone,
                     "mccmnc": "".join((operator_of(phone) or ("",) * 6)[3:5]) if e == "0" else "",
-                    "cost": money(units.get(phone, unit)) if e == "0" else "0.00",
+                    "cost": cost_texts(units.get(phone, unit)) if e == "0" else "0.00",
                     "status": str(s),
                     "error": e,
                 }
@@ -1095,9 +1131,35 @@ def render(
     return _respond(params, "\n".join(lines), 0)
 
 
+def _json_text(value: str) -> str:
+    """A JSON string literal, as json.dumps(value, ensure_ascii=False) writes it."""
+    if value.isascii() and value.isprintable() and '"' not in value and "\\" not in value:
+        return f'"{value}"'  # nothing to escape
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _send_json(data: Mapping[str, Any]) -> str:
+    """json.dumps(data, ensure_ascii=False) of a send answer, its per-phone list (one
+    object per number, the bulk of the answer) written without the generic encoder."""
+    phones = data.get("phones")
+    if not phones:
+        return json.dumps(data, ensure_ascii=False)
+    head = json.dumps({k: v for k, v in data.items() if k != "phones"}, ensure_ascii=False)
+    rows = ", ".join(
+        f'{{"phone": {_json_text(row["phone"])}, "mccmnc": {_json_text(row["mccmnc"])}, '
+        f'"cost": {_json_text(row["cost"])}, "status": {_json_text(row["status"])}, '
+        f'"error": {_json_text(row["error"])}}}'
+        for row in phones
+    )
+    # "phones" is the answer's last key (see do_send).
+    return f'{head[:-1]}, "phones": [{rows}]}}'
+
+
 def render_send(params: Mapping[str, str], data: dict[str, Any]) -> web.Response:
     fmt = _fmt(params)
-    if fmt in (2, 3):
+    if fmt == 3:
+        return _respond(params, _send_json(data), 3)
+    if fmt == 2:
         return render(params, data)
     if "id" not in data:  # cost=1
         if fmt == 1:
