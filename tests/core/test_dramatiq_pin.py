@@ -6,11 +6,15 @@
   (SafeRedisBroker acknowledges bad bodies there), messages in ``<ns>:<queue>.msgs``, delayed
   ones in ``<queue>.DQ``, failed ones in ``<queue>.XQ`` (producers/wire.py writes these);
 - retries are Dramatiq's: a dispatch that fails every try is handed to ``dispatch_gave_up``
-  by the ``on_retry_exhausted`` hook, for send and HLR chunks alike.
+  by the ``on_retry_exhausted`` hook, for send and HLR chunks alike;
+- ``WakingConsumer`` extends the Redis consumer (its message cache, the ids it has handed
+  out, ``do_fetch``) and ``SmsqWorker`` the worker (how it makes consumers and threads, its
+  work queue of ``_WorkQueueItem``), both as the pinned version has them.
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 import re
 import tomllib
@@ -20,6 +24,7 @@ from typing import Any
 
 import dramatiq
 import dramatiq.brokers.redis
+import dramatiq.worker
 import redis
 
 from producers.wire import NAMESPACE, build_message, write_message
@@ -55,6 +60,39 @@ def test_the_broker_keys_smsq_relies_on() -> None:
         '".XQ"',
     ):
         assert layout in script, layout
+
+
+def test_the_consumer_and_worker_internals_smsq_extends() -> None:
+    consumer = dramatiq.brokers.redis._RedisConsumer
+    assert list(inspect.signature(consumer.__init__).parameters) == [
+        "self",
+        "broker",
+        "queue_name",
+        "prefetch",
+        "timeout",
+    ]
+    source = inspect.getsource(consumer)
+    for name in ("self.message_cache", "self.queued_message_ids", "self.misses", "do_fetch"):
+        assert name in source, name
+    assert isinstance(consumer.outstanding_message_count, property)
+    worker = dramatiq.worker.Worker
+    for method, parameters in (
+        ("_add_consumer", ["self", "queue_name", "delay"]),
+        ("start", ["self"]),
+        ("stop", ["self", "timeout"]),
+        ("join", ["self"]),
+    ):
+        assert list(inspect.signature(getattr(worker, method)).parameters) == parameters, method
+    for cls, parameters in (
+        (dramatiq.worker.ConsumerThread, {"broker", "queue_name", "prefetch", "work_queue"}),
+        (dramatiq.worker.WorkerThread, {"broker", "consumers", "work_queue", "worker_timeout"}),
+    ):
+        assert parameters <= set(inspect.signature(cls.__init__).parameters), cls
+    start = inspect.getsource(worker.start)
+    assert "_WorkerMiddleware(self)" in start and "self._add_worker()" in start
+    init = inspect.getsource(worker.__init__)
+    for name in ("self.work_queue", "self.queue_prefetch", "self.delay_prefetch", "self.consumers"):
+        assert name in init, name
 
 
 def test_a_fetched_message_is_held_in_the_acks_set(

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import time
 
-import dramatiq
-
 from worker.entry.actors import App
 
 
@@ -14,7 +12,7 @@ class WorkerHarness:
 
     def __init__(self, app: App, threads: int = 8) -> None:
         self.app = app
-        self.worker = dramatiq.Worker(app.broker, worker_threads=threads, worker_timeout=50)
+        self.worker = app.worker(threads, worker_timeout=50)
 
     def start(self) -> WorkerHarness:
         self.worker.start()

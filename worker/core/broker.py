@@ -8,20 +8,36 @@ before the consumer sees it: one that is not a well-formed message for a
 declared actor is handed to the poison sink (smsq dead-letters it with the
 reason), acknowledged by the id found in this worker's own acks set, and never
 reaches the consumer. Raw producers therefore cannot stall a worker.
+
+Dramatiq's consumer sleeps on an empty queue, backing off up to ``worker_timeout`` (1 s):
+a message arriving on an idle queue waits for that sleep to end. A queue named with
+:meth:`SafeRedisBroker.wait_on` (the OTP queues) is consumed by :class:`WakingConsumer`
+instead, which blocks on the queue's list until a message arrives, and :class:`SmsqWorker`
+gives such queues threads of their own, so other queues' work cannot hold them up.
 """
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
 import logging
+import threading
+import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from queue import PriorityQueue
 from typing import Any
 
 import dramatiq
-from dramatiq.brokers.redis import RedisBroker
+import redis
+from dramatiq.broker import MessageProxy
+from dramatiq.brokers.redis import RedisBroker, _RedisConsumer
+from dramatiq.common import iter_queue, q_name
+from dramatiq.errors import ConnectionClosed
+from dramatiq.message import Message
 from dramatiq.middleware import AsyncIO
+from dramatiq.worker import WORKER_TIMEOUT, ConsumerThread, WorkerThread, _WorkQueueItem
 
 from producers import redis_conn
 from worker.entry.health import instance_id
@@ -112,9 +128,20 @@ class SafeRedisBroker(RedisBroker):
         self.stopping = False  # set on SIGTERM: nothing new is fetched
         self.on_consumer_restart: Callable[[str], Any] | None = None
         self._consumed: set[str] = set()
+        self._waits: dict[str, float] = {}  # queue -> longest wait for a message, seconds
 
     def consumed_queues(self) -> set[str]:
         return set(self._consumed)
+
+    def wait_on(self, queue_name: str, wait: float = 1.0, delayed_wait: float = 0.1) -> None:
+        """Consume ``queue_name`` without idle latency: an empty fetch waits for the queue's
+        next message (up to ``wait`` seconds at a time) instead of sleeping. Its delay queue
+        is watched every ``delayed_wait`` seconds, so a delayed message is due on time."""
+        self._waits[queue_name] = wait
+        self._waits[f"{queue_name}.DQ"] = delayed_wait
+
+    def waits_on(self, queue_name: str) -> bool:
+        return q_name(queue_name) in self._waits
 
     def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 5000) -> Any:
         # Dramatiq makes a new consumer after a connection error and forgets what the old
@@ -122,7 +149,28 @@ class SafeRedisBroker(RedisBroker):
         if queue_name in self._consumed and self.on_consumer_restart is not None:
             self.on_consumer_restart(queue_name)
         self._consumed.add(queue_name)
+        wait = self._waits.get(queue_name)
+        if wait is not None:
+            return WakingConsumer(self, queue_name, prefetch, timeout, wait)
         return super().consume(queue_name, prefetch, timeout)
+
+    def wait_for_message(self, queue_name: str, wait: float) -> None:
+        """Block until ``queue_name``'s list holds a message id, or ``wait`` seconds.
+
+        ``BLMOVE`` of the list onto itself (head to tail): the id never leaves the list, so
+        nothing can be lost here; Dramatiq's fetch script then takes it into this worker's
+        acks set as usual. With several ids waiting the order may turn, as it may between
+        several consumers anyway.
+        """
+        if self.stopping:
+            time.sleep(wait)
+            return
+        key = f"{self.namespace}:{queue_name}"
+        limit = self.client.connection_pool.connection_kwargs.get("socket_timeout")
+        if isinstance(limit, int | float) and limit > 0:
+            wait = min(wait, limit / 2)  # a blocking read must end before the socket's timeout
+        with contextlib.suppress(redis.TimeoutError):  # nothing came: the consumer looks again
+            self.client.blmove(key, key, wait, "LEFT", "RIGHT")  # type: ignore[arg-type]
 
     def restrict_queue(self, queue_name: str, actors: frozenset[str]) -> None:
         """Accept only ``actors`` on ``queue_name`` (and its delay queue)."""
@@ -202,6 +250,143 @@ class SafeRedisBroker(RedisBroker):
             for message_id in matched:
                 self.do_ack(queue_name, message_id)
                 stored.pop(message_id, None)
+
+
+class WakingConsumer(_RedisConsumer):
+    """Dramatiq's Redis consumer without the idle sleep.
+
+    An empty fetch blocks on the queue (:meth:`SafeRedisBroker.wait_for_message`) until a
+    message arrives; a consumer whose prefetched messages are all still in progress waits
+    for one of them to be acknowledged rather than backing off. Every fetch, acknowledgement
+    and requeue is Dramatiq's own (its dispatch script and acks sets), so recovery and
+    maintenance see this consumer like any other.
+    """
+
+    def __init__(
+        self, broker: SafeRedisBroker, queue_name: str, prefetch: int, timeout: int, wait: float
+    ) -> None:
+        super().__init__(broker, queue_name, prefetch, timeout)  # type: ignore[no-untyped-call]
+        self.wait = wait
+        self.settled = threading.Event()  # set whenever a message of this consumer ends
+
+    def ack(self, message: Any) -> None:
+        try:
+            super().ack(message)  # type: ignore[no-untyped-call]
+        finally:
+            self.settled.set()
+
+    def nack(self, message: Any) -> None:
+        try:
+            super().nack(message)  # type: ignore[no-untyped-call]
+        finally:
+            self.settled.set()
+
+    def __next__(self) -> MessageProxy | None:
+        try:
+            while True:
+                if self.message_cache:
+                    data = self.message_cache.pop(0)
+                    if data is None:
+                        continue
+                    self.misses = 0
+                    message = Message.decode(data)
+                    self.queued_message_ids.add(message.message_id)
+                    return MessageProxy(message)
+                self.settled.clear()
+                room = self.prefetch - self.outstanding_message_count
+                if room <= 0:
+                    # Everything prefetched is in progress: the next fetch follows its end.
+                    self.settled.wait(self.wait)
+                    return None
+                self.message_cache = self.broker.do_fetch(self.queue_name, room)
+                if not self.message_cache:
+                    self.broker.wait_for_message(self.queue_name, self.wait)
+                    return (
+                        None  # the consumer thread releases due delayed messages, then asks again
+                    )
+        except redis.ConnectionError as e:
+            raise ConnectionClosed(e) from None  # type: ignore[no-untyped-call]
+
+
+class SmsqWorker(dramatiq.Worker):
+    """Dramatiq's worker with a lane of its own for some queues.
+
+    The consumers of ``lane_queues`` (and their delay queues) feed a work queue of their own,
+    served by ``lane_threads`` threads that take nothing else; the other queues share the
+    ``worker_threads`` as usual. So however much other work is queued or in progress (a bulk
+    job filling every thread, each waiting for its provider), a lane's message waits only for
+    the lane's own. Without lane threads or lane queues it is Dramatiq's worker.
+    """
+
+    def __init__(
+        self,
+        broker: dramatiq.Broker,
+        *,
+        queues: set[str] | None = None,
+        worker_timeout: int = WORKER_TIMEOUT,
+        worker_threads: int = 8,
+        lane_queues: Iterable[str] = (),
+        lane_threads: int = 0,
+    ) -> None:
+        super().__init__(
+            broker, queues=queues, worker_timeout=worker_timeout, worker_threads=worker_threads
+        )
+        self.lane_queues = frozenset(lane_queues) if lane_threads > 0 else frozenset()
+        self.lane_threads = lane_threads if self.lane_queues else 0
+        self.lane_work_queue: PriorityQueue[_WorkQueueItem] = PriorityQueue()
+
+    @property
+    def work_queues(self) -> list[PriorityQueue[_WorkQueueItem]]:
+        return [self.work_queue, self.lane_work_queue]
+
+    def start(self) -> None:
+        super().start()
+        for _ in range(self.lane_threads):
+            thread = WorkerThread(
+                broker=self.broker,
+                consumers=self.consumers,
+                work_queue=self.lane_work_queue,
+                worker_timeout=self.worker_timeout,
+            )
+            thread.start()
+            self.workers.append(thread)
+
+    def _add_consumer(self, queue_name: str, *, delay: bool = False) -> None:
+        canonical = q_name(queue_name)
+        if canonical not in self.lane_queues or queue_name in self.consumers:
+            super()._add_consumer(queue_name, delay=delay)
+            return
+        if self.consumer_whitelist and canonical not in self.consumer_whitelist:
+            return
+        consumer = self.consumers[queue_name] = ConsumerThread(
+            broker=self.broker,
+            queue_name=queue_name,
+            prefetch=self.delay_prefetch if delay else self.queue_prefetch,
+            work_queue=self.lane_work_queue,
+            worker_timeout=self.worker_timeout,
+        )
+        consumer.start()
+
+    def stop(self, timeout: int = 600000) -> None:
+        super().stop(timeout)
+        # Dramatiq put back what was left in its own work queue; the lane's leftovers too.
+        leftovers: dict[str, list[MessageProxy]] = {}
+        for item in iter_queue(self.lane_work_queue):  # type: ignore[no-untyped-call]
+            leftovers.setdefault(item.message.queue_name, []).append(item.message)
+        for queue_name, messages in leftovers.items():
+            try:
+                self.consumers[queue_name].requeue_messages(messages)
+            except (dramatiq.BrokerError, redis.RedisError):
+                log.warning("could not put back %d messages of %s", len(messages), queue_name)
+
+    def join(self) -> None:
+        while True:
+            super().join()
+            self.lane_work_queue.join()
+            if not self.work_queue.unfinished_tasks and not any(
+                c.delay_queue.unfinished_tasks for c in self.consumers.values()
+            ):
+                return
 
 
 class DeadLetterFailed(dramatiq.Middleware):

@@ -22,7 +22,7 @@ from dramatiq.middleware import CurrentMessage
 
 from producers.wire import INTAKE_ACTOR, INTAKE_OTP_QUEUE, INTAKE_QUEUE
 from worker.core import messages, metrics, queues
-from worker.core.broker import DeadLetterFailed, SafeRedisBroker, build_broker
+from worker.core.broker import DeadLetterFailed, SafeRedisBroker, SmsqWorker, build_broker
 from worker.core.config import Settings
 from worker.core.runtime import Runtime, RuntimeMiddleware
 from worker.pipeline import dispatch, intake
@@ -32,6 +32,8 @@ from worker.state import store
 from worker.tracking import callbacks, periodic
 
 log = logging.getLogger("smsq.actors")
+
+OTP_QUEUES = (INTAKE_OTP_QUEUE, queues.DISPATCH_OTP_QUEUE)  # consumed without idle latency
 
 DISPATCH_MAX_RETRIES = 5  # Dramatiq retries of a dispatch that raised (send and HLR alike)
 GAVE_UP_ACTOR = "dispatch_gave_up"  # Dramatiq's on_retry_exhausted target for both
@@ -47,6 +49,23 @@ class App:
     dispatch_hlr: Any
     actors: dict[str, Any]  # the other modules' actors, by name
     recovery: Recovery
+
+    def worker(
+        self, threads: int, queues: set[str] | None = None, *, worker_timeout: int = 1000
+    ) -> SmsqWorker:
+        """This process's Dramatiq worker: ``threads`` for the queues it consumes, and
+        ``[worker] otp_threads`` more for the OTP queues alone. A process consuming only
+        OTP queues gives them all its threads."""
+        lane = set(OTP_QUEUES)
+        shared = queues is None or bool(set(queues) - lane)
+        return SmsqWorker(
+            self.broker,
+            queues=queues,
+            worker_timeout=worker_timeout,
+            worker_threads=threads,
+            lane_queues=lane if shared else (),
+            lane_threads=int(self.settings.worker.otp_threads) if shared else 0,
+        )
 
 
 def create_app(settings: Settings, **broker_options: Any) -> App:
@@ -202,6 +221,8 @@ def create_app(settings: Settings, **broker_options: Any) -> App:
         **periodic.register_actors(broker, runtime),
         **callbacks.register_actors(broker, runtime),
     }
+    for otp_queue in OTP_QUEUES:
+        broker.wait_on(otp_queue)  # before the queue is declared: its consumer is made then
     broker.declare_queue(INTAKE_OTP_QUEUE)
     for intake_queue in (INTAKE_QUEUE, INTAKE_OTP_QUEUE):
         broker.restrict_queue(intake_queue, frozenset({INTAKE_ACTOR}))

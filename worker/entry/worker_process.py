@@ -21,7 +21,6 @@ import threading
 import time
 from types import FrameType
 
-import dramatiq
 from dramatiq.asyncio import get_event_loop_thread
 
 import worker.entry.actors  # noqa: F401  (imported before the supervisor forks: processes start at once)
@@ -61,11 +60,9 @@ def run(threads: int, queues: list[str] | None) -> int:
     from worker.entry.app import app  # builds the broker and actors from SMSQ_CONFIG
 
     app.broker.emit_after("process_boot")
-    worker = dramatiq.Worker(
-        app.broker, queues=set(queues) if queues else None, worker_threads=threads
-    )
+    worker = app.worker(threads, set(queues) if queues else None)
     worker.start()
-    log.info("worker process ready: %d threads", threads)
+    log.info("worker process ready: %d threads (+%d for OTP)", threads, worker.lane_threads)
     stop.wait()
 
     bound = app.settings.worker.shutdown_timeout

@@ -159,8 +159,10 @@ class Recovery(dramatiq.Middleware):
             keep = set(self._processing)
         if self.worker is None:
             return keep
-        for item in list(self.worker.work_queue.queue):
-            keep.add(item.message.options.get("redis_message_id", ""))
+        work_queues = getattr(self.worker, "work_queues", None) or [self.worker.work_queue]
+        for work_queue in work_queues:  # SmsqWorker: the OTP lane's work queue too
+            for item in list(work_queue.queue):
+                keep.add(item.message.options.get("redis_message_id", ""))
         thread = self.worker.consumers.get(queue)
         if thread is not None:
             for item in list(thread.delay_queue.queue):
