@@ -10,8 +10,7 @@ import redis
 
 from producers.client import SmsqClient
 from producers.wire import INTAKE_OTP_QUEUE, NAMESPACE
-from tests.support.harness import set_faults
-from tests.support.sandboxes import SandboxThread, sandbox_settings
+from tests.support.sandboxes import SandboxThread, sandbox_settings, set_faults
 from worker.core.broker import WakingConsumer
 from worker.core.queues import DISPATCH_OTP_QUEUE
 from worker.devtools.sandboxes import sandbox_account
