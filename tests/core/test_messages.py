@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import redis
 
-from tests.support.sandboxes import SandboxThread, sandbox_settings
+from tests.support.sandboxes import SandboxFactory, sandbox_settings
 from tests.support.tracking import runtime
 from worker.core import messages
 from worker.core.messages import HlrChunk, MessageInvalid, SendChunk
@@ -61,57 +61,51 @@ def test_invalid_messages_say_why(args: list[Any], reason: str) -> None:
         messages.decode(SEND_ACTOR, args)
 
 
-def test_intake_writes_versioned_messages(redis_url: str, redis_client: redis.Redis) -> None:
-    sandboxes = SandboxThread(["intis"])
-    try:
-        payload = {
-            "kind": "send",
-            "job_id": "job-w",
-            "provider": "intis-sandbox",
-            "sender": "smstest",
-            "text": "hi",
-            "recipients": ["+447400123201"],
-        }
+def test_intake_writes_versioned_messages(
+    redis_url: str, redis_client: redis.Redis, run_sandboxes: SandboxFactory
+) -> None:
+    sandboxes = run_sandboxes(["intis"])
+    payload = {
+        "kind": "send",
+        "job_id": "job-w",
+        "provider": "intis-sandbox",
+        "sender": "smstest",
+        "text": "hi",
+        "recipients": ["+447400123201"],
+    }
 
-        async def accept() -> str:
-            async with runtime(sandbox_settings(redis_url, sandboxes)) as rt:
-                return intake.accept_job(rt, [payload], {})
+    async def accept() -> str:
+        async with runtime(sandbox_settings(redis_url, sandboxes)) as rt:
+            return intake.accept_job(rt, [payload], {})
 
-        assert asyncio.run(accept()) == "accepted"
-        (body,) = redis_client.hvals("dramatiq:smsq-dispatch.msgs")
-        (arg,) = json.loads(body)["args"]
-        assert arg["v"] == messages.VERSION and arg["job_id"] == "job-w"
-        assert messages.decode(SEND_ACTOR, [arg]).recipients == ("447400123201",)
-    finally:
-        sandboxes.stop()
+    assert asyncio.run(accept()) == "accepted"
+    (body,) = redis_client.hvals("dramatiq:smsq-dispatch.msgs")
+    (arg,) = json.loads(body)["args"]
+    assert arg["v"] == messages.VERSION and arg["job_id"] == "job-w"
+    assert messages.decode(SEND_ACTOR, [arg]).recipients == ("447400123201",)
 
 
 def test_positional_messages_queued_before_an_upgrade_are_sent(
-    redis_url: str, redis_client: redis.Redis, make_worker: Any
+    redis_url: str, redis_client: redis.Redis, make_worker: Any, run_sandboxes: SandboxFactory
 ) -> None:
-    sandboxes = SandboxThread(["intis"])
-    try:
-        worker = make_worker(sandbox_settings(redis_url, sandboxes))
-        redis_client.hset("smsq:job:job-m", mapping={"chunks": 2, "state": "accepted"})
-        redis_client.hset("smsq:job:job-m:counts", mapping={"queued": 2})
-        worker.app.dispatch_chunk.send(*CHUNK.positional())  # the earlier form
-        worker.app.dispatch_chunk.send(
-            *messages.message_args(
-                SendChunk(**{**CHUNK.__dict__, "index": 1, "recipients": ("447400123202",)})
-            )
+    sandboxes = run_sandboxes(["intis"])
+    worker = make_worker(sandbox_settings(redis_url, sandboxes))
+    redis_client.hset("smsq:job:job-m", mapping={"chunks": 2, "state": "accepted"})
+    redis_client.hset("smsq:job:job-m:counts", mapping={"queued": 2})
+    worker.app.dispatch_chunk.send(*CHUNK.positional())  # the earlier form
+    worker.app.dispatch_chunk.send(
+        *messages.message_args(
+            SendChunk(**{**CHUNK.__dict__, "index": 1, "recipients": ("447400123202",)})
         )
-        worker.join()
-        counts = {
-            k.decode(): int(v) for k, v in redis_client.hgetall("smsq:job:job-m:counts").items()
-        }
-        assert counts.get("submitted") == 2
-        bad = {**messages.encode(CHUNK), "v": 0, "index": 5}
-        worker.app.dispatch_chunk.send(bad)
-        worker.join()
-        letters = [json.loads(v) for v in redis_client.hvals("smsq:dlq")]
-        assert any("version 0" in " ".join(d["reasons"]) for d in letters)
-    finally:
-        sandboxes.stop()
+    )
+    worker.join()
+    counts = {k.decode(): int(v) for k, v in redis_client.hgetall("smsq:job:job-m:counts").items()}
+    assert counts.get("submitted") == 2
+    bad = {**messages.encode(CHUNK), "v": 0, "index": 5}
+    worker.app.dispatch_chunk.send(bad)
+    worker.join()
+    letters = [json.loads(v) for v in redis_client.hvals("smsq:dlq")]
+    assert any("version 0" in " ".join(d["reasons"]) for d in letters)
 
 
 def test_periodic_runs_and_pushes_are_versioned_with_the_earlier_forms_accepted() -> None:

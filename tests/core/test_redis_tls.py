@@ -6,7 +6,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +15,9 @@ import redis
 
 from producers import redis_conn
 from producers.client import SmsqClient
-from tests.support.sandboxes import SandboxThread, sandbox_settings
+from tests.support.sandboxes import SandboxFactory, sandbox_settings
 from tests.support.sentinel import Node
-from tests.support.web import LoopThread, WebServer, http
+from tests.support.web import WebServer, http
 from worker.core.config import ConfigError, parse_settings
 from worker.devtools.redis_server import find_redis_server, free_port
 from worker.tracking.scheduler import Scheduler
@@ -108,7 +108,11 @@ def tls_url(port: int, certs: dict[str, Path]) -> str:
 
 
 def test_smsq_runs_over_tls_with_client_certificates(
-    tls_redis: tuple[int, dict[str, Path]], make_worker: Any
+    tls_redis: tuple[int, dict[str, Path]],
+    make_worker: Any,
+    run_sandboxes: SandboxFactory,
+    start_scheduler: Callable[..., Scheduler],
+    start_web: Callable[..., WebServer],
 ) -> None:
     port, certs = tls_redis
     # Plain TCP to the TLS port gets nowhere, and TLS without our client certificate is refused.
@@ -125,57 +129,46 @@ def test_smsq_runs_over_tls_with_client_certificates(
         no_cert.ping()
     no_cert.close()
 
-    sandboxes = SandboxThread(["intis"])
-    loop = LoopThread()
-    scheduler: Scheduler | None = None
-    web: WebServer | None = None
-    try:
-        base = sandbox_settings("redis://127.0.0.1:1/0", sandboxes)
-        settings = parse_settings(
-            {
-                "redis": {
-                    "url": f"rediss://127.0.0.1:{port}/0",
-                    "ca_file": str(certs["ca.crt"]),
-                    "cert_file": str(certs["client.crt"]),
-                    "key_file": str(certs["client.key"]),
-                },
-                "accounts": {
-                    name: {
-                        "kind": acc.kind,
-                        "base_url": acc.base_url,
-                        "login": acc.login,
-                        "api_key": {"env": "TLS_TEST_KEY"},
-                    }
-                    for name, acc in base.accounts.items()
-                },
+    sandboxes = run_sandboxes(["intis"])
+    base = sandbox_settings("redis://127.0.0.1:1/0", sandboxes)
+    settings = parse_settings(
+        {
+            "redis": {
+                "url": f"rediss://127.0.0.1:{port}/0",
+                "ca_file": str(certs["ca.crt"]),
+                "cert_file": str(certs["client.crt"]),
+                "key_file": str(certs["client.key"]),
             },
-            env={"TLS_TEST_KEY": next(iter(base.accounts.values())).api_key},
-        )
-        assert redis_conn.scheme(settings.redis_url) == "rediss"
-        worker = make_worker(settings)  # broker, state and limiter over TLS
-        client = SmsqClient(settings.redis_url)  # the producers' client
-        job_id = client.enqueue_send(
-            provider="intis", sender="smstest", text="over TLS",
-            recipients=[f"+7916{i:07d}" for i in range(120)],
-        )  # fmt: skip
-        worker.join()
-        status = client.status(job_id)
-        assert status is not None and status.state == "done"
-        assert status.counts == {"submitted": 120}
-        scheduler = Scheduler(settings, identity="tls").start()
-        deadline = time.monotonic() + 10
-        while not scheduler.is_leader:
-            assert time.monotonic() < deadline, "scheduler did not take its lease over TLS"
-            time.sleep(0.05)
-        web = WebServer.start(loop, settings)
-        assert http("GET", web.url + "/health")[0] == 200
-    finally:
-        if scheduler is not None:
-            scheduler.stop()
-        if web is not None:
-            web.stop()
-        loop.stop()
-        sandboxes.stop()
+            "accounts": {
+                name: {
+                    "kind": acc.kind,
+                    "base_url": acc.base_url,
+                    "login": acc.login,
+                    "api_key": {"env": "TLS_TEST_KEY"},
+                }
+                for name, acc in base.accounts.items()
+            },
+        },
+        env={"TLS_TEST_KEY": next(iter(base.accounts.values())).api_key},
+    )
+    assert redis_conn.scheme(settings.redis_url) == "rediss"
+    worker = make_worker(settings)  # broker, state and limiter over TLS
+    client = SmsqClient(settings.redis_url)  # the producers' client
+    job_id = client.enqueue_send(
+        provider="intis", sender="smstest", text="over TLS",
+        recipients=[f"+7916{i:07d}" for i in range(120)],
+    )  # fmt: skip
+    worker.join()
+    status = client.status(job_id)
+    assert status is not None and status.state == "done"
+    assert status.counts == {"submitted": 120}
+    scheduler = start_scheduler(settings, identity="tls")
+    deadline = time.monotonic() + 10
+    while not scheduler.is_leader:
+        assert time.monotonic() < deadline, "scheduler did not take its lease over TLS"
+        time.sleep(0.05)
+    web = start_web(settings)
+    assert http("GET", web.url + "/health")[0] == 200
 
 
 # --------------------------------------------------------------------------- settings

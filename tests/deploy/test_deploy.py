@@ -39,6 +39,7 @@ from tests.support.deploy_files import (
     load_yaml_all,
     require_tool,
 )
+from tests.support.sandboxes import SandboxFactory
 from worker.core.config import ConfigError, parse_settings
 
 # The alerts the operations runbook promises (docs/operations.md has a section for each).
@@ -571,51 +572,48 @@ def test_scaled_objects_fields_and_targets() -> None:
             assert host.split(".")[0] in _by_kind("Service")  # the redis Service
 
 
-def test_scaled_object_list_names_are_the_brokers_real_lists(redis_url: str) -> None:
+def test_scaled_object_list_names_are_the_brokers_real_lists(
+    redis_url: str, run_sandboxes: SandboxFactory
+) -> None:
     """Messages enqueued through smsq's real broker land in exactly the lists KEDA reads,
     and every queue a scaled Deployment consumes is watched (ready and dispatch delayed)."""
-    from tests.support.sandboxes import SandboxThread, sandbox_settings
+    from tests.support.sandboxes import sandbox_settings
     from worker.core.queues import DISPATCH_OTP_QUEUE, DISPATCH_QUEUE
     from worker.entry.actors import create_app
 
-    sandboxes = SandboxThread(["intis"])
+    sandboxes = run_sandboxes(["intis"])
+    settings = sandbox_settings(redis_url, sandboxes)
+    app = create_app(settings)
     try:
-        settings = sandbox_settings(redis_url, sandboxes)
-        app = create_app(settings)
-        try:
-            declared = _declared_queues(app)
-            client = redis.Redis.from_url(redis_url)
-            scaled = _by_kind("ScaledObject")
-            watched = {
-                t["metadata"]["listName"]
-                for obj in scaled.values()
-                for t in obj["spec"]["triggers"]
-            }
-            for queue in declared:  # every queue, by one of the Deployments that consume it
-                assert f"{NAMESPACE}:{queue}" in watched, queue
-            for queue in (DISPATCH_QUEUE, DISPATCH_OTP_QUEUE):
-                assert f"{NAMESPACE}:{delayed_queue(queue)}" in watched, queue
-            for name, obj in scaled.items():
-                lists = {t["metadata"]["listName"] for t in obj["spec"]["triggers"]}
-                consumed = _consumed_queues(obj["spec"]["scaleTargetRef"]["name"], declared)
-                for list_name in lists:
-                    queue = list_name.removeprefix(f"{NAMESPACE}:")
-                    base = queue.removesuffix(".DQ")
-                    assert base in consumed, (name, list_name)
-                    client.delete(list_name)
-                    message = _message(app, base)
-                    if queue.endswith(".DQ"):
-                        app.broker.enqueue(message, delay=3_600_000)
-                    else:
-                        app.broker.enqueue(message)
-                    assert client.llen(list_name) == 1, list_name
-                    assert client.type(list_name) == b"list"
-            client.close()
-        finally:
-            app.runtime.close()
-            app.broker.close()
+        declared = _declared_queues(app)
+        client = redis.Redis.from_url(redis_url)
+        scaled = _by_kind("ScaledObject")
+        watched = {
+            t["metadata"]["listName"] for obj in scaled.values() for t in obj["spec"]["triggers"]
+        }
+        for queue in declared:  # every queue, by one of the Deployments that consume it
+            assert f"{NAMESPACE}:{queue}" in watched, queue
+        for queue in (DISPATCH_QUEUE, DISPATCH_OTP_QUEUE):
+            assert f"{NAMESPACE}:{delayed_queue(queue)}" in watched, queue
+        for name, obj in scaled.items():
+            lists = {t["metadata"]["listName"] for t in obj["spec"]["triggers"]}
+            consumed = _consumed_queues(obj["spec"]["scaleTargetRef"]["name"], declared)
+            for list_name in lists:
+                queue = list_name.removeprefix(f"{NAMESPACE}:")
+                base = queue.removesuffix(".DQ")
+                assert base in consumed, (name, list_name)
+                client.delete(list_name)
+                message = _message(app, base)
+                if queue.endswith(".DQ"):
+                    app.broker.enqueue(message, delay=3_600_000)
+                else:
+                    app.broker.enqueue(message)
+                assert client.llen(list_name) == 1, list_name
+                assert client.type(list_name) == b"list"
+        client.close()
     finally:
-        sandboxes.stop()
+        app.runtime.close()
+        app.broker.close()
     assert INTAKE_OTP_QUEUE in declared
 
 

@@ -37,7 +37,7 @@ from tests.support.deploy_files import (
     recording_rules,
     require_tool,
 )
-from tests.support.sandboxes import SandboxThread
+from tests.support.sandboxes import SandboxFactory, SandboxThread
 from worker.devtools.demo import push_options
 from worker.devtools.redis_server import free_port
 from worker.devtools.sandboxes import sandbox_account, wait_until_serving
@@ -149,13 +149,15 @@ def prometheus_binary() -> str:
 
 
 @pytest.fixture
-def run(redis_url: str, tmp_path: Path, prometheus_binary: str) -> Iterator[dict[str, Any]]:
+def run(
+    redis_url: str, tmp_path: Path, prometheus_binary: str, run_sandboxes: SandboxFactory
+) -> Iterator[dict[str, Any]]:
     ports = {name: free_port() for name in ("web", "worker", "scheduler", "prometheus")}
     web = f"http://127.0.0.1:{ports['web']}"
     pushes = {  # deliveries pushed to smsq web by every sandbox
         kind: push_options(kind, f"{web}/hooks/{kind}-sandbox", f"hook-{kind}") for kind in KINDS
     }
-    sandboxes = SandboxThread(KINDS, mix=OutcomeMix(final_after=0.5, seed=11), **pushes)
+    sandboxes = run_sandboxes(KINDS, mix=OutcomeMix(final_after=0.5, seed=11), **pushes)
     processes = Processes(tmp_path)
     try:
         config = tmp_path / "smsq.toml"
@@ -201,7 +203,6 @@ def run(redis_url: str, tmp_path: Path, prometheus_binary: str) -> Iterator[dict
         yield {"api": api, "sandboxes": sandboxes, "processes": processes, "redis_url": redis_url}
     finally:
         processes.stop()
-        sandboxes.stop()
 
 
 def _wait_for(what: str, check: Any, processes: Processes, timeout: float = 120.0) -> Any:

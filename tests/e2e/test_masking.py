@@ -7,6 +7,7 @@ import base64
 import json
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -15,9 +16,9 @@ import redis
 from producers.dead_letters import DeadLetters
 from producers.keys import Keys
 from tests.support.messages import raw_enqueue
-from tests.support.sandboxes import SandboxThread, sandbox_settings
+from tests.support.sandboxes import SandboxFactory, sandbox_settings
 from tests.support.smsc import SECRET, STATUS_PARAMS, form, sign
-from tests.support.web import HOOK_SECRET, LoopThread, WebServer, intis_push, plain_settings
+from tests.support.web import HOOK_SECRET, WebServer, intis_push, plain_settings
 from worker.core.config import parse_settings
 from worker.core.logs import RedactingFilter
 from worker.entry.cli import main as smsq_cli
@@ -30,39 +31,36 @@ PHONES = ["+79161234567", "+79161234568", "+79161234569"]
 
 
 def test_status_masks_provider_ids_that_embed_the_number(
-    redis_url: str, make_worker: Any, capsys: Any, monkeypatch: Any
+    redis_url: str, make_worker: Any, capsys: Any, monkeypatch: Any, run_sandboxes: SandboxFactory
 ) -> None:
-    sandboxes = SandboxThread(["smsc"])
-    try:
-        worker = make_worker(sandbox_settings(redis_url, sandboxes))
-        raw_enqueue(
-            redis.Redis.from_url(redis_url),
-            {
-                "job_id": "masked-1",
-                "provider": "smsc",
-                "sender": "smstest",
-                "text": "hello",
-                "recipients": PHONES,
-            },
-        )
-        worker.join()
-        monkeypatch.setenv("REDIS_URL", redis_url)
-        monkeypatch.delenv("SMSQ_CONFIG", raising=False)
-        capsys.readouterr()
-        assert smsq_cli(["status", "masked-1", "--limit", "10"]) == 0
-        text = capsys.readouterr().out
-        assert "id=" in text  # SMSC's ids are shown ...
-        assert smsq_cli(["status", "masked-1", "--json"]) == 0
-        as_json = capsys.readouterr().out
-        rows = json.loads(as_json)["recipients"]
-        assert all(":" in r["provider_message_id"] for r in rows)  # <id>:<number>
-        for phone in PHONES:
-            digits = phone.lstrip("+")
-            assert digits not in text and digits not in as_json  # ... without the number
-        assert smsq_cli(["status", "masked-1", "--json", "--show-numbers"]) == 0
-        assert PHONES[0].lstrip("+") in capsys.readouterr().out
-    finally:
-        sandboxes.stop()
+    sandboxes = run_sandboxes(["smsc"])
+    worker = make_worker(sandbox_settings(redis_url, sandboxes))
+    raw_enqueue(
+        redis.Redis.from_url(redis_url),
+        {
+            "job_id": "masked-1",
+            "provider": "smsc",
+            "sender": "smstest",
+            "text": "hello",
+            "recipients": PHONES,
+        },
+    )
+    worker.join()
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    monkeypatch.delenv("SMSQ_CONFIG", raising=False)
+    capsys.readouterr()
+    assert smsq_cli(["status", "masked-1", "--limit", "10"]) == 0
+    text = capsys.readouterr().out
+    assert "id=" in text  # SMSC's ids are shown ...
+    assert smsq_cli(["status", "masked-1", "--json"]) == 0
+    as_json = capsys.readouterr().out
+    rows = json.loads(as_json)["recipients"]
+    assert all(":" in r["provider_message_id"] for r in rows)  # <id>:<number>
+    for phone in PHONES:
+        digits = phone.lstrip("+")
+        assert digits not in text and digits not in as_json  # ... without the number
+    assert smsq_cli(["status", "masked-1", "--json", "--show-numbers"]) == 0
+    assert PHONES[0].lstrip("+") in capsys.readouterr().out
 
 
 def test_logs_mask_a_number_inside_a_provider_id() -> None:
@@ -101,15 +99,12 @@ def test_dlq_show_and_list_mask_numbers(
     assert DeadLetters(redis_client, Keys()).get(letter_id) is not None
 
 
-def test_stored_pushes_never_keep_the_secret(redis_url: str, redis_client: redis.Redis) -> None:
+def test_stored_pushes_never_keep_the_secret(
+    redis_url: str, redis_client: redis.Redis, start_web: Callable[..., WebServer]
+) -> None:
     """A real push through the web process: ``?key=<secret>`` is checked, then left out."""
-    loop = LoopThread()
-    server = WebServer.start(loop, plain_settings(redis_url))
-    try:
-        assert intis_push(server.url)[0] == 200
-    finally:
-        server.stop()
-        loop.stop()
+    server = start_web(plain_settings(redis_url))
+    assert intis_push(server.url)[0] == 200
     [raw] = redis_client.hvals("smsq:inbox")
     assert HOOK_SECRET.encode() not in raw
     entry = json.loads(raw)

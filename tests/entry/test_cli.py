@@ -14,15 +14,17 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.sandboxes import SandboxThread
+from tests.support.sandboxes import SandboxFactory
 from worker.devtools.sandboxes import sandbox_account
 
 SMSQ = [sys.executable, "-m", "worker.entry.cli"]
 
 
 @pytest.fixture
-def cli_env(redis_url: str, tmp_path: Path) -> Iterator[dict[str, str]]:
-    sandboxes = SandboxThread(["intis"])
+def cli_env(
+    redis_url: str, tmp_path: Path, run_sandboxes: SandboxFactory
+) -> Iterator[dict[str, str]]:
+    sandboxes = run_sandboxes(["intis"])
     creds = sandbox_account("intis")
     config = tmp_path / "smsq.toml"
     config.write_text(
@@ -43,7 +45,6 @@ default = ["intis-sandbox"]
     env = {**os.environ, "SMSQ_CONFIG": str(config), "CLI_TEST_INTIS_KEY": creds["api_key"]}
     env.pop("REDIS_URL", None)
     yield env
-    sandboxes.stop()
 
 
 def run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:

@@ -6,24 +6,20 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import signal
-import subprocess
-import sys
-from collections.abc import Iterator
+from collections.abc import Callable
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
 
 from producers.client import SmsqClient
-from tests.support.sandboxes import SandboxThread, sandbox_settings
+from tests.support.sandboxes import SandboxFactory, sandbox_settings
 from tests.support.web import (
     HOOK_SECRET,
     TOKENS,
     LoopThread,
+    WebProcess,
     WebServer,
     closed_port,
     http,
@@ -31,25 +27,10 @@ from tests.support.web import (
     plain_settings,
     post_json,
     served,
-    wait_until,
 )
 from worker.core.config import WebSettings
 
 # --------------------------------------------------------------------------- helpers
-
-
-@pytest.fixture
-def loop_thread() -> Iterator[LoopThread]:
-    lt = LoopThread()
-    yield lt
-    lt.stop()
-
-
-@pytest.fixture
-def web_server(redis_url: str, loop_thread: LoopThread) -> Iterator[WebServer]:
-    settings = plain_settings(redis_url, intake_tokens=TOKENS, max_body_bytes=4096)
-    with served(loop_thread, settings) as server:
-        yield server
 
 
 # --------------------------------------------------------------------------- health
@@ -127,47 +108,44 @@ def test_intake_refuses_malformed_json_and_large_bodies(
 
 
 def test_intake_accepts_and_a_worker_dispatches(
-    loop_thread: LoopThread, redis_url: str, make_worker: Any
+    loop_thread: LoopThread, redis_url: str, make_worker: Any, run_sandboxes: SandboxFactory
 ) -> None:
-    sandboxes = SandboxThread(["intis"])
-    try:
-        settings = replace(
-            sandbox_settings(redis_url, sandboxes), web=WebSettings(intake_tokens=TOKENS)
-        )
-        with served(loop_thread, settings) as server:
-            payload = {
-                "kind": "send",
-                "job_id": "web-job-1",
-                "provider": "intis",
-                "sender": "smstest",
-                "text": "Hello from HTTP",
-                "recipients": ["+447400123101", "+44 7400 123102", "12"],
-            }
-            status, body = post_json(server.url + "/v1/jobs", payload)
-            assert status == 202 and body["job_id"] == "web-job-1"
-            assert body["recipients"] == 2 and [r["index"] for r in body["rejected"]] == [2]
-            # The same job again: accepted at the door, de-duplicated by the worker.
-            assert post_json(server.url + "/v1/jobs", payload, token=TOKENS[1])[0] == 202
-            # Without a job id, the answer names the id the worker records.
-            anonymous = {k: v for k, v in payload.items() if k != "job_id"}
-            status, body = post_json(server.url + "/v1/jobs", dict(anonymous, priority="otp"))
-            assert status == 202
-            anonymous_id = body["job_id"]
-            worker = make_worker(settings)
-            worker.join()
-        client = SmsqClient(redis_url)
-        for job_id in ("web-job-1", anonymous_id):
-            status_ = client.status(job_id, recipients=True)
-            assert status_ is not None and status_.state == "done"
-            assert status_.counts == {"submitted": 2, "rejected": 1}
-        sent = [
-            e.params["phone"]
-            for e in sandboxes.log("intis")
-            if e.path.endswith("/send.php") and e.status == 200
-        ]
-        assert sorted(sent) == ["447400123101,447400123102"] * 2  # each job once
-    finally:
-        sandboxes.stop()
+    sandboxes = run_sandboxes(["intis"])
+    settings = replace(
+        sandbox_settings(redis_url, sandboxes), web=WebSettings(intake_tokens=TOKENS)
+    )
+    with served(loop_thread, settings) as server:
+        payload = {
+            "kind": "send",
+            "job_id": "web-job-1",
+            "provider": "intis",
+            "sender": "smstest",
+            "text": "Hello from HTTP",
+            "recipients": ["+447400123101", "+44 7400 123102", "12"],
+        }
+        status, body = post_json(server.url + "/v1/jobs", payload)
+        assert status == 202 and body["job_id"] == "web-job-1"
+        assert body["recipients"] == 2 and [r["index"] for r in body["rejected"]] == [2]
+        # The same job again: accepted at the door, de-duplicated by the worker.
+        assert post_json(server.url + "/v1/jobs", payload, token=TOKENS[1])[0] == 202
+        # Without a job id, the answer names the id the worker records.
+        anonymous = {k: v for k, v in payload.items() if k != "job_id"}
+        status, body = post_json(server.url + "/v1/jobs", dict(anonymous, priority="otp"))
+        assert status == 202
+        anonymous_id = body["job_id"]
+        worker = make_worker(settings)
+        worker.join()
+    client = SmsqClient(redis_url)
+    for job_id in ("web-job-1", anonymous_id):
+        status_ = client.status(job_id, recipients=True)
+        assert status_ is not None and status_.state == "done"
+        assert status_.counts == {"submitted": 2, "rejected": 1}
+    sent = [
+        e.params["phone"]
+        for e in sandboxes.log("intis")
+        if e.path.endswith("/send.php") and e.status == 200
+    ]
+    assert sorted(sent) == ["447400123101,447400123102"] * 2  # each job once
 
 
 # --------------------------------------------------------------------------- pushes
@@ -234,9 +212,10 @@ def test_logs_show_no_secret_token_phone_or_body(
 # --------------------------------------------------------------------------- smsq web
 
 
-def test_smsq_web_command_serves_and_stops(redis_url: str, tmp_path: Path) -> None:
-    config = tmp_path / "smsq.toml"
-    config.write_text(
+def test_smsq_web_command_serves_and_stops(
+    redis_url: str, smsq_web: Callable[..., WebProcess]
+) -> None:
+    web = smsq_web(
         f"""
 [redis]
 url = "{redis_url}"
@@ -248,43 +227,16 @@ webhook_secret = {{ env = "WEB_TEST_HOOK_SECRET" }}
 
 [web]
 intake_tokens = [{{ env = "WEB_TEST_TOKEN" }}]
-"""
+""",
+        keep_stderr=True,
     )
-    env = {
-        **os.environ,
-        "SMSQ_CONFIG": str(config),
-        "WEB_TEST_HOOK_SECRET": HOOK_SECRET,
-        "WEB_TEST_TOKEN": TOKENS[0],
-    }
-    env.pop("REDIS_URL", None)
-    port = closed_port()
-    url = f"http://127.0.0.1:{port}"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "worker.entry.cli", "web", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-
-        def healthy() -> bool:
-            try:
-                return http("GET", url + "/health")[0] == 200
-            except OSError:
-                return process.poll() is not None
-
-        wait_until(healthy, timeout=15, what="smsq web to answer")
-        assert process.poll() is None
-        assert intis_push(url, phone="447400123557") == (200, b"OK")
-        assert post_json(url + "/v1/jobs", {"kind": "hlr"})[0] == 422
-        client = redis.Redis.from_url(redis_url)
-        assert client.hlen("smsq:inbox") == 1 and client.llen("dramatiq:smsq-webhooks") == 1
-        client.close()
-    finally:
-        process.send_signal(signal.SIGTERM)
-        _, stderr = process.communicate(timeout=15)
-    assert process.returncode == 0
+    assert intis_push(web.url, phone="447400123557") == (200, b"OK")
+    assert post_json(web.url + "/v1/jobs", {"kind": "hlr"})[0] == 422
+    client = redis.Redis.from_url(redis_url)
+    assert client.hlen("smsq:inbox") == 1 and client.llen("dramatiq:smsq-webhooks") == 1
+    client.close()
+    stderr = web.stop()
+    assert web.returncode == 0
     assert "GET /hooks/intis-main 200" in stderr  # the access log, without the query
     for secret in (HOOK_SECRET, TOKENS[0], "447400123557"):
         assert secret not in stderr

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -20,7 +21,7 @@ import pytest
 from aiohttp import web
 
 from producers.client import SmsqClient
-from tests.support.sandboxes import SandboxThread, accepted_phones, sandbox_settings
+from tests.support.sandboxes import SandboxFactory, SandboxThread, accepted_phones, sandbox_settings
 from worker.core.config import ConfigError, Settings, parse_settings
 from worker.devtools.sandboxes import sandbox_account
 from worker.providers.base import (
@@ -51,13 +52,19 @@ async def _faults(sandboxes: SandboxThread, kind: str, fault: dict[str, float]) 
     sandboxes.running[kind].state.faults = {SEND_ENDPOINT[kind]: Fault.from_mapping(fault)}
 
 
-def _run(
-    redis_url: str, make_worker: Any, kind: str, policy: str, fault: dict[str, float], n: int
-) -> tuple[dict[str, int], Counter[str], Counter[str | None]]:
-    """Send ``n`` recipients through ``kind`` with ``fault`` on its send endpoint; returns the
-    job's counts, how often the sandbox accepted each number, and the faults it injected."""
-    sandboxes = SandboxThread([kind], **{kind: {"balance": "100000000"}})
-    try:
+Outcome = tuple[dict[str, int], Counter[str], Counter[str | None]]
+
+
+@pytest.fixture
+def send_with_fault(
+    redis_url: str, make_worker: Any, run_sandboxes: SandboxFactory
+) -> Callable[[str, str, dict[str, float], int], Outcome]:
+    """``send_with_fault(kind, policy, fault, n)``: send ``n`` recipients through ``kind``
+    with ``fault`` on its send endpoint; returns the job's counts, how often the sandbox
+    accepted each number, and the faults it injected. Its sandbox is stopped once done."""
+
+    def run(kind: str, policy: str, fault: dict[str, float], n: int) -> Outcome:
+        sandboxes = run_sandboxes([kind], **{kind: {"balance": "100000000"}})
         sandboxes.call(_faults(sandboxes, kind, fault))
         worker = make_worker(_settings(redis_url, sandboxes, kind, policy))
         with SmsqClient(redis_url) as client:
@@ -70,19 +77,19 @@ def _run(
         assert status is not None and status.state == "done"
         log = sandboxes.log(kind)
         faults = Counter(e.fault for e in log if e.path.endswith(SEND_ENDPOINT[kind]))
-        return dict(status.counts), Counter(accepted_phones(sandboxes, kind)), faults
-    finally:
+        accepted = Counter(accepted_phones(sandboxes, kind))
         sandboxes.stop()
+        return dict(status.counts), accepted, faults
+
+    return run
 
 
 @pytest.mark.parametrize("kind", ["intis", "intellisoftware"])
 def test_unanswered_timeouts_stay_unknown_by_default(
-    kind: str, redis_url: str, make_worker: Any
+    kind: str, send_with_fault: Callable[..., Outcome]
 ) -> None:
     n = CHUNK[kind] * 6
-    counts, accepted, faults = _run(
-        redis_url, make_worker, kind, "unknown", {"timeout_rate": 0.5}, n
-    )
+    counts, accepted, faults = send_with_fault(kind, "unknown", {"timeout_rate": 0.5}, n)
     assert faults["timeout"] >= 1
     assert counts.get("unknown", 0) == CHUNK[kind] * faults["timeout"]
     assert counts.get("submitted", 0) + counts.get("unknown", 0) == n
@@ -92,12 +99,10 @@ def test_unanswered_timeouts_stay_unknown_by_default(
 
 @pytest.mark.parametrize("kind", ["intis", "intellisoftware"])
 def test_retry_unanswered_resends_what_got_no_byte_of_answer(
-    kind: str, redis_url: str, make_worker: Any
+    kind: str, send_with_fault: Callable[..., Outcome]
 ) -> None:
     n = CHUNK[kind] * 6
-    counts, accepted, faults = _run(
-        redis_url, make_worker, kind, "retry_unanswered", {"timeout_rate": 0.5}, n
-    )
+    counts, accepted, faults = send_with_fault(kind, "retry_unanswered", {"timeout_rate": 0.5}, n)
     assert faults["timeout"] >= 1  # some requests timed out with no answer at all ...
     assert counts == {"submitted": n}  # ... were retried, and every recipient was sent
     assert len(accepted) == n and max(accepted.values()) == 1  # exactly once each
@@ -109,12 +114,10 @@ def test_retry_unanswered_resends_what_got_no_byte_of_answer(
 
 @pytest.mark.parametrize("kind", ["intis", "intellisoftware"])
 def test_partial_answers_stay_unknown_under_retry_unanswered(
-    kind: str, redis_url: str, make_worker: Any
+    kind: str, send_with_fault: Callable[..., Outcome]
 ) -> None:
     n = CHUNK[kind] * 6
-    counts, accepted, faults = _run(
-        redis_url, make_worker, kind, "retry_unanswered", {"partial_rate": 0.5}, n
-    )
+    counts, accepted, faults = send_with_fault(kind, "retry_unanswered", {"partial_rate": 0.5}, n)
     assert faults["partial"] >= 1
     # The provider took those requests and its answer broke off: unknown, never resent.
     assert counts.get("unknown", 0) == CHUNK[kind] * faults["partial"]
@@ -123,15 +126,15 @@ def test_partial_answers_stay_unknown_under_retry_unanswered(
 
 
 def test_the_documented_risk_a_send_taken_but_never_answered_goes_twice(
-    redis_url: str, make_worker: Any
+    send_with_fault: Callable[..., Outcome],
 ) -> None:
     """``hang_after``: the sandbox accepts the send and then never answers. Under
     ``retry_unanswered`` that send is repeated (a duplicate); under ``unknown`` it is not."""
     n = CHUNK["intis"] * 4
     fault = {"hang_after_rate": 0.5}
-    _, accepted_unknown, faults = _run(redis_url, make_worker, "intis", "unknown", fault, n)
+    _, accepted_unknown, faults = send_with_fault("intis", "unknown", fault, n)
     assert faults["hang_after"] >= 1 and max(accepted_unknown.values()) == 1
-    _, accepted_retry, faults = _run(redis_url, make_worker, "intis", "retry_unanswered", fault, n)
+    _, accepted_retry, faults = send_with_fault("intis", "retry_unanswered", fault, n)
     twice = [p for p, c in accepted_retry.items() if c > 1]
     assert faults["hang_after"] >= 1 and twice  # the duplicate the policy risks
     print(

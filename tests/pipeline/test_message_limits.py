@@ -12,7 +12,7 @@ from typing import Any
 import redis
 
 from producers.client import SmsqClient
-from tests.support.sandboxes import SandboxThread, sandbox_settings
+from tests.support.sandboxes import SandboxFactory, SandboxThread, sandbox_settings
 from worker.core.config import Settings, parse_settings
 from worker.providers.base import MessageLimits
 
@@ -55,33 +55,30 @@ def test_limits_name_the_reason() -> None:
 
 
 def test_long_unicode_goes_to_the_account_that_can_carry_it(
-    redis_url: str, redis_client: redis.Redis, make_worker: Any
+    redis_url: str, redis_client: redis.Redis, make_worker: Any, run_sandboxes: SandboxFactory
 ) -> None:
-    sandboxes = SandboxThread(["intellisoftware", "intis"])
-    try:
-        worker = make_worker(routed(redis_url, sandboxes))
-        client = SmsqClient(redis_url)
-        long_job = client.enqueue_send(
-            provider="uk", sender="smstest", text=LONG_CYRILLIC, recipients=NUMBERS
-        )
-        short_job = client.enqueue_send(
-            provider="uk", sender="smstest", text=SHORT_CYRILLIC, recipients=NUMBERS
-        )
-        refused = client.enqueue_send(
-            provider="uk-only", sender="smstest", text=LONG_CYRILLIC, recipients=NUMBERS
-        )
-        worker.join()
-        long_status = client.status(long_job, recipients=True)
-        assert long_status is not None and long_status.counts == {"submitted": 2}
-        assert {r.account for r in long_status.recipients} == {"intis-sandbox"}
-        short_status = client.status(short_job, recipients=True)
-        assert short_status is not None and short_status.counts == {"submitted": 2}
-        assert {r.account for r in short_status.recipients} == {"intellisoftware-sandbox"}
-        dead = client.status(refused)
-        assert dead is not None and dead.state == "dead_lettered"
-        (reason,) = dead.reasons
-        assert "intellisoftware-sandbox" in reason and "at most 1" in reason
-        sent = [e for e in sandboxes.log("intellisoftware") if "sendmsg" in e.path]
-        assert len(sent) == 1  # only the short text reached the gateway
-    finally:
-        sandboxes.stop()
+    sandboxes = run_sandboxes(["intellisoftware", "intis"])
+    worker = make_worker(routed(redis_url, sandboxes))
+    client = SmsqClient(redis_url)
+    long_job = client.enqueue_send(
+        provider="uk", sender="smstest", text=LONG_CYRILLIC, recipients=NUMBERS
+    )
+    short_job = client.enqueue_send(
+        provider="uk", sender="smstest", text=SHORT_CYRILLIC, recipients=NUMBERS
+    )
+    refused = client.enqueue_send(
+        provider="uk-only", sender="smstest", text=LONG_CYRILLIC, recipients=NUMBERS
+    )
+    worker.join()
+    long_status = client.status(long_job, recipients=True)
+    assert long_status is not None and long_status.counts == {"submitted": 2}
+    assert {r.account for r in long_status.recipients} == {"intis-sandbox"}
+    short_status = client.status(short_job, recipients=True)
+    assert short_status is not None and short_status.counts == {"submitted": 2}
+    assert {r.account for r in short_status.recipients} == {"intellisoftware-sandbox"}
+    dead = client.status(refused)
+    assert dead is not None and dead.state == "dead_lettered"
+    (reason,) = dead.reasons
+    assert "intellisoftware-sandbox" in reason and "at most 1" in reason
+    sent = [e for e in sandboxes.log("intellisoftware") if "sendmsg" in e.path]
+    assert len(sent) == 1  # only the short text reached the gateway

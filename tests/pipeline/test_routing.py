@@ -8,6 +8,7 @@ both charging what they list, a worker and the scheduler's price and lookup task
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
@@ -18,7 +19,7 @@ from prometheus_client import REGISTRY
 from producers.cli import format_status
 from producers.client import JobStatus, SmsqClient
 from tests.support.prices import NETWORKS, intis_prices, smsc_prices
-from tests.support.sandboxes import SandboxThread, sandbox_settings
+from tests.support.sandboxes import SandboxFactory, SandboxThread, sandbox_settings
 from worker.core.config import ConfigError, PriceOverride, parse_settings
 from worker.pipeline.routing import MCC_REGIONS, PriceBook, decide, price_book, stored_prices
 from worker.tracking.scheduler import Scheduler, build_tasks
@@ -35,12 +36,18 @@ PATTERNS = {
 }
 
 
-def priced_sandboxes() -> SandboxThread:
-    return SandboxThread(
-        ["intis", "smsc"],
-        intis={"prices": intis_prices(), "charge_by_operator": True, "balance": "1000000"},
-        smsc={"operator_prices": smsc_prices(), "balance": "1000000", "price": "1.50"},
-    )
+@pytest.fixture
+def priced_sandboxes(run_sandboxes: SandboxFactory) -> Callable[[], SandboxThread]:
+    """``priced_sandboxes()``: Intis and SMSC with per-operator price lists."""
+
+    def start() -> SandboxThread:
+        return run_sandboxes(
+            ["intis", "smsc"],
+            intis={"prices": intis_prices(), "charge_by_operator": True, "balance": "1000000"},
+            smsc={"operator_prices": smsc_prices(), "balance": "1000000", "price": "1.50"},
+        )
+
+    return start
 
 
 def mixed_numbers(per_network: int) -> list[str]:
@@ -168,126 +175,121 @@ def test_route_tables_are_validated() -> None:
 
 
 def test_a_mixed_job_is_split_by_price_and_costs_less_than_failover(
-    redis_url: str, redis_client: redis.Redis, make_worker: Any
+    redis_url: str,
+    redis_client: redis.Redis,
+    make_worker: Any,
+    priced_sandboxes: Callable[[], SandboxThread],
 ) -> None:
     sandboxes = priced_sandboxes()
-    try:
-        settings = sandbox_settings(redis_url, sandboxes, routes=routes())
-        assert {t.name for t in build_tasks(settings)} >= {"prices", "operators"}
-        worker = make_worker(settings)
-        scheduler = Scheduler(settings, client=redis_client)
-        tick = [time.time()]
-        client = SmsqClient(redis_url)
-        numbers = mixed_numbers(4)  # 20 numbers, 4 per network
+    settings = sandbox_settings(redis_url, sandboxes, routes=routes())
+    assert {t.name for t in build_tasks(settings)} >= {"prices", "operators"}
+    worker = make_worker(settings)
+    scheduler = Scheduler(settings, client=redis_client)
+    tick = [time.time()]
+    client = SmsqClient(redis_url)
+    numbers = mixed_numbers(4)  # 20 numbers, 4 per network
 
-        run_scheduled(scheduler, worker, tick)  # price lists of both accounts
-        assert redis_client.hget("smsq:prices:intis-sandbox", "op:25001") == b"0.40"
-        assert redis_client.hget("smsq:prices:smsc-sandbox", "op:25002") == b"0.60"
-        assert redis_client.hget("smsq:prices:smsc-sandbox", "cc:RU") == b"1.50"  # the zone
+    run_scheduled(scheduler, worker, tick)  # price lists of both accounts
+    assert redis_client.hget("smsq:prices:intis-sandbox", "op:25001") == b"0.40"
+    assert redis_client.hget("smsq:prices:smsc-sandbox", "op:25002") == b"0.60"
+    assert redis_client.hget("smsq:prices:smsc-sandbox", "cc:RU") == b"1.50"  # the zone
 
-        # Operators not known yet: routed by country, and queued for lookups.
-        first = client.enqueue_send(
-            provider="cheap", sender="smstest", text="hi", recipients=numbers, job_id="first"
+    # Operators not known yet: routed by country, and queued for lookups.
+    first = client.enqueue_send(
+        provider="cheap", sender="smstest", text="hi", recipients=numbers, job_id="first"
+    )
+    worker.join()
+    status = client.status(first, recipients=True)
+    assert status is not None and status.counts == {"submitted": 20}
+    assert {r.priced_by for r in status.recipients} == {"country"}
+    assert redis_client.zcard("smsq:op:wanted") == 20
+
+    run_scheduled(scheduler, worker, tick)  # the lookups, within the caps
+    assert redis_client.zcard("smsq:op:wanted") == 0
+    for mccmnc, pattern in PATTERNS.items():
+        assert redis_client.get(f"smsq:op:{pattern.format(0)[1:]}") == mccmnc.encode()
+
+    cheap = client.enqueue_send(
+        provider="cheap", sender="smstest", text="hi", recipients=numbers, job_id="cheap"
+    )
+    plain = client.enqueue_send(
+        provider="plain", sender="smstest", text="hi", recipients=numbers, job_id="plain"
+    )
+    worker.join()
+    cheap_status = client.status(cheap, recipients=True)
+    plain_status = client.status(plain, recipients=True)
+    assert cheap_status is not None and plain_status is not None
+    assert cheap_status.counts == plain_status.counts == {"submitted": 20}
+    rows = {r.phone: r for r in cheap_status.recipients}
+    for mccmnc, (_, intis, smsc) in NETWORKS.items():
+        row = rows[PATTERNS[mccmnc].format(1)[1:]]
+        cheaper = (
+            "smsc-sandbox"
+            if smsc is not None and Decimal(smsc) < Decimal(intis)
+            else "intis-sandbox"
         )
-        worker.join()
-        status = client.status(first, recipients=True)
-        assert status is not None and status.counts == {"submitted": 20}
-        assert {r.priced_by for r in status.recipients} == {"country"}
-        assert redis_client.zcard("smsq:op:wanted") == 20
+        assert (row.route_account, row.account, row.operator) == (cheaper, cheaper, mccmnc)
+        assert Decimal(row.price or "") == min(Decimal(intis), Decimal(smsc or intis))
+        assert row.priced_by == "operator" and row.currency == "RUB"
+    assert {r.account for r in plain_status.recipients} == {"intis-sandbox"}
 
-        run_scheduled(scheduler, worker, tick)  # the lookups, within the caps
-        assert redis_client.zcard("smsq:op:wanted") == 0
-        for mccmnc, pattern in PATTERNS.items():
-            assert redis_client.get(f"smsq:op:{pattern.format(0)[1:]}") == mccmnc.encode()
-
-        cheap = client.enqueue_send(
-            provider="cheap", sender="smstest", text="hi", recipients=numbers, job_id="cheap"
-        )
-        plain = client.enqueue_send(
-            provider="plain", sender="smstest", text="hi", recipients=numbers, job_id="plain"
-        )
-        worker.join()
-        cheap_status = client.status(cheap, recipients=True)
-        plain_status = client.status(plain, recipients=True)
-        assert cheap_status is not None and plain_status is not None
-        assert cheap_status.counts == plain_status.counts == {"submitted": 20}
-        rows = {r.phone: r for r in cheap_status.recipients}
-        for mccmnc, (_, intis, smsc) in NETWORKS.items():
-            row = rows[PATTERNS[mccmnc].format(1)[1:]]
-            cheaper = (
-                "smsc-sandbox"
-                if smsc is not None and Decimal(smsc) < Decimal(intis)
-                else "intis-sandbox"
-            )
-            assert (row.route_account, row.account, row.operator) == (cheaper, cheaper, mccmnc)
-            assert Decimal(row.price or "") == min(Decimal(intis), Decimal(smsc or intis))
-            assert row.priced_by == "operator" and row.currency == "RUB"
-        assert {r.account for r in plain_status.recipients} == {"intis-sandbox"}
-
-        by_account = {c.account: Decimal(str(c.amount)) for c in cheap_status.costs}
-        assert by_account == {"intis-sandbox": Decimal("17.20"), "smsc-sandbox": Decimal("5.20")}
-        assert total_cost(plain_status) == Decimal("28.00")
-        assert total_cost(cheap_status) < total_cost(plain_status)
-        shown = format_status(cheap_status, limit=0)
-        assert "cost: 22.40 RUB" in shown and "smsc-sandbox" in shown and "5.20 RUB" in shown
-        print(
-            f"\n20-recipient mixed job: failover {total_cost(plain_status)} RUB, cost route {total_cost(cheap_status)} RUB"
-        )
-        # One job out through two accounts, chunked after routing.
-        sends = {k: [e for e in sandboxes.log(k) if "send" in e.path] for k in ("intis", "smsc")}
-        assert sends["smsc"] and sends["intis"]
-        assert (
-            REGISTRY.get_sample_value(
-                "smsq_cost_total", {"account": "smsc-sandbox", "currency": "RUB"}
-            )
-            or 0
-        ) >= 5.2
-    finally:
-        sandboxes.stop()
+    by_account = {c.account: Decimal(str(c.amount)) for c in cheap_status.costs}
+    assert by_account == {"intis-sandbox": Decimal("17.20"), "smsc-sandbox": Decimal("5.20")}
+    assert total_cost(plain_status) == Decimal("28.00")
+    assert total_cost(cheap_status) < total_cost(plain_status)
+    shown = format_status(cheap_status, limit=0)
+    assert "cost: 22.40 RUB" in shown and "smsc-sandbox" in shown and "5.20 RUB" in shown
+    print(
+        f"\n20-recipient mixed job: failover {total_cost(plain_status)} RUB, cost route {total_cost(cheap_status)} RUB"
+    )
+    # One job out through two accounts, chunked after routing.
+    sends = {k: [e for e in sandboxes.log(k) if "send" in e.path] for k in ("intis", "smsc")}
+    assert sends["smsc"] and sends["intis"]
+    assert (
+        REGISTRY.get_sample_value("smsq_cost_total", {"account": "smsc-sandbox", "currency": "RUB"})
+        or 0
+    ) >= 5.2
 
 
 def test_a_paused_account_is_skipped_by_the_cost_route(
-    redis_url: str, redis_client: redis.Redis, make_worker: Any
+    redis_url: str,
+    redis_client: redis.Redis,
+    make_worker: Any,
+    priced_sandboxes: Callable[[], SandboxThread],
 ) -> None:
     sandboxes = priced_sandboxes()
-    try:
-        settings = sandbox_settings(redis_url, sandboxes, routes=routes())
-        worker = make_worker(settings)
-        numbers = [PATTERNS["25002"].format(i) for i in range(3)]  # cheaper at SMSC
-        for n in numbers:
-            redis_client.set(f"smsq:op:{n[1:]}", "25002")
-        redis_client.hset("smsq:prices:smsc-sandbox", mapping={"op:25002": "0.60"})
-        redis_client.hset("smsq:prices:intis-sandbox", mapping={"op:25002": "1.20"})
-        redis_client.hset(
-            "smsq:account:smsc-sandbox",
-            mapping={"state": "paused", "reason": "test", "probe_at": time.time() + 3600},
-        )
-        client = SmsqClient(redis_url)
-        job = client.enqueue_send(provider="cheap", sender="smstest", text="hi", recipients=numbers)
-        worker.join()
-        status = client.status(job, recipients=True)
-        assert status is not None and status.counts == {"submitted": 3}
-        assert {(r.route_account, r.account, r.price) for r in status.recipients} == {
-            ("intis-sandbox", "intis-sandbox", "1.2")
-        }
-    finally:
-        sandboxes.stop()
+    settings = sandbox_settings(redis_url, sandboxes, routes=routes())
+    worker = make_worker(settings)
+    numbers = [PATTERNS["25002"].format(i) for i in range(3)]  # cheaper at SMSC
+    for n in numbers:
+        redis_client.set(f"smsq:op:{n[1:]}", "25002")
+    redis_client.hset("smsq:prices:smsc-sandbox", mapping={"op:25002": "0.60"})
+    redis_client.hset("smsq:prices:intis-sandbox", mapping={"op:25002": "1.20"})
+    redis_client.hset(
+        "smsq:account:smsc-sandbox",
+        mapping={"state": "paused", "reason": "test", "probe_at": time.time() + 3600},
+    )
+    client = SmsqClient(redis_url)
+    job = client.enqueue_send(provider="cheap", sender="smstest", text="hi", recipients=numbers)
+    worker.join()
+    status = client.status(job, recipients=True)
+    assert status is not None and status.counts == {"submitted": 3}
+    assert {(r.route_account, r.account, r.price) for r in status.recipients} == {
+        ("intis-sandbox", "intis-sandbox", "1.2")
+    }
 
 
 def test_hlr_results_fill_the_operator_cache(
-    redis_url: str, redis_client: redis.Redis, make_worker: Any
+    redis_url: str, redis_client: redis.Redis, make_worker: Any, run_sandboxes: SandboxFactory
 ) -> None:
-    sandboxes = SandboxThread(["intis"])
-    try:
-        worker = make_worker(sandbox_settings(redis_url, sandboxes))
-        client = SmsqClient(redis_url)
-        client.enqueue_hlr(provider="intis", recipients=["+79261234567", "+79031234567"])
-        worker.join()
-        assert redis_client.get("smsq:op:79261234567") == b"25002"
-        assert redis_client.get("smsq:op:79031234567") == b"25099"
-        assert 0 < redis_client.ttl("smsq:op:79261234567") <= 30 * 86400
-    finally:
-        sandboxes.stop()
+    sandboxes = run_sandboxes(["intis"])
+    worker = make_worker(sandbox_settings(redis_url, sandboxes))
+    client = SmsqClient(redis_url)
+    client.enqueue_hlr(provider="intis", recipients=["+79261234567", "+79031234567"])
+    worker.join()
+    assert redis_client.get("smsq:op:79261234567") == b"25002"
+    assert redis_client.get("smsq:op:79031234567") == b"25099"
+    assert 0 < redis_client.ttl("smsq:op:79261234567") <= 30 * 86400
 
 
 def test_every_bad_route_key_is_named_even_with_bad_accounts() -> None:

@@ -15,7 +15,7 @@ import aiohttp
 import redis
 
 from producers.client import SmsqClient
-from tests.support.sandboxes import SandboxThread, sandbox_settings
+from tests.support.sandboxes import SandboxFactory, SandboxThread, sandbox_settings
 from worker.core.config import parse_settings
 from worker.providers.sandbox_kit import OutcomeMix, SandboxState, serve
 from worker.providers.smsc.sandbox import DEFAULT_LOGIN, DEFAULT_PASSWORD, SMSC_KEY, create_sandbox
@@ -66,36 +66,33 @@ def test_the_documented_cap_is_the_default_and_configurable() -> None:
 
 
 def test_sixteen_workers_never_exceed_smscs_cap(
-    redis_url: str, redis_client: redis.Redis, make_worker: Any
+    redis_url: str, redis_client: redis.Redis, make_worker: Any, run_sandboxes: SandboxFactory
 ) -> None:
     # The case: 16 dispatch threads, 20-recipient chunks, 0.4 s a request.
-    sandboxes = SandboxThread(["smsc"], smsc={"request_seconds": 0.4, "balance": "100000"})
-    try:
-        settings = sandbox_settings(redis_url, sandboxes)
-        assert settings.limits_for("smsc-sandbox").max_in_flight == 14
-        worker = make_worker(settings, threads=16)
-        client = SmsqClient(redis_url)
-        numbers = [f"+7916{i:07d}" for i in range(400)]
-        jobs = [
-            client.enqueue_send(
-                provider="smsc-sandbox", sender="SMSC.ru", text="hi", recipients=numbers[i : i + 20]
-            )
-            for i in range(0, 400, 20)
-        ]
-        worker.join(timeout=60)
-        counts: dict[str, int] = {}
-        for job_id in jobs:
-            status = client.status(job_id)
-            assert status is not None
-            for k, v in status.counts.items():
-                counts[k] = counts.get(k, 0) + v
-        assert counts == {"submitted": 400}
-        peak = sandboxes.call(_peak(sandboxes))
-        assert 1 < peak <= 14
-        refused = [e for e in sandboxes.log("smsc") if _error_9(e.body or "")]
-        assert refused == []
-    finally:
-        sandboxes.stop()
+    sandboxes = run_sandboxes(["smsc"], smsc={"request_seconds": 0.4, "balance": "100000"})
+    settings = sandbox_settings(redis_url, sandboxes)
+    assert settings.limits_for("smsc-sandbox").max_in_flight == 14
+    worker = make_worker(settings, threads=16)
+    client = SmsqClient(redis_url)
+    numbers = [f"+7916{i:07d}" for i in range(400)]
+    jobs = [
+        client.enqueue_send(
+            provider="smsc-sandbox", sender="SMSC.ru", text="hi", recipients=numbers[i : i + 20]
+        )
+        for i in range(0, 400, 20)
+    ]
+    worker.join(timeout=60)
+    counts: dict[str, int] = {}
+    for job_id in jobs:
+        status = client.status(job_id)
+        assert status is not None
+        for k, v in status.counts.items():
+            counts[k] = counts.get(k, 0) + v
+    assert counts == {"submitted": 400}
+    peak = sandboxes.call(_peak(sandboxes))
+    assert 1 < peak <= 14
+    refused = [e for e in sandboxes.log("smsc") if _error_9(e.body or "")]
+    assert refused == []
 
 
 async def _peak(sandboxes: SandboxThread) -> int:

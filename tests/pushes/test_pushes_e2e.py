@@ -10,7 +10,7 @@ import hashlib
 import json
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlencode
 
@@ -20,7 +20,7 @@ import redis
 from producers.client import SmsqClient
 from producers.dead_letters import DeadLetters, NotReplayable
 from producers.keys import Keys
-from tests.support.sandboxes import SandboxThread, sandbox_settings
+from tests.support.sandboxes import SandboxFactory, SandboxThread, sandbox_settings
 from tests.support.web import (
     LoopThread,
     WebServer,
@@ -89,7 +89,14 @@ def recipient_statuses(client: SmsqClient, job_id: str) -> dict[str, str]:
 class Stack:
     """Sandboxes (pushing to the web process), the web process and its settings."""
 
-    def __init__(self, redis_url: str, kinds: list[str], options: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        redis_url: str,
+        kinds: list[str],
+        options: dict[str, Any],
+        run_sandboxes: SandboxFactory,
+        start_web: Callable[..., WebServer],
+    ) -> None:
         sock = bound_socket()
         self.web_url = f"http://127.0.0.1:{sock.getsockname()[1]}"
         # Callback URLs name the web process, whose port is known before it serves.
@@ -97,15 +104,11 @@ class Stack:
             kind: {k: v.format(web=self.web_url) if isinstance(v, str) else v for k, v in o.items()}
             for kind, o in options.items()
         }
-        self.sandboxes = SandboxThread(kinds, mix=MIX, **per_kind)
+        self.sandboxes = run_sandboxes(kinds, mix=MIX, **per_kind)
         self.settings: Settings = with_webhook_secrets(
             sandbox_settings(redis_url, self.sandboxes), SECRETS
         )
-        self.web = WebServer.start(self.sandboxes, self.settings, sock)
-
-    def stop(self) -> None:
-        self.web.stop()
-        self.sandboxes.stop()
+        self.web = start_web(self.settings, sock)
 
 
 CALLBACKS = {
@@ -128,10 +131,12 @@ CALLBACKS = {
 
 
 @pytest.fixture
-def stack(redis_url: str) -> Iterator[Stack]:
-    s = Stack(redis_url, ["smsc", "intellisoftware", "intis"], CALLBACKS)
-    yield s
-    s.stop()
+def stack(
+    redis_url: str, run_sandboxes: SandboxFactory, start_web: Callable[..., WebServer]
+) -> Stack:
+    return Stack(
+        redis_url, ["smsc", "intellisoftware", "intis"], CALLBACKS, run_sandboxes, start_web
+    )
 
 
 def test_jobs_through_all_three_sandboxes_reach_final_statuses_via_callbacks(
@@ -337,147 +342,137 @@ def test_smsc_hlr_results_arrive_by_callback(
 
 
 def test_push_is_persisted_before_200_and_applied_by_a_later_worker(
-    redis_url: str, redis_client: redis.Redis
+    redis_url: str,
+    redis_client: redis.Redis,
+    run_sandboxes: SandboxFactory,
+    loop_thread: LoopThread,
 ) -> None:
-    sandboxes = SandboxThread(["intis"], mix=MIX)  # no callbacks: we push by hand
-    loop = LoopThread()
+    sandboxes = run_sandboxes(["intis"], mix=MIX)  # no callbacks: we push by hand
+    settings = with_webhook_secrets(sandbox_settings(redis_url, sandboxes), SECRETS)
+    first = WorkerHarness(create_app(settings)).start()
     try:
-        settings = with_webhook_secrets(sandbox_settings(redis_url, sandboxes), SECRETS)
-        first = WorkerHarness(create_app(settings)).start()
-        try:
-            client = SmsqClient(redis_url)
-            job_id = client.enqueue_send(
-                provider="intis", sender="smstest", text="Hi", recipients=["+447400123301"]
-            )
-            first.join()
-        finally:
-            first.stop()  # no worker from here on
-        [rcpt] = recipients(client, job_id).values()
-        assert rcpt["status"] == "submitted" and rcpt["provider_message_id"]
-        web = WebServer.start(loop, settings)
-        try:
-            query = {"message-id": rcpt["provider_message_id"], "state": "2", "key": INTIS_SECRET}
-            url = f"{web.url}/hooks/intis-sandbox?{urlencode(query)}"
-            assert http("GET", url) == (200, b"OK")
-            # Answered only once both the raw push and its message were stored.
-            [(push_id, raw)] = redis_client.hgetall("smsq:inbox").items()
-            assert json.loads(raw)["query"]["message-id"] == rcpt["provider_message_id"]
-            [message_id] = redis_client.lrange("dramatiq:smsq-webhooks", 0, -1)
-            body = json.loads(redis_client.hget("dramatiq:smsq-webhooks.msgs", message_id) or b"")
-            assert body["args"] == [{"v": 1, "push_id": push_id.decode()}]
-            assert recipient_statuses(client, job_id) == {"447400123301": "submitted"}
-
-            second = WorkerHarness(create_app(settings)).start()
-            try:
-                wait_until(lambda: drained(redis_client), what="the stored push applied")
-                assert recipient_statuses(client, job_id) == {"447400123301": "delivered"}
-                events = status_events(redis_client)
-                assert [(e["status"], e["source"]) for e in events] == [
-                    ("submitted", "dispatch"),
-                    ("delivered", "webhook"),
-                ]
-                # The same push again: stored, applied, and nothing changes.
-                assert http("GET", url) == (200, b"OK")
-                wait_until(lambda: drained(redis_client), what="the duplicate applied")
-                assert status_events(redis_client) == events
-                assert client.status(job_id).counts == {"delivered": 1}  # type: ignore[union-attr]
-            finally:
-                second.stop()
-        finally:
-            web.stop()
+        client = SmsqClient(redis_url)
+        job_id = client.enqueue_send(
+            provider="intis", sender="smstest", text="Hi", recipients=["+447400123301"]
+        )
+        first.join()
     finally:
-        loop.stop()
-        sandboxes.stop()
+        first.stop()  # no worker from here on
+    [rcpt] = recipients(client, job_id).values()
+    assert rcpt["status"] == "submitted" and rcpt["provider_message_id"]
+    web = WebServer.start(loop_thread, settings)
+    try:
+        query = {"message-id": rcpt["provider_message_id"], "state": "2", "key": INTIS_SECRET}
+        url = f"{web.url}/hooks/intis-sandbox?{urlencode(query)}"
+        assert http("GET", url) == (200, b"OK")
+        # Answered only once both the raw push and its message were stored.
+        [(push_id, raw)] = redis_client.hgetall("smsq:inbox").items()
+        assert json.loads(raw)["query"]["message-id"] == rcpt["provider_message_id"]
+        [message_id] = redis_client.lrange("dramatiq:smsq-webhooks", 0, -1)
+        body = json.loads(redis_client.hget("dramatiq:smsq-webhooks.msgs", message_id) or b"")
+        assert body["args"] == [{"v": 1, "push_id": push_id.decode()}]
+        assert recipient_statuses(client, job_id) == {"447400123301": "submitted"}
+
+        second = WorkerHarness(create_app(settings)).start()
+        try:
+            wait_until(lambda: drained(redis_client), what="the stored push applied")
+            assert recipient_statuses(client, job_id) == {"447400123301": "delivered"}
+            events = status_events(redis_client)
+            assert [(e["status"], e["source"]) for e in events] == [
+                ("submitted", "dispatch"),
+                ("delivered", "webhook"),
+            ]
+            # The same push again: stored, applied, and nothing changes.
+            assert http("GET", url) == (200, b"OK")
+            wait_until(lambda: drained(redis_client), what="the duplicate applied")
+            assert status_events(redis_client) == events
+            assert client.status(job_id).counts == {"delivered": 1}  # type: ignore[union-attr]
+        finally:
+            second.stop()
+    finally:
+        web.stop()
 
 
 def test_unreadable_push_is_dead_lettered_once_and_not_replayable(
-    redis_url: str, redis_client: redis.Redis
+    redis_url: str,
+    redis_client: redis.Redis,
+    run_sandboxes: SandboxFactory,
+    loop_thread: LoopThread,
 ) -> None:
-    sandboxes = SandboxThread(["intis"], mix=MIX)
-    loop = LoopThread()
+    sandboxes = run_sandboxes(["intis"], mix=MIX)
+    settings = with_webhook_secrets(sandbox_settings(redis_url, sandboxes), SECRETS)
+    web = WebServer.start(loop_thread, settings)
     try:
-        settings = with_webhook_secrets(sandbox_settings(redis_url, sandboxes), SECRETS)
-        web = WebServer.start(loop, settings)
-        try:
-            query = urlencode({"message-id": "4001", "state": "42", "key": INTIS_SECRET})
-            assert http("GET", f"{web.url}/hooks/intis-sandbox?{query}")[0] == 200
-        finally:
-            web.stop()
-        # A message for a push that is gone (applied before) is acknowledged quietly.
-        app = create_app(settings)
-        app.actors["apply_webhook"].send("no-such-push")
-        worker = WorkerHarness(app).start()
-        try:
-            worker.join()
-        finally:
-            worker.stop()
-        assert drained(redis_client)
-        letters = DeadLetters(redis_client, Keys())
-        [letter] = letters.list()
-        assert letter.source == "webhook" and "state" in letter.reasons[0]
-        assert INTIS_SECRET not in json.dumps(letter.payload)
-        assert "key" not in json.loads(letter.payload)["query"]  # never stored
-        with pytest.raises(NotReplayable):
-            letters.replay(letter.id)
-        assert redis_client.xlen("smsq:events") == 0
-        assert redis_client.zcard("dramatiq:smsq-webhooks.XQ") == 0  # nothing failed
+        query = urlencode({"message-id": "4001", "state": "42", "key": INTIS_SECRET})
+        assert http("GET", f"{web.url}/hooks/intis-sandbox?{query}")[0] == 200
     finally:
-        loop.stop()
-        sandboxes.stop()
+        web.stop()
+    # A message for a push that is gone (applied before) is acknowledged quietly.
+    app = create_app(settings)
+    app.actors["apply_webhook"].send("no-such-push")
+    worker = WorkerHarness(app).start()
+    try:
+        worker.join()
+    finally:
+        worker.stop()
+    assert drained(redis_client)
+    letters = DeadLetters(redis_client, Keys())
+    [letter] = letters.list()
+    assert letter.source == "webhook" and "state" in letter.reasons[0]
+    assert INTIS_SECRET not in json.dumps(letter.payload)
+    assert "key" not in json.loads(letter.payload)["query"]  # never stored
+    with pytest.raises(NotReplayable):
+        letters.replay(letter.id)
+    assert redis_client.xlen("smsq:events") == 0
+    assert redis_client.zcard("dramatiq:smsq-webhooks.XQ") == 0  # nothing failed
 
 
 def test_intis_sandbox_retries_reports_until_the_web_process_answers(
-    redis_url: str, redis_client: redis.Redis, make_worker: Any
+    redis_url: str,
+    redis_client: redis.Redis,
+    make_worker: Any,
+    run_sandboxes: SandboxFactory,
+    start_web: Callable[..., WebServer],
 ) -> None:
     port = closed_port()  # nothing listens yet: the first reports find no one
     options = {
         "callback_url": f"http://127.0.0.1:{port}/hooks/intis-sandbox?key={INTIS_SECRET}",
         "callback_retry_interval": 0.3,
     }
-    sandboxes = SandboxThread(["intis"], mix=MIX, intis=options)
-    web: WebServer | None = None
-    try:
-        settings = with_webhook_secrets(sandbox_settings(redis_url, sandboxes), SECRETS)
-        make_worker(settings)
-        client = SmsqClient(redis_url)
-        phones = ["447400123401", "447400123402", "447400123403"]
-        job_id = client.enqueue_send(
-            provider="intis", sender="smstest", text="Hi", recipients=["+" + p for p in phones]
-        )
-        intis = sandboxes.running["intis"].app[INTIS_KEY]
-        wait_until(
-            lambda: len({a.message_id for a in intis.callback_log}) == 3, what="first attempts"
-        )
-        assert {a.http_status for a in intis.callback_log} == {None}
-        assert set(recipient_statuses(client, job_id).values()) == {"submitted"}
+    sandboxes = run_sandboxes(["intis"], mix=MIX, intis=options)
+    settings = with_webhook_secrets(sandbox_settings(redis_url, sandboxes), SECRETS)
+    make_worker(settings)
+    client = SmsqClient(redis_url)
+    phones = ["447400123401", "447400123402", "447400123403"]
+    job_id = client.enqueue_send(
+        provider="intis", sender="smstest", text="Hi", recipients=["+" + p for p in phones]
+    )
+    intis = sandboxes.running["intis"].app[INTIS_KEY]
+    wait_until(lambda: len({a.message_id for a in intis.callback_log}) == 3, what="first attempts")
+    assert {a.http_status for a in intis.callback_log} == {None}
+    assert set(recipient_statuses(client, job_id).values()) == {"submitted"}
 
-        web = WebServer.start(sandboxes, settings, bound_socket(port))
-        wait_until(
-            lambda: (
-                set(recipient_statuses(client, job_id).values()) <= FINAL and drained(redis_client)
-            ),
-            what="reports applied after the retries",
-        )
-        outcomes = {m.phone: m.outcome for m in intis.state.messages.values()}
-        assert recipient_statuses(client, job_id) == {p: outcomes[p] for p in phones}
-        for message_id in intis.state.messages:
-            attempts = [a for a in intis.callback_log if a.message_id == message_id]
-            assert [a.attempt for a in attempts] == list(range(1, len(attempts) + 1))
-            assert attempts[0].http_status is None and attempts[-1].http_status == 200
-            assert [a.http_status for a in attempts].count(200) == 1  # no retry after a 200
-            assert set(attempts[-1].params) == {
-                "message-id",
-                "state",
-                "price",
-                "currency",
-                "mcc",
-                "mnc",
-            }
-        status, body = http("GET", sandboxes.url("intis") + "/__sandbox/intis/callbacks")
-        listed = json.loads(body)
-        assert status == 200 and len(listed) == len(intis.callback_log)
-        assert sum(a["http_status"] == 200 for a in listed) == 3
-    finally:
-        if web is not None:
-            web.stop()
-        sandboxes.stop()
+    start_web(settings, bound_socket(port))
+    wait_until(
+        lambda: set(recipient_statuses(client, job_id).values()) <= FINAL and drained(redis_client),
+        what="reports applied after the retries",
+    )
+    outcomes = {m.phone: m.outcome for m in intis.state.messages.values()}
+    assert recipient_statuses(client, job_id) == {p: outcomes[p] for p in phones}
+    for message_id in intis.state.messages:
+        attempts = [a for a in intis.callback_log if a.message_id == message_id]
+        assert [a.attempt for a in attempts] == list(range(1, len(attempts) + 1))
+        assert attempts[0].http_status is None and attempts[-1].http_status == 200
+        assert [a.http_status for a in attempts].count(200) == 1  # no retry after a 200
+        assert set(attempts[-1].params) == {
+            "message-id",
+            "state",
+            "price",
+            "currency",
+            "mcc",
+            "mnc",
+        }
+    status, body = http("GET", sandboxes.url("intis") + "/__sandbox/intis/callbacks")
+    listed = json.loads(body)
+    assert status == 200 and len(listed) == len(intis.callback_log)
+    assert sum(a["http_status"] == 200 for a in listed) == 3

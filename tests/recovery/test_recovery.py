@@ -22,7 +22,7 @@ from tests.support.harness import (
     wait_dispatched,
     write_config,
 )
-from tests.support.sandboxes import SandboxThread, sandbox_settings, set_faults
+from tests.support.sandboxes import SandboxFactory, sandbox_settings, set_faults
 from worker.core.config import WorkerSettings
 from worker.entry.actors import create_app
 
@@ -30,40 +30,37 @@ FAST = {"heartbeat_timeout": 2.0, "maintenance_interval": 0.5}
 
 
 def test_a_dead_workers_messages_are_taken_again_within_the_bound(
-    redis_url: str, redis_client: redis.Redis, make_worker: Any
+    redis_url: str, redis_client: redis.Redis, make_worker: Any, run_sandboxes: SandboxFactory
 ) -> None:
     """A worker fetched the job and died without a word: with Dramatiq's defaults its
     message waited 60 s and more (maintenance by chance); now heartbeat_timeout +
     maintenance_interval."""
-    sandboxes = SandboxThread(["intis"], intis={"balance": "100000000"})
-    try:
-        settings = sandbox_settings(redis_url, sandboxes)
-        settings = type(settings)(**{**settings.__dict__, "worker": WorkerSettings(**FAST)})
-        client = SmsqClient(redis_url)
-        job_id = client.enqueue_send(
-            provider="intis", sender="smstest", text="dead", recipients=numbers(200)
-        )
-        dead = create_app(settings).broker
-        fetched = dead.do_fetch("smsq-intake", 10)  # into the dead worker's acks set
-        assert len(fetched) == 1
-        assert redis_client.scard(f"{NAMESPACE}:__acks__.{dead.broker_id}.smsq-intake") == 1
-        died = time.monotonic()
-        make_worker(settings)
-        settle = wait_dispatched(client, [job_id], 200, timeout=30)
-        status = client.status(job_id)
-        assert status is not None and status.state == "done", status
-        bound = settings.worker.requeue_within
-        print(f"\ndead worker's job settled {settle:.1f}s after it died (bound {bound:.1f}s)")
-        assert time.monotonic() - died < bound + 5
-        assert not redis_client.exists(f"{NAMESPACE}:__acks__.{dead.broker_id}.smsq-intake")
-    finally:
-        sandboxes.stop()
+    sandboxes = run_sandboxes(["intis"], intis={"balance": "100000000"})
+    settings = sandbox_settings(redis_url, sandboxes)
+    settings = type(settings)(**{**settings.__dict__, "worker": WorkerSettings(**FAST)})
+    client = SmsqClient(redis_url)
+    job_id = client.enqueue_send(
+        provider="intis", sender="smstest", text="dead", recipients=numbers(200)
+    )
+    dead = create_app(settings).broker
+    fetched = dead.do_fetch("smsq-intake", 10)  # into the dead worker's acks set
+    assert len(fetched) == 1
+    assert redis_client.scard(f"{NAMESPACE}:__acks__.{dead.broker_id}.smsq-intake") == 1
+    died = time.monotonic()
+    make_worker(settings)
+    settle = wait_dispatched(client, [job_id], 200, timeout=30)
+    status = client.status(job_id)
+    assert status is not None and status.state == "done", status
+    bound = settings.worker.requeue_within
+    print(f"\ndead worker's job settled {settle:.1f}s after it died (bound {bound:.1f}s)")
+    assert time.monotonic() - died < bound + 5
+    assert not redis_client.exists(f"{NAMESPACE}:__acks__.{dead.broker_id}.smsq-intake")
 
 
 def test_a_crashed_process_is_restarted_alone_and_nothing_is_lost(
-    redis_url: str, tmp_path: Path
+    redis_url: str, tmp_path: Path, run_sandboxes: SandboxFactory
 ) -> None:
-    sandboxes = SandboxThread(["intis"], intis={"balance": "100000000"})
+    sandboxes = run_sandboxes(["intis"], intis={"balance": "100000000"})
     sandboxes.call(set_faults(sandboxes, "intis", {"send.php": {"latency": 0.3}}))
     extra = "[worker]\nheartbeat_timeout = 3\nmaintenance_interval = 1\nrestart_delay = 0.2\n"
     env = write_config(tmp_path / "smsq.toml", redis_url, sandboxes, "intis", extra)
@@ -99,16 +96,15 @@ def test_a_crashed_process_is_restarted_alone_and_nothing_is_lost(
     finally:
         group.send_signal(signal.SIGTERM)
         code = group.wait(timeout=60)
-        sandboxes.stop()
     assert code == 0
 
 
 def test_sigterm_stops_within_the_bound_and_records_hung_requests_unknown(
-    redis_url: str, redis_client: redis.Redis, tmp_path: Path
+    redis_url: str, redis_client: redis.Redis, tmp_path: Path, run_sandboxes: SandboxFactory
 ) -> None:
     """Provider requests hang: before, the stop waited on Dramatiq's 600 s; now
     shutdown_timeout, with the hung chunks recorded unknown (nothing left queued)."""
-    sandboxes = SandboxThread(["intis"], intis={"balance": "100000000"})
+    sandboxes = run_sandboxes(["intis"], intis={"balance": "100000000"})
     sandboxes.call(set_faults(sandboxes, "intis", {"send.php": {"timeout_rate": 1.0}}))
     extra = "[worker]\nshutdown_timeout = 3\n"
     env = write_config(tmp_path / "smsq.toml", redis_url, sandboxes, "intis", extra)
@@ -149,36 +145,32 @@ def test_sigterm_stops_within_the_bound_and_records_hung_requests_unknown(
         if group.poll() is None:
             group.kill()
             group.wait()
-        sandboxes.stop()
 
 
 def test_messages_a_live_worker_forgot_are_put_back(
-    redis_url: str, redis_client: redis.Redis, make_worker: Any
+    redis_url: str, redis_client: redis.Redis, make_worker: Any, run_sandboxes: SandboxFactory
 ) -> None:
     """Dramatiq forgets what a consumer had prefetched when it restarts after a Redis error;
     the ids stay in the live process's acks set. They go back on the timer."""
-    sandboxes = SandboxThread(["intis"], intis={"balance": "100000000"})
-    try:
-        settings = sandbox_settings(redis_url, sandboxes)
-        worker_settings = WorkerSettings(heartbeat_timeout=5.0, maintenance_interval=0.3)
-        settings = type(settings)(**{**settings.__dict__, "worker": worker_settings})
-        harness = make_worker(settings)
-        broker = harness.app.broker
-        client = SmsqClient(redis_url)
-        # A job message taken off the queue into this live worker's acks set, then forgotten
-        # (as a consumer restart does): nothing in the process holds it.
-        broker.stopping = True  # keep the consumer from fetching it itself
-        job_id = client.enqueue_send(
-            provider="intis", sender="smstest", text="forgotten", recipients=numbers(60)
-        )
-        (message_id,) = redis_client.lrange(f"{NAMESPACE}:smsq-intake", 0, -1)
-        redis_client.lrem(f"{NAMESPACE}:smsq-intake", 0, message_id)
-        acks = f"{NAMESPACE}:__acks__.{broker.broker_id}.smsq-intake"
-        redis_client.sadd(acks, message_id)
-        broker.stopping = False
-        settle = wait_dispatched(client, [job_id], 60, timeout=20)
-        status = client.status(job_id)
-        assert status is not None and status.state == "done", status
-        print(f"\nforgotten message taken again after {settle:.1f}s")
-    finally:
-        sandboxes.stop()
+    sandboxes = run_sandboxes(["intis"], intis={"balance": "100000000"})
+    settings = sandbox_settings(redis_url, sandboxes)
+    worker_settings = WorkerSettings(heartbeat_timeout=5.0, maintenance_interval=0.3)
+    settings = type(settings)(**{**settings.__dict__, "worker": worker_settings})
+    harness = make_worker(settings)
+    broker = harness.app.broker
+    client = SmsqClient(redis_url)
+    # A job message taken off the queue into this live worker's acks set, then forgotten
+    # (as a consumer restart does): nothing in the process holds it.
+    broker.stopping = True  # keep the consumer from fetching it itself
+    job_id = client.enqueue_send(
+        provider="intis", sender="smstest", text="forgotten", recipients=numbers(60)
+    )
+    (message_id,) = redis_client.lrange(f"{NAMESPACE}:smsq-intake", 0, -1)
+    redis_client.lrem(f"{NAMESPACE}:smsq-intake", 0, message_id)
+    acks = f"{NAMESPACE}:__acks__.{broker.broker_id}.smsq-intake"
+    redis_client.sadd(acks, message_id)
+    broker.stopping = False
+    settle = wait_dispatched(client, [job_id], 60, timeout=20)
+    status = client.status(job_id)
+    assert status is not None and status.state == "done", status
+    print(f"\nforgotten message taken again after {settle:.1f}s")

@@ -14,7 +14,7 @@ import redis
 from producers.client import SmsqClient
 from producers.wire import NAMESPACE
 from tests.support.harness import numbers, outcome, progress, wait_dispatched
-from tests.support.sandboxes import SandboxThread, sandbox_settings, set_faults
+from tests.support.sandboxes import SandboxFactory, sandbox_settings, set_faults
 from tests.support.worker import WorkerHarness
 from worker.core.runtime import Runtime
 from worker.devtools.redis_server import RedisServer
@@ -29,10 +29,12 @@ def private_redis() -> Iterator[RedisServer]:
     server.stop()
 
 
-def test_redis_restart_mid_run_leaves_nothing_queued(private_redis: RedisServer) -> None:
+def test_redis_restart_mid_run_leaves_nothing_queued(
+    private_redis: RedisServer, run_sandboxes: SandboxFactory
+) -> None:
     """The issue's experiment: Redis stopped for 2 s while chunks are in flight. Before the
     fix, the chunks whose answers came back during the outage stayed ``queued`` for ever."""
-    sandboxes = SandboxThread(["intis"], intis={"balance": "100000000"})
+    sandboxes = run_sandboxes(["intis"], intis={"balance": "100000000"})
     harness: WorkerHarness | None = None
     try:
         sandboxes.call(set_faults(sandboxes, "intis", {"send.php": {"latency": 0.4}}))
@@ -61,17 +63,15 @@ def test_redis_restart_mid_run_leaves_nothing_queued(private_redis: RedisServer)
     finally:
         if harness is not None:
             harness.stop()
-        sandboxes.stop()
 
 
 @pytest.fixture
-def runtime(redis_url: str) -> Iterator[Runtime]:
-    sandboxes = SandboxThread(["intis"], intis={"balance": "100000000"})
+def runtime(redis_url: str, run_sandboxes: SandboxFactory) -> Iterator[Runtime]:
+    sandboxes = run_sandboxes(["intis"], intis={"balance": "100000000"})
     settings = sandbox_settings(redis_url, sandboxes)
     rt = Runtime(settings)
     yield rt
     rt.close()
-    sandboxes.stop()
 
 
 def _entry(args: list[Any], msg: str | None, at: float) -> str:

@@ -12,7 +12,7 @@ from typing import Any
 
 from producers.client import SmsqClient
 from tests.support.limits import max_in_window
-from tests.support.sandboxes import SandboxThread, sandbox_settings
+from tests.support.sandboxes import SandboxFactory, SandboxThread, sandbox_settings
 from worker.devtools.sandboxes import sandbox_account
 
 CAP, WINDOW = 10, 2.0
@@ -22,8 +22,10 @@ def _sends(sandboxes: SandboxThread) -> list[float]:
     return [e.at for e in sandboxes.log("intis") if e.path.endswith("/send.php")]
 
 
-def test_four_worker_processes_respect_the_cap_and_use_it(redis_url: str, tmp_path: Path) -> None:
-    sandboxes = SandboxThread(["intis"], intis={"balance": "10000000"})
+def test_four_worker_processes_respect_the_cap_and_use_it(
+    redis_url: str, tmp_path: Path, run_sandboxes: SandboxFactory
+) -> None:
+    sandboxes = run_sandboxes(["intis"], intis={"balance": "10000000"})
     creds = sandbox_account("intis")
     config = tmp_path / "smsq.toml"
     config.write_text(
@@ -71,7 +73,6 @@ limits.send = {{ requests = {CAP}, per_seconds = {WINDOW} }}
         worker.send_signal(signal.SIGTERM)
         worker.wait(timeout=60)
     arrivals = sorted(_sends(sandboxes))
-    sandboxes.stop()
     assert len(arrivals) > 3 * CAP
     worst = max_in_window(arrivals, WINDOW)
     assert worst <= CAP
@@ -85,13 +86,10 @@ limits.send = {{ requests = {CAP}, per_seconds = {WINDOW} }}
 
 
 def test_default_limits_come_from_the_provider_and_config_replaces_them(
-    redis_url: str, make_worker: Any
+    redis_url: str, make_worker: Any, run_sandboxes: SandboxFactory
 ) -> None:
-    sandboxes = SandboxThread(["intis"])
-    try:
-        settings = sandbox_settings(redis_url, sandboxes)
-        limits = settings.limits_for("intis-sandbox")
-        assert limits.max_in_flight == 0
-        assert all(r.limit >= 1 for rules in limits.rules.values() for r in rules)
-    finally:
-        sandboxes.stop()
+    sandboxes = run_sandboxes(["intis"])
+    settings = sandbox_settings(redis_url, sandboxes)
+    limits = settings.limits_for("intis-sandbox")
+    assert limits.max_in_flight == 0
+    assert all(r.limit >= 1 for rules in limits.rules.values() for r in rules)

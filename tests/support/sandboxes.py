@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from concurrent.futures import Future
-from typing import Any
+from typing import Any, Protocol
 
 from worker.core.config import Settings, parse_settings
 from worker.devtools.sandboxes import sandbox_account, start_sandboxes
@@ -44,11 +44,23 @@ class SandboxThread:
         return result
 
     def stop(self) -> None:
+        """Stop the sandboxes and their loop (once; a second call does nothing)."""
+        if self.loop.is_closed():
+            return
         for sandbox in self.running.values():
             self.call(sandbox.stop())
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(timeout=10)
         self.loop.close()
+
+
+class SandboxFactory(Protocol):
+    """The ``start_sandboxes`` fixture: starts sandboxes as ``SandboxThread`` does, and stops
+    them when the test ends."""
+
+    def __call__(
+        self, kinds: list[str] | None = None, mix: OutcomeMix | None = None, **options: Any
+    ) -> SandboxThread: ...
 
 
 def sandbox_settings(

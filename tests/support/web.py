@@ -7,7 +7,11 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -15,6 +19,7 @@ import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import Future
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
@@ -79,7 +84,9 @@ class WebServer:
         return cls(runner, url, caller)
 
     def stop(self) -> None:
-        self._caller.call(self.runner.cleanup())
+        """Clean the runner up (once; a second call does nothing)."""
+        if self.runner.server is not None:
+            self._caller.call(self.runner.cleanup())
 
 
 def bound_socket(port: int = 0) -> socket.socket:
@@ -170,3 +177,62 @@ def intis_push(
     if key is not None:
         query["key"] = key
     return http("GET", f"{url}/hooks/{account}?{urlencode(query)}")
+
+
+class WebProcess:
+    """A real ``smsq web`` process on a free port, configured by a TOML file.
+
+    The file may name the secrets ``{ env = "WEB_TEST_HOOK_SECRET" }`` (:data:`HOOK_SECRET`)
+    and ``{ env = "WEB_TEST_TOKEN" }`` (the first of :data:`TOKENS`)."""
+
+    def __init__(self, process: subprocess.Popen[str], url: str) -> None:
+        self.process = process
+        self.url = url
+        self.stderr: str | None = None
+
+    @classmethod
+    def start(cls, config: Path, *, keep_stderr: bool = False) -> WebProcess:
+        """Start it and wait until /health answers; ``keep_stderr``: :meth:`stop` returns what
+        it wrote there (its access log)."""
+        env = {
+            **os.environ,
+            "SMSQ_CONFIG": str(config),
+            "WEB_TEST_HOOK_SECRET": HOOK_SECRET,
+            "WEB_TEST_TOKEN": TOKENS[0],
+        }
+        env.pop("REDIS_URL", None)
+        port = closed_port()
+        process = subprocess.Popen(
+            [sys.executable, "-m", "worker.entry.cli", "web", "--port", str(port)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE if keep_stderr else subprocess.DEVNULL,
+            text=True,
+        )
+        web = cls(process, f"http://127.0.0.1:{port}")
+        try:
+
+            def healthy() -> bool:
+                try:
+                    return http("GET", web.url + "/health")[0] == 200
+                except OSError:
+                    return process.poll() is not None
+
+            wait_until(healthy, timeout=15, what="smsq web to answer")
+            assert process.poll() is None
+        except BaseException:
+            web.stop()
+            raise
+        return web
+
+    @property
+    def returncode(self) -> int | None:
+        return self.process.returncode
+
+    def stop(self) -> str:
+        """SIGTERM and wait (once); returns what it wrote to stderr when that was kept."""
+        if self.stderr is None:
+            self.process.send_signal(signal.SIGTERM)
+            _, stderr = self.process.communicate(timeout=15)
+            self.stderr = stderr or ""
+        return self.stderr

@@ -15,7 +15,7 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -25,7 +25,7 @@ import redis
 from aiohttp import web
 
 from producers.client import SmsqClient
-from tests.support.sandboxes import SandboxThread, sandbox_settings
+from tests.support.sandboxes import SandboxFactory, SandboxThread, sandbox_settings
 from worker.core.config import (
     CallbackProducer,
     CallbackSettings,
@@ -183,59 +183,54 @@ def test_receiver_down_30s_then_gets_every_event_once_in_order(
     redis_client: redis.Redis,
     make_worker: Any,
     receiver_server: ReceiverServer,
+    run_sandboxes: SandboxFactory,
+    start_scheduler: Callable[..., Scheduler],
 ) -> None:
-    sandboxes = SandboxThread(["intis"])
-    scheduler: Scheduler | None = None
-    try:
-        settings = callback_settings(redis_url, sandboxes, receiver_server.url)
-        make_worker(settings)
-        scheduler = Scheduler(settings).start()
-        with SmsqClient(redis_url) as client:
-            send_id = client.enqueue_send(
-                provider="intis",
-                sender="smstest",
-                text="callbacks",
-                recipients=_numbers(120),
-                callback_url=receiver_server.url,
-            )
-            hlr_id = client.enqueue_hlr(
-                provider="intis", recipients=_numbers(5, 500), callback_url=receiver_server.url
-            )
-            quiet_id = client.enqueue_send(  # no callback: its events go nowhere
-                provider="intis", sender="smstest", text="quiet", recipients=_numbers(3, 900)
-            )
-            down_from = time.time()
-            for job_id in (send_id, hlr_id, quiet_id):
-                client.wait(job_id, timeout=25)
-        # Down: connections refused; smsq retries with backoff and keeps the events.
-        time.sleep(max(0.0, 30 - (time.time() - down_from)))
-        k = CallbackKeys("smsq")
-        pending = sum(redis_client.llen(key) for key in redis_client.scan_iter(k.outbox("*")))
-        expected = stream_events(redis_client, {send_id, hlr_id})
-        assert pending == len(expected) > 240  # 2 per send recipient, HLR results too
-        attempts = [
-            int(v)
-            for key in redis_client.scan_iter(k.state("*"))
-            for v in [redis_client.hget(key, "attempts") or 0]
-        ]
-        assert attempts and max(attempts) >= 5  # it kept trying while the receiver was down
-        receiver_server.open()
-        up_at = time.time()
-        deadline = time.monotonic() + 30
-        while True:
-            received, requests = receiver_server.snapshot()
-            if {e["id"] for e in received} >= {i for i, _ in expected}:
-                break
-            assert time.monotonic() < deadline, (len(received), len(expected))
-            time.sleep(0.1)
-        time.sleep(1.0)  # anything sent twice would arrive now
+    sandboxes = run_sandboxes(["intis"])
+    settings = callback_settings(redis_url, sandboxes, receiver_server.url)
+    make_worker(settings)
+    start_scheduler(settings)
+    with SmsqClient(redis_url) as client:
+        send_id = client.enqueue_send(
+            provider="intis",
+            sender="smstest",
+            text="callbacks",
+            recipients=_numbers(120),
+            callback_url=receiver_server.url,
+        )
+        hlr_id = client.enqueue_hlr(
+            provider="intis", recipients=_numbers(5, 500), callback_url=receiver_server.url
+        )
+        quiet_id = client.enqueue_send(  # no callback: its events go nowhere
+            provider="intis", sender="smstest", text="quiet", recipients=_numbers(3, 900)
+        )
+        down_from = time.time()
+        for job_id in (send_id, hlr_id, quiet_id):
+            client.wait(job_id, timeout=25)
+    # Down: connections refused; smsq retries with backoff and keeps the events.
+    time.sleep(max(0.0, 30 - (time.time() - down_from)))
+    k = CallbackKeys("smsq")
+    pending = sum(redis_client.llen(key) for key in redis_client.scan_iter(k.outbox("*")))
+    expected = stream_events(redis_client, {send_id, hlr_id})
+    assert pending == len(expected) > 240  # 2 per send recipient, HLR results too
+    attempts = [
+        int(v)
+        for key in redis_client.scan_iter(k.state("*"))
+        for v in [redis_client.hget(key, "attempts") or 0]
+    ]
+    assert attempts and max(attempts) >= 5  # it kept trying while the receiver was down
+    receiver_server.open()
+    up_at = time.time()
+    deadline = time.monotonic() + 30
+    while True:
         received, requests = receiver_server.snapshot()
-        catch_up = max(r["at"] for r in requests) - up_at
-    finally:
-        if scheduler is not None:
-            scheduler.stop()
-            scheduler.close()
-        sandboxes.stop()
+        if {e["id"] for e in received} >= {i for i, _ in expected}:
+            break
+        assert time.monotonic() < deadline, (len(received), len(expected))
+        time.sleep(0.1)
+    time.sleep(1.0)  # anything sent twice would arrive now
+    received, requests = receiver_server.snapshot()
+    catch_up = max(r["at"] for r in requests) - up_at
     assert receiver_server.receiver.bad_signatures == 0
     unique: dict[str, dict[str, Any]] = {}
     for event in received:
@@ -268,52 +263,45 @@ def test_receiver_answering_500_dead_letters_the_events_after_the_bound(
     redis_client: redis.Redis,
     make_worker: Any,
     receiver_server: ReceiverServer,
+    run_sandboxes: SandboxFactory,
+    start_scheduler: Callable[..., Scheduler],
 ) -> None:
     receiver_server.receiver.mode = "error"
     receiver_server.open()
-    sandboxes = SandboxThread(["intis"])
-    scheduler: Scheduler | None = None
-    try:
-        settings = callback_settings(
-            redis_url,
-            sandboxes,
-            receiver_server.url,
-            max_attempts=3,
-            backoff_initial=0.1,
-            backoff_max=0.3,
-            batch_size=100,
+    sandboxes = run_sandboxes(["intis"])
+    settings = callback_settings(
+        redis_url,
+        sandboxes,
+        receiver_server.url,
+        max_attempts=3,
+        backoff_initial=0.1,
+        backoff_max=0.3,
+        batch_size=100,
+    )
+    make_worker(settings)
+    start_scheduler(settings)
+    with SmsqClient(redis_url) as client:
+        job_id = client.enqueue_send(
+            provider="intis",
+            sender="smstest",
+            text="to a broken receiver",
+            recipients=_numbers(10),
+            callback_url=receiver_server.url,
         )
-        make_worker(settings)
-        scheduler = Scheduler(settings).start()
-        with SmsqClient(redis_url) as client:
-            job_id = client.enqueue_send(
-                provider="intis",
-                sender="smstest",
-                text="to a broken receiver",
-                recipients=_numbers(10),
-                callback_url=receiver_server.url,
-            )
-            client.wait(job_id, timeout=25)
-        expected = stream_events(redis_client, {job_id})
-        deadline = time.monotonic() + 30
-        kept: list[dict[str, Any]] = []
-        while True:
-            letters = [json.loads(v) for v in redis_client.hvals("smsq:dlq")]
-            kept = [
-                e for dl in letters if dl["source"] == "callback" for e in dl["payload"]["events"]
-            ]
-            if len(kept) >= len(expected):
-                break
-            assert time.monotonic() < deadline, (len(kept), len(expected))
-            time.sleep(0.1)
-        time.sleep(1.0)
-        _, requests = receiver_server.snapshot()
+        client.wait(job_id, timeout=25)
+    expected = stream_events(redis_client, {job_id})
+    deadline = time.monotonic() + 30
+    kept: list[dict[str, Any]] = []
+    while True:
         letters = [json.loads(v) for v in redis_client.hvals("smsq:dlq")]
-    finally:
-        if scheduler is not None:
-            scheduler.stop()
-            scheduler.close()
-        sandboxes.stop()
+        kept = [e for dl in letters if dl["source"] == "callback" for e in dl["payload"]["events"]]
+        if len(kept) >= len(expected):
+            break
+        assert time.monotonic() < deadline, (len(kept), len(expected))
+        time.sleep(0.1)
+    time.sleep(1.0)
+    _, requests = receiver_server.snapshot()
+    letters = [json.loads(v) for v in redis_client.hvals("smsq:dlq")]
     callback_letters = [dl for dl in letters if dl["source"] == "callback"]
     # Every event kept whole in the dead letters, once; the reason says what failed.
     assert sorted(e["id"] for e in kept) == sorted(i for i, _ in expected)
@@ -333,77 +321,69 @@ def test_an_answer_that_comes_too_late_means_the_events_come_again(
     redis_client: redis.Redis,
     make_worker: Any,
     receiver_server: ReceiverServer,
+    run_sandboxes: SandboxFactory,
+    start_scheduler: Callable[..., Scheduler],
 ) -> None:
     receiver_server.receiver.mode = "slow_once"
     receiver_server.open()
-    sandboxes = SandboxThread(["intis"])
-    scheduler: Scheduler | None = None
-    try:
-        settings = callback_settings(
-            redis_url, sandboxes, receiver_server.url, timeout=0.5, backoff_initial=0.1
+    sandboxes = run_sandboxes(["intis"])
+    settings = callback_settings(
+        redis_url, sandboxes, receiver_server.url, timeout=0.5, backoff_initial=0.1
+    )
+    make_worker(settings)
+    start_scheduler(settings)
+    with SmsqClient(redis_url) as client:
+        job_id = client.enqueue_send(
+            provider="intis",
+            sender="smstest",
+            text="twice?",
+            recipients=_numbers(5),
+            callback_url=receiver_server.url,
         )
-        make_worker(settings)
-        scheduler = Scheduler(settings).start()
-        with SmsqClient(redis_url) as client:
-            job_id = client.enqueue_send(
-                provider="intis",
-                sender="smstest",
-                text="twice?",
-                recipients=_numbers(5),
-                callback_url=receiver_server.url,
-            )
-            client.wait(job_id, timeout=25)
-        expected = {i for i, _ in stream_events(redis_client, {job_id})}
-        deadline = time.monotonic() + 20
-        while True:
-            received, _ = receiver_server.snapshot()
-            if {e["id"] for e in received} >= expected and len(received) > len(expected):
-                break
-            assert time.monotonic() < deadline, (len(received), len(expected))
-            time.sleep(0.1)
-    finally:
-        if scheduler is not None:
-            scheduler.stop()
-            scheduler.close()
-        sandboxes.stop()
+        client.wait(job_id, timeout=25)
+    expected = {i for i, _ in stream_events(redis_client, {job_id})}
+    deadline = time.monotonic() + 20
+    while True:
+        received, _ = receiver_server.snapshot()
+        if {e["id"] for e in received} >= expected and len(received) > len(expected):
+            break
+        assert time.monotonic() < deadline, (len(received), len(expected))
+        time.sleep(0.1)
     ids = [e["id"] for e in received]
     assert set(ids) == expected  # every event, after de-duplication exactly once
     assert len(ids) > len(set(ids))  # and the batch whose answer came late, twice
 
 
 def test_callback_url_must_belong_to_a_configured_producer(
-    redis_url: str, redis_client: redis.Redis, make_worker: Any
+    redis_url: str, redis_client: redis.Redis, make_worker: Any, run_sandboxes: SandboxFactory
 ) -> None:
-    sandboxes = SandboxThread(["intis"])
-    try:
-        settings = callback_settings(redis_url, sandboxes, "https://shop.example.com/smsq/events")
-        settings = replace(
-            settings,
-            callbacks=replace(
-                settings.callbacks, routes={"intis": "https://shop.example.com/smsq/default"}
-            ),
+    sandboxes = run_sandboxes(["intis"])
+    settings = callback_settings(redis_url, sandboxes, "https://shop.example.com/smsq/events")
+    settings = replace(
+        settings,
+        callbacks=replace(
+            settings.callbacks, routes={"intis": "https://shop.example.com/smsq/default"}
+        ),
+    )
+    worker = make_worker(settings)
+    with SmsqClient(redis_url) as client:
+        foreign = client.enqueue_send(
+            provider="intis",
+            sender="smstest",
+            text="x",
+            recipients=_numbers(1),
+            callback_url="https://elsewhere.example.net/hook",
         )
-        worker = make_worker(settings)
-        with SmsqClient(redis_url) as client:
-            foreign = client.enqueue_send(
-                provider="intis",
-                sender="smstest",
-                text="x",
-                recipients=_numbers(1),
-                callback_url="https://elsewhere.example.net/hook",
-            )
-            defaulted = client.enqueue_send(
-                provider="intis", sender="smstest", text="x", recipients=_numbers(1, 10)
-            )
-            worker.join(timeout=30)
-            rejected = client.status(foreign)
-            assert rejected is not None and rejected.state == "dead_lettered"
-            assert "callback producer" in rejected.reasons[0]
-            assert redis_client.hget(f"smsq:job:{defaulted}", "callback_url") == (
-                b"https://shop.example.com/smsq/default"
-            )
-    finally:
-        sandboxes.stop()
+        defaulted = client.enqueue_send(
+            provider="intis", sender="smstest", text="x", recipients=_numbers(1, 10)
+        )
+        worker.join(timeout=30)
+        rejected = client.status(foreign)
+        assert rejected is not None and rejected.state == "dead_lettered"
+        assert "callback producer" in rejected.reasons[0]
+        assert redis_client.hget(f"smsq:job:{defaulted}", "callback_url") == (
+            b"https://shop.example.com/smsq/default"
+        )
 
 
 def test_config_callbacks_section_is_validated() -> None:

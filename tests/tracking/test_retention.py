@@ -10,7 +10,7 @@ import redis.asyncio as aredis
 
 from producers.status import Status
 from tests.support.messages import message, push_raw
-from tests.support.sandboxes import SandboxThread, sandbox_settings
+from tests.support.sandboxes import SandboxFactory, sandbox_settings
 from tests.support.tracking import KEYS, at, make_settings, runtime, seed_job
 from worker.providers.base import StatusReport
 from worker.state.status_apply import StatusApplier
@@ -63,19 +63,16 @@ async def test_every_due_job_is_purged_and_late_reports_leave_no_orphans(
 
 
 def test_a_purged_job_id_is_not_accepted_again(
-    redis_url: str, redis_client: redis.Redis, make_worker: Any
+    redis_url: str, redis_client: redis.Redis, make_worker: Any, run_sandboxes: SandboxFactory
 ) -> None:
-    sandboxes = SandboxThread(["intis"])
-    try:
-        worker = make_worker(sandbox_settings(redis_url, sandboxes))
-        redis_client.set(KEYS.purged("done-long-ago"), "1", ex=3600)
-        job = {"job_id": "done-long-ago", "provider": "intis", "sender": "smstest", "text": "x"}
-        push_raw(redis_client, message([{**job, "recipients": ["+447400123401"]}]))
-        worker.join()
-        assert not redis_client.exists(KEYS.job("done-long-ago"))
-        assert [e for e in sandboxes.log("intis") if e.path.endswith("/send.php")] == []
-    finally:
-        sandboxes.stop()
+    sandboxes = run_sandboxes(["intis"])
+    worker = make_worker(sandbox_settings(redis_url, sandboxes))
+    redis_client.set(KEYS.purged("done-long-ago"), "1", ex=3600)
+    job = {"job_id": "done-long-ago", "provider": "intis", "sender": "smstest", "text": "x"}
+    push_raw(redis_client, message([{**job, "recipients": ["+447400123401"]}]))
+    worker.join()
+    assert not redis_client.exists(KEYS.job("done-long-ago"))
+    assert [e for e in sandboxes.log("intis") if e.path.endswith("/send.php")] == []
 
 
 async def test_old_incoming_messages_and_dead_letters_are_trimmed(

@@ -20,7 +20,7 @@ from typing import Any
 import redis
 
 from producers.client import SmsqClient
-from tests.support.sandboxes import SandboxThread
+from tests.support.sandboxes import SandboxFactory
 from tests.support.tracking import make_settings
 from worker.core import metrics
 from worker.devtools.sandboxes import sandbox_account
@@ -208,156 +208,150 @@ def _error_9(body: str) -> bool:
 
 
 def test_jobs_reach_final_statuses_by_polling_within_the_caps(
-    redis_url: str, make_worker: Any
+    redis_url: str, make_worker: Any, run_sandboxes: SandboxFactory
 ) -> None:
     # SMSC's caps with every window scaled by 0.05 (a minute is 3 s, an hour 180 s); the
     # account's limits scaled the same way, so the test takes seconds, not minutes.
-    sandboxes = SandboxThread(
+    sandboxes = run_sandboxes(
         ["intis", "smsc"],
         mix=OutcomeMix(final_after=0.5, seed=7),
         intis={"balance": "10000000"},
         smsc={"balance": "10000000", "caps": 0.05},
     )
-    try:
-        scale = {
-            "status": {"requests": 1, "per_seconds": 3.0},
-            "history": [
-                {"requests": 3, "per_seconds": 3.0},
-                {"requests": 30, "per_seconds": 180.0},
-            ],
-            "incoming": {"requests": 3, "per_seconds": 3.0},
-        }
-        cfg = {
-            "first_check": 1.0,
-            "max_check_interval": 2.0,
-            "reconcile_interval": 0.25,
-            "tick_seconds": 0.05,
-            "lease_seconds": 1.0,
-            "history_interval": 1.0,
-            "incoming_interval": 1.0,
-            "balance_interval": 1.0,
-        }
-        settings = make_settings(redis_url, sandboxes, scheduler=cfg, limits={"smsc": scale})
-        worker = make_worker(settings)
-        client = SmsqClient(redis_url)
-        jobs = {
-            kind: client.enqueue_send(
-                provider=f"{kind}-sandbox",
-                sender=sandbox_account(kind)["sender"],
-                text="polled",
-                recipients=[f"+7916{i:07d}" for i in range(1000)],
-            )
-            for kind in ("intis", "smsc")
-        }
-        worker.join(timeout=60)
-        started = time.monotonic()
-        scheduler = Scheduler(settings).start()
+    scale = {
+        "status": {"requests": 1, "per_seconds": 3.0},
+        "history": [
+            {"requests": 3, "per_seconds": 3.0},
+            {"requests": 30, "per_seconds": 180.0},
+        ],
+        "incoming": {"requests": 3, "per_seconds": 3.0},
+    }
+    cfg = {
+        "first_check": 1.0,
+        "max_check_interval": 2.0,
+        "reconcile_interval": 0.25,
+        "tick_seconds": 0.05,
+        "lease_seconds": 1.0,
+        "history_interval": 1.0,
+        "incoming_interval": 1.0,
+        "balance_interval": 1.0,
+    }
+    settings = make_settings(redis_url, sandboxes, scheduler=cfg, limits={"smsc": scale})
+    worker = make_worker(settings)
+    client = SmsqClient(redis_url)
+    jobs = {
+        kind: client.enqueue_send(
+            provider=f"{kind}-sandbox",
+            sender=sandbox_account(kind)["sender"],
+            text="polled",
+            recipients=[f"+7916{i:07d}" for i in range(1000)],
+        )
+        for kind in ("intis", "smsc")
+    }
+    worker.join(timeout=60)
+    started = time.monotonic()
+    scheduler = Scheduler(settings).start()
 
-        def settled() -> bool:
-            for job in jobs.values():
-                status = client.status(job)
-                assert status is not None
-                if status.state != "done" or any(
-                    status.counts.get(s) for s in ("queued", "submitted", "unknown")
-                ):
-                    return False
-            return True
-
-        try:
-            took = wait_for(settled, 30, 0.1)
-        finally:
-            scheduler.stop()
-        print(f"\nall 2,000 recipients final {took:.1f}s after the scheduler started")
-        for kind, job in jobs.items():
+    def settled() -> bool:
+        for job in jobs.values():
             status = client.status(job)
             assert status is not None
-            delivered = status.counts.get("delivered", 0)
-            assert sum(status.counts.values()) == 1000 and delivered > 800
-            polls = [e for e in sandboxes.log(kind) if e.path.endswith("/status.php")]
-            ratio = len(polls) / delivered
-            print(
-                f"{kind}: {len(polls)} status requests for {delivered} delivered "
-                f"= {ratio:.4f} per delivered message (1/{1 / ratio:.0f}); counts {status.counts}"
-            )
-            assert ratio <= 1 / 20
-        smsc_log = sandboxes.log("smsc")
-        assert not [e for e in smsc_log if _error_9(e.body)], "SMSC answered error 9"
-        status_times = [e.at for e in smsc_log if e.path.endswith("/status.php")]
-        assert all(y - x >= 3.0 for x, y in itertools.pairwise(status_times))
-        assert client.redis.hget("smsq:account:smsc-sandbox", "balance") is not None
-        assert time.monotonic() - started < 30
+            if status.state != "done" or any(
+                status.counts.get(s) for s in ("queued", "submitted", "unknown")
+            ):
+                return False
+        return True
+
+    try:
+        took = wait_for(settled, 30, 0.1)
     finally:
-        sandboxes.stop()
+        scheduler.stop()
+    print(f"\nall 2,000 recipients final {took:.1f}s after the scheduler started")
+    for kind, job in jobs.items():
+        status = client.status(job)
+        assert status is not None
+        delivered = status.counts.get("delivered", 0)
+        assert sum(status.counts.values()) == 1000 and delivered > 800
+        polls = [e for e in sandboxes.log(kind) if e.path.endswith("/status.php")]
+        ratio = len(polls) / delivered
+        print(
+            f"{kind}: {len(polls)} status requests for {delivered} delivered "
+            f"= {ratio:.4f} per delivered message (1/{1 / ratio:.0f}); counts {status.counts}"
+        )
+        assert ratio <= 1 / 20
+    smsc_log = sandboxes.log("smsc")
+    assert not [e for e in smsc_log if _error_9(e.body)], "SMSC answered error 9"
+    status_times = [e.at for e in smsc_log if e.path.endswith("/status.php")]
+    assert all(y - x >= 3.0 for x, y in itertools.pairwise(status_times))
+    assert client.redis.hget("smsq:account:smsc-sandbox", "balance") is not None
+    assert time.monotonic() - started < 30
 
 
 def test_smsc_caps_hold_while_status_history_and_incoming_are_polled(
-    redis_url: str, redis_client: redis.Redis, make_worker: Any
+    redis_url: str, redis_client: redis.Redis, make_worker: Any, run_sandboxes: SandboxFactory
 ) -> None:
     """Statuses that need several polls, unknown recipients the history sweep keeps looking
     for, incoming polls: SMSC (caps scaled to a 3 s minute) never answers error 9."""
-    sandboxes = SandboxThread(
+    sandboxes = run_sandboxes(
         ["smsc"], mix=OutcomeMix(final_after=2.5, seed=9), smsc={"balance": "1e7", "caps": 0.05}
     )
-    try:
-        scale = {
-            "status": {"requests": 1, "per_seconds": 3.0},
-            "history": [
-                {"requests": 3, "per_seconds": 3.0},
-                {"requests": 30, "per_seconds": 180.0},
-            ],
-            "incoming": {"requests": 3, "per_seconds": 3.0},
-        }
-        cfg = {
-            "first_check": 0.5,
-            "max_check_interval": 1.0,
-            "reconcile_interval": 0.2,
-            "tick_seconds": 0.05,
-            "history_interval": 0.5,
-            "incoming_interval": 0.5,
-            "balance_interval": 60.0,
-        }
-        settings = make_settings(redis_url, sandboxes, scheduler=cfg, limits={"smsc": scale})
-        worker = make_worker(settings)
-        client = SmsqClient(redis_url)
-        # Chunk 1 of this job is found sending (its worker died mid-request): unknown.
-        redis_client.set("smsq:chunk:caps-job:1", "sending:smsc-sandbox:dead-worker")
-        job = client.enqueue_send(
-            provider="smsc-sandbox",
-            sender="SMSC.ru",
-            text="caps",
-            recipients=[f"+7903{i:07d}" for i in range(300)],
-            job_id="caps-job",
-        )
-        worker.join(timeout=60)
-        scheduler = Scheduler(settings).start()
+    scale = {
+        "status": {"requests": 1, "per_seconds": 3.0},
+        "history": [
+            {"requests": 3, "per_seconds": 3.0},
+            {"requests": 30, "per_seconds": 180.0},
+        ],
+        "incoming": {"requests": 3, "per_seconds": 3.0},
+    }
+    cfg = {
+        "first_check": 0.5,
+        "max_check_interval": 1.0,
+        "reconcile_interval": 0.2,
+        "tick_seconds": 0.05,
+        "history_interval": 0.5,
+        "incoming_interval": 0.5,
+        "balance_interval": 60.0,
+    }
+    settings = make_settings(redis_url, sandboxes, scheduler=cfg, limits={"smsc": scale})
+    worker = make_worker(settings)
+    client = SmsqClient(redis_url)
+    # Chunk 1 of this job is found sending (its worker died mid-request): unknown.
+    redis_client.set("smsq:chunk:caps-job:1", "sending:smsc-sandbox:dead-worker")
+    job = client.enqueue_send(
+        provider="smsc-sandbox",
+        sender="SMSC.ru",
+        text="caps",
+        recipients=[f"+7903{i:07d}" for i in range(300)],
+        job_id="caps-job",
+    )
+    worker.join(timeout=60)
+    scheduler = Scheduler(settings).start()
 
-        def settled() -> bool:
-            status = client.status(job)
-            return status is not None and not status.counts.get("submitted")
-
-        try:
-            took = wait_for(settled, 30, 0.1)
-            time.sleep(max(0.0, 5.0 - took))  # keep the history sweep and incoming polls going
-        finally:
-            scheduler.stop()
+    def settled() -> bool:
         status = client.status(job)
-        assert status is not None and status.counts.get("unknown") == 100
-        log = sandboxes.log("smsc")
-        kinds = Counter(
-            "status"
-            if e.path.endswith("/status.php")
-            else "history"
-            if e.params.get("get_messages") == "1"
-            else "incoming"
-            if e.params.get("get_answers") == "1"
-            else e.path.rsplit("/", 1)[-1]
-            for e in log
-        )
-        print(f"\nSMSC requests while reconciling: {dict(kinds)}; final after {took:.1f}s")
-        assert kinds["status"] >= 2 and kinds["history"] >= 3 and kinds["incoming"] >= 3
-        assert not [e for e in log if _error_9(e.body)], "SMSC answered error 9"
+        return status is not None and not status.counts.get("submitted")
+
+    try:
+        took = wait_for(settled, 30, 0.1)
+        time.sleep(max(0.0, 5.0 - took))  # keep the history sweep and incoming polls going
     finally:
-        sandboxes.stop()
+        scheduler.stop()
+    status = client.status(job)
+    assert status is not None and status.counts.get("unknown") == 100
+    log = sandboxes.log("smsc")
+    kinds = Counter(
+        "status"
+        if e.path.endswith("/status.php")
+        else "history"
+        if e.params.get("get_messages") == "1"
+        else "incoming"
+        if e.params.get("get_answers") == "1"
+        else e.path.rsplit("/", 1)[-1]
+        for e in log
+    )
+    print(f"\nSMSC requests while reconciling: {dict(kinds)}; final after {took:.1f}s")
+    assert kinds["status"] >= 2 and kinds["history"] >= 3 and kinds["incoming"] >= 3
+    assert not [e for e in log if _error_9(e.body)], "SMSC answered error 9"
 
 
 async def test_a_run_lease_renews_itself_while_held(redis_url: str) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -17,7 +16,7 @@ import pytest
 import redis
 
 from producers.status import Status
-from tests.support.sandboxes import SandboxThread
+from tests.support.sandboxes import SandboxFactory, SandboxThread
 from tests.support.tracking import KEYS, at, make_settings, runtime, seed_job
 from worker.core.runtime import Runtime
 from worker.entry.exposition import cluster_collector
@@ -33,11 +32,9 @@ PHONES = ["447400123101", "447400123102", "447400123103"]
 
 
 @pytest.fixture
-def slow_sandboxes() -> Iterator[SandboxThread]:
+def slow_sandboxes(run_sandboxes: SandboxFactory) -> SandboxThread:
     """Messages that stay pending (final after a day): only smsq's own rules settle them."""
-    s = SandboxThread(["intis"], mix=OutcomeMix(final_after=86400, seed=3))
-    yield s
-    s.stop()
+    return run_sandboxes(["intis"], mix=OutcomeMix(final_after=86400, seed=3))
 
 
 async def submit(
@@ -211,176 +208,159 @@ async def test_a_message_settled_by_a_webhook_is_not_polled_again(
 
 
 async def test_a_push_only_provider_is_not_polled_and_settles_at_the_horizon(
-    redis_url: str, redis_client: redis.Redis
+    redis_url: str, redis_client: redis.Redis, run_sandboxes: SandboxFactory
 ) -> None:
-    sandboxes = SandboxThread(["intellisoftware"], mix=OutcomeMix(final_after=86400))
-    try:
-        cfg = {"first_check": 10, "horizon": 60}
-        async with runtime(make_settings(redis_url, sandboxes, scheduler=cfg)) as rt:
-            t0 = time.time()
-            account = "intellisoftware-sandbox"
-            assert not runs.polls_status(rt.adapter(account))
-            await submit(rt, account, "j4", PHONES[:2], created_at=t0)
-            requests_after_send = len(sandboxes.log("intellisoftware"))
-            await status_polls.reconcile_account(rt, account, clock=at(t0, 10))
-            assert_next_checks(redis_client, account, t0 + 60)
-            run = await status_polls.reconcile_account(rt, account, clock=at(t0, 60))
-            assert run["expired"] == 2 and run.get("requests", 0) == 0
-            assert len(sandboxes.log("intellisoftware")) == requests_after_send
-            assert {r["status"] for r in records(redis_client, "j4").values()} == {"expired"}
-    finally:
-        sandboxes.stop()
+    sandboxes = run_sandboxes(["intellisoftware"], mix=OutcomeMix(final_after=86400))
+    cfg = {"first_check": 10, "horizon": 60}
+    async with runtime(make_settings(redis_url, sandboxes, scheduler=cfg)) as rt:
+        t0 = time.time()
+        account = "intellisoftware-sandbox"
+        assert not runs.polls_status(rt.adapter(account))
+        await submit(rt, account, "j4", PHONES[:2], created_at=t0)
+        requests_after_send = len(sandboxes.log("intellisoftware"))
+        await status_polls.reconcile_account(rt, account, clock=at(t0, 10))
+        assert_next_checks(redis_client, account, t0 + 60)
+        run = await status_polls.reconcile_account(rt, account, clock=at(t0, 60))
+        assert run["expired"] == 2 and run.get("requests", 0) == 0
+        assert len(sandboxes.log("intellisoftware")) == requests_after_send
+        assert {r["status"] for r in records(redis_client, "j4").values()} == {"expired"}
 
 
 async def test_smsc_hlr_results_arrive_through_status_polls(
-    redis_url: str, redis_client: redis.Redis
+    redis_url: str, redis_client: redis.Redis, run_sandboxes: SandboxFactory
 ) -> None:
-    sandboxes = SandboxThread(["smsc"], mix=OutcomeMix(final_after=0.3, seed=5))
-    try:
-        cfg = {"first_check": 1}
-        async with runtime(make_settings(redis_url, sandboxes, scheduler=cfg)) as rt:
-            t0 = time.time()
-            account = "smsc-sandbox"
-            phones = ["79161234567", "79031234567", "79261234567"]
-            await rt.async_redis().hset(
-                KEYS.job("h1"), mapping={"kind": "hlr", "state": "accepted", "created_at": t0}
-            )
-            await rt.async_redis().hset(KEYS.counts("h1"), mapping={"queued": 3})
-            await rt.async_redis().hset(KEYS.job("h1"), "chunks", 1)
-            assert await dispatch.dispatch_hlr(rt, "h1", 0, account, phones) == "sent"
-            assert redis_client.hgetall(KEYS.counts("h1"))[b"submitted"] == b"3"
-            await asyncio.sleep(0.4)
-            run = await status_polls.reconcile_account(rt, account, clock=at(t0, 31))
-            assert run["requests"] == 1
-            hlr = {
-                k.decode(): json.loads(v) for k, v in redis_client.hgetall(KEYS.hlr("h1")).items()
-            }
-            assert set(hlr) == set(phones) and not any(h["pending"] for h in hlr.values())
-            assert any(h["ok"] and h["imsi"] for h in hlr.values())
-            statuses = {r["status"] for r in records(redis_client, "h1").values()}
-            assert statuses <= {"delivered", "undeliverable"}
-            assert awaiting(redis_client, account) == {}
-    finally:
-        sandboxes.stop()
+    sandboxes = run_sandboxes(["smsc"], mix=OutcomeMix(final_after=0.3, seed=5))
+    cfg = {"first_check": 1}
+    async with runtime(make_settings(redis_url, sandboxes, scheduler=cfg)) as rt:
+        t0 = time.time()
+        account = "smsc-sandbox"
+        phones = ["79161234567", "79031234567", "79261234567"]
+        await rt.async_redis().hset(
+            KEYS.job("h1"), mapping={"kind": "hlr", "state": "accepted", "created_at": t0}
+        )
+        await rt.async_redis().hset(KEYS.counts("h1"), mapping={"queued": 3})
+        await rt.async_redis().hset(KEYS.job("h1"), "chunks", 1)
+        assert await dispatch.dispatch_hlr(rt, "h1", 0, account, phones) == "sent"
+        assert redis_client.hgetall(KEYS.counts("h1"))[b"submitted"] == b"3"
+        await asyncio.sleep(0.4)
+        run = await status_polls.reconcile_account(rt, account, clock=at(t0, 31))
+        assert run["requests"] == 1
+        hlr = {k.decode(): json.loads(v) for k, v in redis_client.hgetall(KEYS.hlr("h1")).items()}
+        assert set(hlr) == set(phones) and not any(h["pending"] for h in hlr.values())
+        assert any(h["ok"] and h["imsi"] for h in hlr.values())
+        statuses = {r["status"] for r in records(redis_client, "h1").values()}
+        assert statuses <= {"delivered", "undeliverable"}
+        assert awaiting(redis_client, account) == {}
 
 
 async def test_history_sweep_settles_unknown_recipients_after_a_crash(
-    redis_url: str, redis_client: redis.Redis
+    redis_url: str, redis_client: redis.Redis, run_sandboxes: SandboxFactory
 ) -> None:
-    sandboxes = SandboxThread(["smsc"], mix=OutcomeMix(final_after=0.2, seed=11))
-    try:
-        async with runtime(make_settings(redis_url, sandboxes)) as rt:
-            account = "smsc-sandbox"
-            r = rt.async_redis()
-            t0 = time.time()
-            for job in ("crash", "never"):
-                await r.hset(KEYS.job(job), mapping={"kind": "send", "state": "accepted"})
-                await r.hset(KEYS.job(job), mapping={"created_at": t0, "chunks": 1})
-                await r.hset(KEYS.counts(job), mapping={"queued": 2})
-                await r.zadd(KEYS.jobs, {job: t0})
-            sent = PHONES[:2]
-            # The worker sent chunk 0 and died before recording its outcome ...
-            await rt.adapter(account).send(
-                SendRequest("crash:0", "SMSC.ru", "hi", sent, client_id=4242)
+    sandboxes = run_sandboxes(["smsc"], mix=OutcomeMix(final_after=0.2, seed=11))
+    async with runtime(make_settings(redis_url, sandboxes)) as rt:
+        account = "smsc-sandbox"
+        r = rt.async_redis()
+        t0 = time.time()
+        for job in ("crash", "never"):
+            await r.hset(KEYS.job(job), mapping={"kind": "send", "state": "accepted"})
+            await r.hset(KEYS.job(job), mapping={"created_at": t0, "chunks": 1})
+            await r.hset(KEYS.counts(job), mapping={"queued": 2})
+            await r.zadd(KEYS.jobs, {job: t0})
+        sent = PHONES[:2]
+        # The worker sent chunk 0 and died before recording its outcome ...
+        await rt.adapter(account).send(
+            SendRequest("crash:0", "SMSC.ru", "hi", sent, client_id=4242)
+        )
+        # ... and another died while sending, before its request reached SMSC.
+        for job, client_id, phones in (("crash", 4242, sent), ("never", 4243, PHONES[1:])):
+            await r.set(KEYS.chunk(job, 0), f"sending:{account}:dead-worker")
+            outcome = await dispatch.dispatch_chunk(
+                rt, job, 0, account, "SMSC.ru", "hi", phones, None, None, "bulk", client_id
             )
-            # ... and another died while sending, before its request reached SMSC.
-            for job, client_id, phones in (("crash", 4242, sent), ("never", 4243, PHONES[1:])):
-                await r.set(KEYS.chunk(job, 0), f"sending:{account}:dead-worker")
-                outcome = await dispatch.dispatch_chunk(
-                    rt, job, 0, account, "SMSC.ru", "hi", phones, None, None, "bulk", client_id
-                )
-                assert outcome == "interrupted"
-            rows = records(redis_client, "crash")
-            assert {r["status"] for r in rows.values()} == {"unknown"}
-            assert rows[sent[0]]["provider_message_id"] == f"4242:{sent[0]}"  # the expected id
+            assert outcome == "interrupted"
+        rows = records(redis_client, "crash")
+        assert {r["status"] for r in rows.values()} == {"unknown"}
+        assert rows[sent[0]]["provider_message_id"] == f"4242:{sent[0]}"  # the expected id
 
-            # Reconciliation files them for the history sweep (its status poll is held back).
-            assert rt.limiter is not None
-            await rt.limiter.pause(account, "status", 30)
-            await status_polls.reconcile_account(rt, account, clock=at(t0, 31))
-            tk = runs.TrackingKeys("smsq")
-            assert redis_client.zcard(tk.unknown(account)) == 4
-            await asyncio.sleep(0.3)
+        # Reconciliation files them for the history sweep (its status poll is held back).
+        assert rt.limiter is not None
+        await rt.limiter.pause(account, "status", 30)
+        await status_polls.reconcile_account(rt, account, clock=at(t0, 31))
+        tk = runs.TrackingKeys("smsq")
+        assert redis_client.zcard(tk.unknown(account)) == 4
+        await asyncio.sleep(0.3)
 
-            run = await history.sweep_history(rt, account, clock=at(t0, 700))
-            assert run["requests"] == 1 and run["applied"] == 2 and run["not_sent"] == 2
-            rows = records(redis_client, "crash")
-            assert {r["status"] for r in rows.values()} <= {"delivered", "undeliverable", "expired"}
-            assert {r["source"] for r in rows.values()} == {"history"}
-            never = records(redis_client, "never")
-            assert {r["status"] for r in never.values()} == {"unknown"}
-            assert all("not in the provider's sent history" in r["reason"] for r in never.values())
-            assert redis_client.zcard(tk.unknown(account)) == 0
+        run = await history.sweep_history(rt, account, clock=at(t0, 700))
+        assert run["requests"] == 1 and run["applied"] == 2 and run["not_sent"] == 2
+        rows = records(redis_client, "crash")
+        assert {r["status"] for r in rows.values()} <= {"delivered", "undeliverable", "expired"}
+        assert {r["source"] for r in rows.values()} == {"history"}
+        never = records(redis_client, "never")
+        assert {r["status"] for r in never.values()} == {"unknown"}
+        assert all("not in the provider's sent history" in r["reason"] for r in never.values())
+        assert redis_client.zcard(tk.unknown(account)) == 0
 
-            again = await history.sweep_history(rt, account)
-            assert again.get("requests", 0) == 0  # nothing left to look for: no request
-            history_pages = [
-                e for e in sandboxes.log("smsc") if e.params.get("get_messages") == "1"
-            ]
-            assert len(history_pages) == 1 and '"error_code"' not in history_pages[0].body
-    finally:
-        sandboxes.stop()
+        again = await history.sweep_history(rt, account)
+        assert again.get("requests", 0) == 0  # nothing left to look for: no request
+        history_pages = [e for e in sandboxes.log("smsc") if e.params.get("get_messages") == "1"]
+        assert len(history_pages) == 1 and '"error_code"' not in history_pages[0].body
 
 
 async def test_incoming_polling_stores_each_message_once(
-    redis_url: str, redis_client: redis.Redis
+    redis_url: str, redis_client: redis.Redis, run_sandboxes: SandboxFactory
 ) -> None:
-    sandboxes = SandboxThread(["smsc", "intis"])
-    try:
-        smsc = sandbox_of(sandboxes.running["smsc"].app)
-        intis = sandboxes.running["intis"].app[INTIS_KEY]
+    sandboxes = run_sandboxes(["smsc", "intis"])
+    smsc = sandbox_of(sandboxes.running["smsc"].app)
+    intis = sandboxes.running["intis"].app[INTIS_KEY]
 
-        async def add(n: int) -> None:
-            for i in range(n):
-                smsc.add_incoming(f"7916000000{len(smsc.incoming)}", f"hello {i}")
-                stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S")
-                intis.incoming.append(
-                    {
-                        "id": f"55{len(intis.incoming)}",
-                        "date": stamp,
-                        "sender": "447400123555",
-                        "prefix": "",
-                        "text": f"hi {i}",
-                    }
-                )
+    async def add(n: int) -> None:
+        for i in range(n):
+            smsc.add_incoming(f"7916000000{len(smsc.incoming)}", f"hello {i}")
+            stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S")
+            intis.incoming.append(
+                {
+                    "id": f"55{len(intis.incoming)}",
+                    "date": stamp,
+                    "sender": "447400123555",
+                    "prefix": "",
+                    "text": f"hi {i}",
+                }
+            )
 
-        sandboxes.call(add(2))
-        async with runtime(make_settings(redis_url, sandboxes)) as rt:
-            got = [await incoming.poll_incoming(rt, a) for a in ("smsc-sandbox", "intis-sandbox")]
-            assert got == [2, 2]
-            again = [await incoming.poll_incoming(rt, a) for a in ("smsc-sandbox", "intis-sandbox")]
-            assert again == [0, 0]
-            sandboxes.call(add(1))
-            more = [await incoming.poll_incoming(rt, a) for a in ("smsc-sandbox", "intis-sandbox")]
-            assert more == [1, 1]
-        for account in ("smsc-sandbox", "intis-sandbox"):
-            assert redis_client.hlen(f"smsq:mo:{account}") == 3
-        events = [e for _, e in redis_client.xrange("smsq:events") if e[b"type"] == b"incoming"]
-        assert len(events) == 6
-        answers = [e for e in sandboxes.log("smsc") if e.params.get("get_answers") == "1"]
-        assert [e.params.get("after_id") for e in answers] == [None, "5000002", "5000002"]
-        tk = runs.TrackingKeys("smsq")
-        assert redis_client.hget(tk.incoming("smsc-sandbox"), "cursor") == b"5000003"
-    finally:
-        sandboxes.stop()
+    sandboxes.call(add(2))
+    async with runtime(make_settings(redis_url, sandboxes)) as rt:
+        got = [await incoming.poll_incoming(rt, a) for a in ("smsc-sandbox", "intis-sandbox")]
+        assert got == [2, 2]
+        again = [await incoming.poll_incoming(rt, a) for a in ("smsc-sandbox", "intis-sandbox")]
+        assert again == [0, 0]
+        sandboxes.call(add(1))
+        more = [await incoming.poll_incoming(rt, a) for a in ("smsc-sandbox", "intis-sandbox")]
+        assert more == [1, 1]
+    for account in ("smsc-sandbox", "intis-sandbox"):
+        assert redis_client.hlen(f"smsq:mo:{account}") == 3
+    events = [e for _, e in redis_client.xrange("smsq:events") if e[b"type"] == b"incoming"]
+    assert len(events) == 6
+    answers = [e for e in sandboxes.log("smsc") if e.params.get("get_answers") == "1"]
+    assert [e.params.get("after_id") for e in answers] == [None, "5000002", "5000002"]
+    tk = runs.TrackingKeys("smsq")
+    assert redis_client.hget(tk.incoming("smsc-sandbox"), "cursor") == b"5000003"
 
 
-async def test_balance_is_stored_and_exported(redis_url: str, redis_client: redis.Redis) -> None:
-    sandboxes = SandboxThread(["smsc"], smsc={"balance": "321.50"})
-    try:
-        async with runtime(make_settings(redis_url, sandboxes)) as rt:
-            assert await balance.poll_balance(rt, "smsc-sandbox") == "321.50"
-        stored = redis_client.hgetall("smsq:account:smsc-sandbox")
-        assert stored[b"balance"] == b"321.50" and stored[b"currency"] == b"RUB"
-        exported = {
-            (s.labels["account"], s.labels["currency"]): s.value
-            for family in cluster_collector(rt.settings, redis_client).collect()
-            if family.name == "smsq_account_balance"
-            for s in family.samples
-        }
-        assert exported == {("smsc-sandbox", "RUB"): 321.5}
-    finally:
-        sandboxes.stop()
+async def test_balance_is_stored_and_exported(
+    redis_url: str, redis_client: redis.Redis, run_sandboxes: SandboxFactory
+) -> None:
+    sandboxes = run_sandboxes(["smsc"], smsc={"balance": "321.50"})
+    async with runtime(make_settings(redis_url, sandboxes)) as rt:
+        assert await balance.poll_balance(rt, "smsc-sandbox") == "321.50"
+    stored = redis_client.hgetall("smsq:account:smsc-sandbox")
+    assert stored[b"balance"] == b"321.50" and stored[b"currency"] == b"RUB"
+    exported = {
+        (s.labels["account"], s.labels["currency"]): s.value
+        for family in cluster_collector(rt.settings, redis_client).collect()
+        if family.name == "smsq_account_balance"
+        for s in family.samples
+    }
+    assert exported == {("smsc-sandbox", "RUB"): 321.5}
 
 
 async def test_retention_expires_finished_jobs_only(

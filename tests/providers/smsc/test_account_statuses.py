@@ -7,7 +7,7 @@ from typing import Any
 import redis
 
 from producers.client import SmsqClient
-from tests.support.sandboxes import SandboxThread, sandbox_settings
+from tests.support.sandboxes import SandboxFactory, sandbox_settings
 from worker.providers.base import ErrorClass
 from worker.providers.smsc.adapter import PhoneResult, SendResult, outcomes_from_send
 
@@ -31,22 +31,19 @@ def test_status_24_in_the_send_answer_is_an_account_failure_not_a_rejection() ->
 
 
 def test_a_phone_dropped_for_lack_of_funds_pauses_the_account(
-    redis_url: str, redis_client: redis.Redis, make_worker: Any
+    redis_url: str, redis_client: redis.Redis, make_worker: Any, run_sandboxes: SandboxFactory
 ) -> None:
-    sandboxes = SandboxThread(["smsc"], smsc={"unfunded_phones": [UNFUNDED]})
-    try:
-        worker = make_worker(sandbox_settings(redis_url, sandboxes))
-        client = SmsqClient(redis_url)
-        job_id = client.enqueue_send(
-            provider="smsc-sandbox", sender="SMSC.ru", text="hi", recipients=[FUNDED, UNFUNDED]
-        )
-        worker.join()
-        status = client.status(job_id, recipients=True)
-        assert status is not None and status.counts == {"submitted": 1, "failed": 1}
-        failed = next(r for r in status.recipients if r.status == "failed")
-        assert "insufficient funds" in (failed.reason or "")
-        assert redis_client.hget("smsq:account:smsc-sandbox", "state") == b"paused"
-        events = [e for _, e in redis_client.xrange("smsq:events")]
-        assert any(e[b"type"] == b"account_paused" for e in events)
-    finally:
-        sandboxes.stop()
+    sandboxes = run_sandboxes(["smsc"], smsc={"unfunded_phones": [UNFUNDED]})
+    worker = make_worker(sandbox_settings(redis_url, sandboxes))
+    client = SmsqClient(redis_url)
+    job_id = client.enqueue_send(
+        provider="smsc-sandbox", sender="SMSC.ru", text="hi", recipients=[FUNDED, UNFUNDED]
+    )
+    worker.join()
+    status = client.status(job_id, recipients=True)
+    assert status is not None and status.counts == {"submitted": 1, "failed": 1}
+    failed = next(r for r in status.recipients if r.status == "failed")
+    assert "insufficient funds" in (failed.reason or "")
+    assert redis_client.hget("smsq:account:smsc-sandbox", "state") == b"paused"
+    events = [e for _, e in redis_client.xrange("smsq:events")]
+    assert any(e[b"type"] == b"account_paused" for e in events)
