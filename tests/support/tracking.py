@@ -17,6 +17,7 @@ from worker.core.runtime import Runtime
 from worker.devtools.sandboxes import sandbox_account
 
 KEYS = Keys()
+PHONES = ["447400123101", "447400123102", "447400123103"]
 
 
 def make_settings(
@@ -90,3 +91,7 @@ def seed_job(
             record = {"status": status, "account": account, "provider_message_id": pid}
             client.hset(KEYS.recipients(job), f"4474001{n:05d}", json.dumps(record))
             client.hset(KEYS.message_index(account), pid, f"{job}|4474001{n:05d}")
+
+
+def records(client: redis.Redis, job_id: str) -> dict[str, dict[str, Any]]:
+    return {k.decode(): json.loads(v) for k, v in client.hgetall(KEYS.recipients(job_id)).items()}

@@ -14,7 +14,7 @@ from tests.support.sandboxes import SandboxFactory, sandbox_settings
 from tests.support.tracking import KEYS, at, make_settings, runtime, seed_job
 from worker.providers.base import StatusReport
 from worker.state.status_apply import StatusApplier
-from worker.tracking import retention
+from worker.tracking import retention, runs
 
 
 async def test_a_job_that_reopened_is_not_purged(redis_url: str, redis_client: redis.Redis) -> None:
@@ -102,3 +102,63 @@ async def test_old_incoming_messages_and_dead_letters_are_trimmed(
     assert (result["incoming"], result["dead_letters"]) == (1, 1)
     assert redis_client.hkeys("smsq:mo:intis-sandbox") == [b"2"]
     assert redis_client.hkeys(KEYS.dead_letters) == [b"b"]
+
+
+async def test_retention_expires_finished_jobs_only(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    settings = make_settings(redis_url, None, scheduler={"retention": 100, "horizon": 1000})
+    now = time.time()
+    seed_job(
+        redis_client,
+        "finished",
+        state="done",
+        counts={"delivered": 2, "expired": 1},
+        created_at=now - 5,
+    )
+    seed_job(
+        redis_client,
+        "open",
+        state="done",
+        counts={"delivered": 1, "submitted": 1},
+        created_at=now - 4,
+    )
+    seed_job(redis_client, "unknown-young", state="done", counts={"unknown": 1}, created_at=now - 3)
+    seed_job(
+        redis_client, "unknown-old", state="done", counts={"unknown": 1}, created_at=now - 2000
+    )
+    seed_job(
+        redis_client, "dispatching", state="accepted", counts={"queued": 1}, created_at=now - 2
+    )
+    seed_job(redis_client, "dead", state="dead_lettered", counts={}, created_at=now - 1)
+    finished = {"finished", "unknown-old", "dead"}
+    unfinished = {"open", "unknown-young", "dispatching"}
+    async with runtime(settings) as rt:
+        first = await retention.sweep_retention(rt, clock=at(now, 0))
+        assert (first["finished"], first["purged"]) == (3, 0)
+        for job in finished:
+            assert 100 < redis_client.ttl(KEYS.job(job)) <= 100 + 60
+        for job in unfinished:
+            assert (
+                redis_client.ttl(KEYS.job(job)) == -1
+                and redis_client.ttl(KEYS.recipients(job)) == -1
+            )
+
+        # A job that finishes later is found by a later sweep.
+        redis_client.hset(KEYS.counts("open"), mapping={"submitted": 0, "delivered": 2})
+        second = await retention.sweep_retention(rt, clock=at(now, 50))
+        assert (second["finished"], second["purged"]) == (1, 0)
+
+        third = await retention.sweep_retention(rt, clock=at(now, 101))
+        assert third["purged"] == 3
+    for job in finished:
+        assert not any(redis_client.exists(k) for k in runs.job_keys(KEYS, job))
+        assert redis_client.zscore(KEYS.jobs, job) is None
+    assert not any(
+        k.decode().startswith("finished")
+        for k in redis_client.hkeys(KEYS.message_index("intis-sandbox"))
+    )
+    for job in unfinished | {"open"}:
+        assert redis_client.exists(KEYS.job(job)) and redis_client.exists(KEYS.recipients(job))
+    assert redis_client.ttl(KEYS.job("unknown-young")) == -1
+    assert redis_client.ttl(KEYS.job("dispatching")) == -1

@@ -1,4 +1,5 @@
-"""Reconciliation, history sweeps, incoming and balance polling, retention.
+"""Status polls (the ``reconcile_account`` run): backoff, validity and horizon, messages
+settled by a push left alone, push-only providers, HLR results through polls.
 
 Real Redis, real sandboxes over HTTP, the real adapters; time is moved by handing the
 runs a clock, so backoff and deadlines are checked without waiting for them.
@@ -9,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -17,18 +17,13 @@ import redis
 
 from producers.status import Status
 from tests.support.sandboxes import SandboxFactory, SandboxThread
-from tests.support.tracking import KEYS, at, make_settings, runtime, seed_job
+from tests.support.tracking import KEYS, PHONES, at, make_settings, records, runtime
 from worker.core.runtime import Runtime
-from worker.entry.exposition import cluster_collector
 from worker.pipeline import dispatch
 from worker.providers.base import RecipientOutcome, SendRequest, StatusReport
-from worker.providers.intis.sandbox import INTIS_KEY
 from worker.providers.sandbox_kit import OutcomeMix
-from worker.providers.smsc.sandbox import sandbox_of
 from worker.state.status_apply import StatusApplier, canonical_id
-from worker.tracking import balance, history, incoming, retention, runs, status_polls
-
-PHONES = ["447400123101", "447400123102", "447400123103"]
+from worker.tracking import runs, status_polls
 
 
 @pytest.fixture
@@ -86,10 +81,6 @@ async def record(
 
 def status_requests(sandboxes: SandboxThread, kind: str) -> list[Any]:
     return [e for e in sandboxes.log(kind) if e.path.endswith("/status.php")]
-
-
-def records(client: redis.Redis, job_id: str) -> dict[str, dict[str, Any]]:
-    return {k.decode(): json.loads(v) for k, v in client.hgetall(KEYS.recipients(job_id)).items()}
 
 
 def awaiting(client: redis.Redis, account: str) -> dict[str, float]:
@@ -251,173 +242,3 @@ async def test_smsc_hlr_results_arrive_through_status_polls(
         statuses = {r["status"] for r in records(redis_client, "h1").values()}
         assert statuses <= {"delivered", "undeliverable"}
         assert awaiting(redis_client, account) == {}
-
-
-async def test_history_sweep_settles_unknown_recipients_after_a_crash(
-    redis_url: str, redis_client: redis.Redis, run_sandboxes: SandboxFactory
-) -> None:
-    sandboxes = run_sandboxes(["smsc"], mix=OutcomeMix(final_after=0.2, seed=11))
-    async with runtime(make_settings(redis_url, sandboxes)) as rt:
-        account = "smsc-sandbox"
-        r = rt.async_redis()
-        t0 = time.time()
-        for job in ("crash", "never"):
-            await r.hset(KEYS.job(job), mapping={"kind": "send", "state": "accepted"})
-            await r.hset(KEYS.job(job), mapping={"created_at": t0, "chunks": 1})
-            await r.hset(KEYS.counts(job), mapping={"queued": 2})
-            await r.zadd(KEYS.jobs, {job: t0})
-        sent = PHONES[:2]
-        # The worker sent chunk 0 and died before recording its outcome ...
-        await rt.adapter(account).send(
-            SendRequest("crash:0", "SMSC.ru", "hi", sent, client_id=4242)
-        )
-        # ... and another died while sending, before its request reached SMSC.
-        for job, client_id, phones in (("crash", 4242, sent), ("never", 4243, PHONES[1:])):
-            await r.set(KEYS.chunk(job, 0), f"sending:{account}:dead-worker")
-            outcome = await dispatch.dispatch_chunk(
-                rt, job, 0, account, "SMSC.ru", "hi", phones, None, None, "bulk", client_id
-            )
-            assert outcome == "interrupted"
-        rows = records(redis_client, "crash")
-        assert {r["status"] for r in rows.values()} == {"unknown"}
-        assert rows[sent[0]]["provider_message_id"] == f"4242:{sent[0]}"  # the expected id
-
-        # Reconciliation files them for the history sweep (its status poll is held back).
-        assert rt.limiter is not None
-        await rt.limiter.pause(account, "status", 30)
-        await status_polls.reconcile_account(rt, account, clock=at(t0, 31))
-        tk = runs.TrackingKeys("smsq")
-        assert redis_client.zcard(tk.unknown(account)) == 4
-        await asyncio.sleep(0.3)
-
-        run = await history.sweep_history(rt, account, clock=at(t0, 700))
-        assert run["requests"] == 1 and run["applied"] == 2 and run["not_sent"] == 2
-        rows = records(redis_client, "crash")
-        assert {r["status"] for r in rows.values()} <= {"delivered", "undeliverable", "expired"}
-        assert {r["source"] for r in rows.values()} == {"history"}
-        never = records(redis_client, "never")
-        assert {r["status"] for r in never.values()} == {"unknown"}
-        assert all("not in the provider's sent history" in r["reason"] for r in never.values())
-        assert redis_client.zcard(tk.unknown(account)) == 0
-
-        again = await history.sweep_history(rt, account)
-        assert again.get("requests", 0) == 0  # nothing left to look for: no request
-        history_pages = [e for e in sandboxes.log("smsc") if e.params.get("get_messages") == "1"]
-        assert len(history_pages) == 1 and '"error_code"' not in history_pages[0].body
-
-
-async def test_incoming_polling_stores_each_message_once(
-    redis_url: str, redis_client: redis.Redis, run_sandboxes: SandboxFactory
-) -> None:
-    sandboxes = run_sandboxes(["smsc", "intis"])
-    smsc = sandbox_of(sandboxes.running["smsc"].app)
-    intis = sandboxes.running["intis"].app[INTIS_KEY]
-
-    async def add(n: int) -> None:
-        for i in range(n):
-            smsc.add_incoming(f"7916000000{len(smsc.incoming)}", f"hello {i}")
-            stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S")
-            intis.incoming.append(
-                {
-                    "id": f"55{len(intis.incoming)}",
-                    "date": stamp,
-                    "sender": "447400123555",
-                    "prefix": "",
-                    "text": f"hi {i}",
-                }
-            )
-
-    sandboxes.call(add(2))
-    async with runtime(make_settings(redis_url, sandboxes)) as rt:
-        got = [await incoming.poll_incoming(rt, a) for a in ("smsc-sandbox", "intis-sandbox")]
-        assert got == [2, 2]
-        again = [await incoming.poll_incoming(rt, a) for a in ("smsc-sandbox", "intis-sandbox")]
-        assert again == [0, 0]
-        sandboxes.call(add(1))
-        more = [await incoming.poll_incoming(rt, a) for a in ("smsc-sandbox", "intis-sandbox")]
-        assert more == [1, 1]
-    for account in ("smsc-sandbox", "intis-sandbox"):
-        assert redis_client.hlen(f"smsq:mo:{account}") == 3
-    events = [e for _, e in redis_client.xrange("smsq:events") if e[b"type"] == b"incoming"]
-    assert len(events) == 6
-    answers = [e for e in sandboxes.log("smsc") if e.params.get("get_answers") == "1"]
-    assert [e.params.get("after_id") for e in answers] == [None, "5000002", "5000002"]
-    tk = runs.TrackingKeys("smsq")
-    assert redis_client.hget(tk.incoming("smsc-sandbox"), "cursor") == b"5000003"
-
-
-async def test_balance_is_stored_and_exported(
-    redis_url: str, redis_client: redis.Redis, run_sandboxes: SandboxFactory
-) -> None:
-    sandboxes = run_sandboxes(["smsc"], smsc={"balance": "321.50"})
-    async with runtime(make_settings(redis_url, sandboxes)) as rt:
-        assert await balance.poll_balance(rt, "smsc-sandbox") == "321.50"
-    stored = redis_client.hgetall("smsq:account:smsc-sandbox")
-    assert stored[b"balance"] == b"321.50" and stored[b"currency"] == b"RUB"
-    exported = {
-        (s.labels["account"], s.labels["currency"]): s.value
-        for family in cluster_collector(rt.settings, redis_client).collect()
-        if family.name == "smsq_account_balance"
-        for s in family.samples
-    }
-    assert exported == {("smsc-sandbox", "RUB"): 321.5}
-
-
-async def test_retention_expires_finished_jobs_only(
-    redis_url: str, redis_client: redis.Redis
-) -> None:
-    settings = make_settings(redis_url, None, scheduler={"retention": 100, "horizon": 1000})
-    now = time.time()
-    seed_job(
-        redis_client,
-        "finished",
-        state="done",
-        counts={"delivered": 2, "expired": 1},
-        created_at=now - 5,
-    )
-    seed_job(
-        redis_client,
-        "open",
-        state="done",
-        counts={"delivered": 1, "submitted": 1},
-        created_at=now - 4,
-    )
-    seed_job(redis_client, "unknown-young", state="done", counts={"unknown": 1}, created_at=now - 3)
-    seed_job(
-        redis_client, "unknown-old", state="done", counts={"unknown": 1}, created_at=now - 2000
-    )
-    seed_job(
-        redis_client, "dispatching", state="accepted", counts={"queued": 1}, created_at=now - 2
-    )
-    seed_job(redis_client, "dead", state="dead_lettered", counts={}, created_at=now - 1)
-    finished = {"finished", "unknown-old", "dead"}
-    unfinished = {"open", "unknown-young", "dispatching"}
-    async with runtime(settings) as rt:
-        first = await retention.sweep_retention(rt, clock=at(now, 0))
-        assert (first["finished"], first["purged"]) == (3, 0)
-        for job in finished:
-            assert 100 < redis_client.ttl(KEYS.job(job)) <= 100 + 60
-        for job in unfinished:
-            assert (
-                redis_client.ttl(KEYS.job(job)) == -1
-                and redis_client.ttl(KEYS.recipients(job)) == -1
-            )
-
-        # A job that finishes later is found by a later sweep.
-        redis_client.hset(KEYS.counts("open"), mapping={"submitted": 0, "delivered": 2})
-        second = await retention.sweep_retention(rt, clock=at(now, 50))
-        assert (second["finished"], second["purged"]) == (1, 0)
-
-        third = await retention.sweep_retention(rt, clock=at(now, 101))
-        assert third["purged"] == 3
-    for job in finished:
-        assert not any(redis_client.exists(k) for k in runs.job_keys(KEYS, job))
-        assert redis_client.zscore(KEYS.jobs, job) is None
-    assert not any(
-        k.decode().startswith("finished")
-        for k in redis_client.hkeys(KEYS.message_index("intis-sandbox"))
-    )
-    for job in unfinished | {"open"}:
-        assert redis_client.exists(KEYS.job(job)) and redis_client.exists(KEYS.recipients(job))
-    assert redis_client.ttl(KEYS.job("unknown-young")) == -1
-    assert redis_client.ttl(KEYS.job("dispatching")) == -1
