@@ -59,9 +59,9 @@ def run_sandboxes() -> Iterator[SandboxFactory]:
     started: list[SandboxThread] = []
 
     def start(
-        kinds: list[str] | None = None, mix: OutcomeMix | None = None, **options: Any
+        kinds: list[str] | None = None, *, mix: OutcomeMix | None = None, **options: Any
     ) -> SandboxThread:
-        started.append(SandboxThread(kinds, mix, **options))
+        started.append(SandboxThread(kinds, mix=mix, **options))
         return started[-1]
 
     yield start

@@ -138,3 +138,24 @@ def test_no_test_module_imports_another_test_module() -> None:
                 if name.split(".")[0] == "tests" and not name.startswith("tests.support")
             ]
     assert found == []
+
+
+def test_sandboxes_are_started_by_fixtures() -> None:
+    """Tests get sandboxes from the ``run_sandboxes`` fixture (tests/conftest.py), which stops
+    what it started; only a fixture of a wider scope, which cannot use it, builds its own."""
+    found = []
+    for path in sorted(TESTS.rglob("*.py")):
+        if path in (TESTS / "conftest.py", TESTS / "support" / "sandboxes.py"):
+            continue
+        tree = ast.parse(path.read_text(), str(path))
+        for fn in ast.walk(tree):
+            if not isinstance(fn, ast.FunctionDef | ast.AsyncFunctionDef):
+                continue
+            wide = any("scope=" in ast.unparse(d) for d in fn.decorator_list)
+            builds = any(
+                isinstance(c, ast.Call) and ast.unparse(c.func) == "SandboxThread"
+                for c in ast.walk(fn)
+            )
+            if builds and not wide:
+                found.append(f"{path.relative_to(ROOT)}: {fn.name}")
+    assert found == []

@@ -49,7 +49,7 @@ from tests.support.harness import (
     wait_for,
     write_config,
 )
-from tests.support.sandboxes import SandboxThread, set_faults
+from tests.support.sandboxes import SandboxFactory, set_faults
 from worker.devtools.redis_server import RedisServer
 
 RUNS = int(os.environ.get("SMSQ_CHAOS_RUNS", "1"))
@@ -84,9 +84,16 @@ class Row:
 class Lab:
     """One experiment's world: a private Redis with AOF, the sandbox, a worker group, a scheduler."""
 
-    def __init__(self, tmp: Path, *, appendfsync: str = "everysec", latency: float = 0.5) -> None:
+    def __init__(
+        self,
+        tmp: Path,
+        run_sandboxes: SandboxFactory,
+        *,
+        appendfsync: str = "everysec",
+        latency: float = 0.5,
+    ) -> None:
         self.redis = RedisServer(appendonly=True, appendfsync=appendfsync).start()
-        self.sandboxes = SandboxThread([KIND], **{KIND: {"balance": "1000000000"}})
+        self.sandboxes = run_sandboxes([KIND], **{KIND: {"balance": "1000000000"}})
         self.sandboxes.call(set_faults(self.sandboxes, KIND, {"send.php": {"latency": latency}}))
         extra = (
             f"[worker]\nheartbeat_timeout = {HEARTBEAT}\nmaintenance_interval = {MAINTENANCE}\n"
@@ -153,7 +160,6 @@ class Lab:
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait()
-        self.sandboxes.stop()
         self.redis.stop()
 
 
@@ -170,11 +176,12 @@ def record(row: Row) -> None:
 
 
 @pytest.fixture
-def lab(tmp_path: Path) -> Iterator[Any]:
+def lab(tmp_path: Path, run_sandboxes: SandboxFactory) -> Iterator[Any]:
+    """``lab(**options)``: a Lab; closed when the test ends (its sandbox stopped after)."""
     labs: list[Lab] = []
 
     def make(**kwargs: Any) -> Lab:
-        labs.append(Lab(tmp_path, **kwargs))
+        labs.append(Lab(tmp_path, run_sandboxes, **kwargs))
         return labs[-1]
 
     yield make

@@ -18,7 +18,6 @@ import os
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any
 
@@ -29,7 +28,7 @@ from aiohttp import web
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.support.sandboxes import SandboxThread, sandbox_settings
+from tests.support.sandboxes import SandboxFactory, SandboxThread, sandbox_settings
 from tests.support.web import TOKENS, LoopThread, WebServer, http, with_webhook_secrets
 from tests.support.worker import WorkerHarness
 from worker.core.config import WebSettings, parse_settings
@@ -174,11 +173,14 @@ def settled(client: redis.Redis, harness: WorkerHarness, timeout: float = 120.0)
             assert message_id in failed, f"{key.decode()} holds {body[:300]!r}, not in smsq:dlq"
 
 
-@contextmanager
-def stack() -> Iterator[tuple[redis.Redis, WorkerHarness, SandboxThread, Any]]:
+FuzzStack = tuple[redis.Redis, WorkerHarness, SandboxThread, Any]
+
+
+@pytest.fixture
+def fuzz_stack(run_sandboxes: SandboxFactory) -> Iterator[FuzzStack]:
     """A Redis, the Intis sandbox and a worker of our own for the whole fuzz run."""
     server = RedisServer().start()
-    sandboxes = SandboxThread(["intis"])
+    sandboxes = run_sandboxes(["intis"])
     client = redis.Redis.from_url(server.url)
     base = sandbox_settings(server.url, sandboxes)
     settings_ = with_webhook_secrets(
@@ -186,108 +188,101 @@ def stack() -> Iterator[tuple[redis.Redis, WorkerHarness, SandboxThread, Any]]:
         {name: SECRET for name in base.accounts},
     )
     harness = WorkerHarness(create_app(settings_), threads=4).start()
+    yield client, harness, sandboxes, settings_
+    harness.stop()
+    client.close()
+    server.stop()
+
+
+def test_fuzz_raw_messages_end_in_dlq_and_the_worker_goes_on(fuzz_stack: FuzzStack) -> None:
+    client, harness, _, _settings = fuzz_stack
+    tried = {"inputs": 0, "dead_lettered": 0, "accepted": 0}
+
+    @FUZZ
+    @given(st.lists(raw_messages(), min_size=1, max_size=8))
+    def batch(messages: list[tuple[str, bytes]]) -> None:
+        letters_before = client.hlen("smsq:dlq")
+        jobs_before = client.zcard("smsq:jobs")
+        for queue, body in messages:
+            push(client, queue, body)
+        settled(client, harness)
+        letters = client.hlen("smsq:dlq") - letters_before
+        jobs = client.zcard("smsq:jobs") - jobs_before
+        tried["inputs"] += len(messages)
+        tried["dead_lettered"] += letters
+        tried["accepted"] += jobs
+        intake = [b for q, b in messages if q.startswith("smsq-intake")]
+        # Each intake message is a new job or a dead letter (a valid job may also be a
+        # duplicate of an earlier example's id; a dead-lettered job may leave a record).
+        assert letters + jobs >= len(intake) - duplicates(intake), (letters, jobs, intake)
+        for raw in client.hvals("smsq:dlq"):
+            letter = json.loads(raw)
+            assert letter["reasons"] and all(isinstance(r, str) and r for r in letter["reasons"])
+
+    def duplicates(bodies: list[bytes]) -> int:
+        seen: set[str] = set()
+        n = 0
+        for body in bodies:
+            try:
+                job_id = json.loads(body)["args"][0]["job_id"]
+            except Exception:
+                continue
+            if isinstance(job_id, str) and (job_id in seen or client.exists(f"smsq:job:{job_id}")):
+                n += 1
+            if isinstance(job_id, str):
+                seen.add(job_id)
+        return n
+
+    batch()
+    FIGURES["raw messages"] = tried
+    print("fuzz raw messages:", json.dumps(tried))
+
+
+def test_fuzz_http_intake_and_webhooks_answer_4xx_never_5xx(fuzz_stack: FuzzStack) -> None:
+    client, harness, _, settings_ = fuzz_stack
+    loop = LoopThread()
+    server = WebServer.start(loop, settings_)
+    tried = {"intake": 0, "webhooks": 0, "pushes_dead_lettered": 0}
+    accounts = list(settings_.accounts)
     try:
-        yield client, harness, sandboxes, settings_
-    finally:
-        harness.stop()
-        client.close()
-        sandboxes.stop()
-        server.stop()
-
-
-def test_fuzz_raw_messages_end_in_dlq_and_the_worker_goes_on() -> None:
-    with stack() as (client, harness, _, _settings):
-        tried = {"inputs": 0, "dead_lettered": 0, "accepted": 0}
 
         @FUZZ
-        @given(st.lists(raw_messages(), min_size=1, max_size=8))
-        def batch(messages: list[tuple[str, bytes]]) -> None:
-            letters_before = client.hlen("smsq:dlq")
-            jobs_before = client.zcard("smsq:jobs")
-            for queue, body in messages:
-                push(client, queue, body)
-            settled(client, harness)
-            letters = client.hlen("smsq:dlq") - letters_before
-            jobs = client.zcard("smsq:jobs") - jobs_before
-            tried["inputs"] += len(messages)
-            tried["dead_lettered"] += letters
-            tried["accepted"] += jobs
-            intake = [b for q, b in messages if q.startswith("smsq-intake")]
-            # Each intake message is a new job or a dead letter (a valid job may also be a
-            # duplicate of an earlier example's id; a dead-lettered job may leave a record).
-            assert letters + jobs >= len(intake) - duplicates(intake), (letters, jobs, intake)
-            for raw in client.hvals("smsq:dlq"):
-                letter = json.loads(raw)
-                assert letter["reasons"] and all(
-                    isinstance(r, str) and r for r in letter["reasons"]
-                )
+        @given(
+            st.one_of(st.binary(max_size=300), JSON.map(lambda v: json.dumps(v).encode()),
+                      JOB.map(lambda j: json.dumps(j).encode())),
+            st.sampled_from(accounts),
+            st.sampled_from(["application/json", "application/x-www-form-urlencoded", "text/plain", ""]),
+            st.dictionaries(st.sampled_from(["state", "message-id", "id", "phone", "status", "x"]),
+                            st.text(max_size=20), max_size=3),
+        )  # fmt: skip
+        def one(body: bytes, account: str, content_type: str, query: dict[str, str]) -> None:
+            headers = {
+                "Authorization": f"Bearer {TOKENS[0]}",
+                "Content-Type": "application/json",
+            }
+            status, _ = http("POST", server.url + "/v1/jobs", body, headers)
+            assert status in (202, 400, 413, 422), status
+            tried["intake"] += 1
+            params = "&".join(
+                f"{k}={v.encode('utf-8', 'backslashreplace').hex()}" for k, v in query.items()
+            )
+            url = f"{server.url}/hooks/{account}?key={SECRET}&{params}"
+            status, _ = http(
+                "POST", url, body, {"Content-Type": content_type} if content_type else {}
+            )
+            assert status < 500, status
+            tried["webhooks"] += 1
 
-        def duplicates(bodies: list[bytes]) -> int:
-            seen: set[str] = set()
-            n = 0
-            for body in bodies:
-                try:
-                    job_id = json.loads(body)["args"][0]["job_id"]
-                except Exception:
-                    continue
-                if isinstance(job_id, str) and (
-                    job_id in seen or client.exists(f"smsq:job:{job_id}")
-                ):
-                    n += 1
-                if isinstance(job_id, str):
-                    seen.add(job_id)
-            return n
-
-        batch()
-        FIGURES["raw messages"] = tried
-        print("fuzz raw messages:", json.dumps(tried))
-
-
-def test_fuzz_http_intake_and_webhooks_answer_4xx_never_5xx() -> None:
-    with stack() as (client, harness, _, settings_):
-        loop = LoopThread()
-        server = WebServer.start(loop, settings_)
-        tried = {"intake": 0, "webhooks": 0, "pushes_dead_lettered": 0}
-        accounts = list(settings_.accounts)
-        try:
-
-            @FUZZ
-            @given(
-                st.one_of(st.binary(max_size=300), JSON.map(lambda v: json.dumps(v).encode()),
-                          JOB.map(lambda j: json.dumps(j).encode())),
-                st.sampled_from(accounts),
-                st.sampled_from(["application/json", "application/x-www-form-urlencoded", "text/plain", ""]),
-                st.dictionaries(st.sampled_from(["state", "message-id", "id", "phone", "status", "x"]),
-                                st.text(max_size=20), max_size=3),
-            )  # fmt: skip
-            def one(body: bytes, account: str, content_type: str, query: dict[str, str]) -> None:
-                headers = {
-                    "Authorization": f"Bearer {TOKENS[0]}",
-                    "Content-Type": "application/json",
-                }
-                status, _ = http("POST", server.url + "/v1/jobs", body, headers)
-                assert status in (202, 400, 413, 422), status
-                tried["intake"] += 1
-                params = "&".join(
-                    f"{k}={v.encode('utf-8', 'backslashreplace').hex()}" for k, v in query.items()
-                )
-                url = f"{server.url}/hooks/{account}?key={SECRET}&{params}"
-                status, _ = http(
-                    "POST", url, body, {"Content-Type": content_type} if content_type else {}
-                )
-                assert status < 500, status
-                tried["webhooks"] += 1
-
-            one()
-            letters_before = client.hlen("smsq:dlq")
-            settled(client, harness)
-            assert client.hlen("smsq:inbox") == 0  # every stored push applied or dead-lettered
-            tried["pushes_dead_lettered"] = client.hlen("smsq:dlq") - letters_before
-        finally:
-            server.stop()
-            loop.stop()
-        FIGURES["http"] = tried
-        print("fuzz http:", json.dumps(tried))
+        one()
+        letters_before = client.hlen("smsq:dlq")
+        settled(client, harness)
+        assert client.hlen("smsq:inbox") == 0  # every stored push applied or dead-lettered
+        tried["pushes_dead_lettered"] = client.hlen("smsq:dlq") - letters_before
+    finally:
+        server.stop()
+        loop.stop()
+    FIGURES["http"] = tried
+    print("fuzz http:", json.dumps(tried))
 
 
 class AnswerServer:

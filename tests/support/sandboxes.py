@@ -20,7 +20,7 @@ class SandboxThread:
     """Sandboxes served from an event loop in a background thread (for sync tests)."""
 
     def __init__(
-        self, kinds: list[str] | None = None, mix: OutcomeMix | None = None, **options: Any
+        self, kinds: list[str] | None = None, *, mix: OutcomeMix | None = None, **options: Any
     ) -> None:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
@@ -59,7 +59,7 @@ class SandboxFactory(Protocol):
     them when the test ends."""
 
     def __call__(
-        self, kinds: list[str] | None = None, mix: OutcomeMix | None = None, **options: Any
+        self, kinds: list[str] | None = None, *, mix: OutcomeMix | None = None, **options: Any
     ) -> SandboxThread: ...
 
 
