@@ -14,10 +14,11 @@ import asyncio
 import functools
 import importlib
 import math
+import re
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextvars import ContextVar
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from datetime import datetime
 from enum import StrEnum
 from typing import (
@@ -31,8 +32,10 @@ from typing import (
     get_type_hints,
     runtime_checkable,
 )
+from urllib.parse import quote_plus
 
 import aiohttp
+import aiohttp.payload
 from aiohttp.client_proto import ResponseHandler
 from aiohttp.client_reqrep import ClientRequest
 from aiohttp.connector import Connection
@@ -256,6 +259,20 @@ class SendRequest:
     client_id: int | None = None  # numeric id for providers that take one (stable per chunk)
 
 
+FrozenT = TypeVar("FrozenT")
+
+
+def frozen_from_state(cls: type[FrozenT], state: dict[str, Any]) -> FrozenT:
+    """An instance of the frozen dataclass ``cls`` (no ``__post_init__``, no slots) whose
+    fields are ``state``, which must name every field: what ``cls(**state)`` makes, without
+    the generated ``__init__``'s one ``object.__setattr__`` per field. For types built per
+    recipient on the bulk path; their tests compare it with the constructor.
+    """
+    instance = object.__new__(cls)
+    instance.__dict__.update(state)
+    return instance
+
+
 @dataclass(frozen=True)
 class RecipientOutcome:
     """What the provider said about one recipient of a send."""
@@ -268,6 +285,40 @@ class RecipientOutcome:
     raw_code: str | None = None
     reason: str | None = None
     error_class: ErrorClass | None = None
+
+    @classmethod
+    def submitted(
+        cls,
+        phone: str,
+        provider_message_id: str,
+        *,
+        parts: int | None = None,
+        cost: str | None = None,
+        raw_code: str | None = None,
+    ) -> RecipientOutcome:
+        """A SUBMITTED outcome: equal to ``RecipientOutcome(phone, Status.SUBMITTED, …)``.
+
+        A bulk send makes one per recipient; the frozen dataclass ``__init__`` sets each
+        of the eight fields through ``object.__setattr__``, which costs more than parsing
+        the recipient's answer (see :func:`frozen_from_state`).
+        """
+        state = _OUTCOME_DEFAULTS.copy()
+        state["phone"] = phone
+        state["status"] = Status.SUBMITTED
+        state["provider_message_id"] = provider_message_id
+        state["parts"] = parts
+        state["cost"] = cost
+        state["raw_code"] = raw_code
+        return frozen_from_state(cls, state)
+
+
+# Every field of RecipientOutcome but phone and status has a plain default (no factory):
+# what RecipientOutcome.submitted() starts from.
+_OUTCOME_DEFAULTS: dict[str, Any] = {
+    f.name: f.default for f in fields(RecipientOutcome) if f.name not in ("phone", "status")
+}
+if any(v is MISSING for v in _OUTCOME_DEFAULTS.values()):
+    raise TypeError("RecipientOutcome.submitted() needs a plain default for every other field")
 
 
 @dataclass(frozen=True)
@@ -608,6 +659,26 @@ class ProbingConnector(aiohttp.TCPConnector):
         return conn
 
 
+_FORM_CONTENT_TYPE = "application/x-www-form-urlencoded"
+
+
+# Characters quote_plus() leaves as they are, plus the comma (quoted as %2C).
+_FORM_QUOTED = re.compile(r"[^A-Za-z0-9_.~,-]")
+
+
+def _form_quote(text: str) -> str:
+    if _FORM_QUOTED.search(text) is None:
+        # quote_plus() would quote only the commas, byte by byte in Python.
+        return text.replace(",", "%2C")
+    return quote_plus(text)
+
+
+def form_urlencode(fields: Mapping[str, str]) -> str:
+    """``urllib.parse.urlencode(fields)`` (UTF-8, ``quote_plus``), with comma-separated
+    lists of plain values (a chunk's numbers) quoted without a per-byte Python loop."""
+    return "&".join([f"{_form_quote(k)}={_form_quote(v)}" for k, v in fields.items()])
+
+
 @dataclass(frozen=True)
 class HttpResponse:
     status: int
@@ -661,12 +732,21 @@ class HttpClient:
         """
         started = time.perf_counter()
         outcome = "error"
+        body: Any = data
+        if isinstance(data, dict) and all(
+            type(k) is str and type(v) is str for k, v in data.items()
+        ):
+            # The body aiohttp's FormData makes of such a dict (urlencode, UTF-8), made by
+            # form_urlencode() without quoting a list of numbers byte by byte.
+            body = aiohttp.payload.BytesPayload(
+                form_urlencode(data).encode("ascii"), content_type=_FORM_CONTENT_TYPE
+            )
         probe = AnswerProbe()
         probe_token = _PROBE.set(probe)
         try:
             try:
                 async with self._session.request(
-                    method, url, params=params, data=data, headers=headers, timeout=self._timeout
+                    method, url, params=params, data=body, headers=headers, timeout=self._timeout
                 ) as resp:
                     body = await resp.read()
                     text = body.decode(encoding or resp.charset or "utf-8", errors="replace")

@@ -17,7 +17,13 @@ import pytest
 
 from producers.status import Status
 from worker.providers import provider_spec
-from worker.providers.base import AccountConfig, ErrorClass, ProviderError, SendRequest
+from worker.providers.base import (
+    AccountConfig,
+    ErrorClass,
+    ProviderError,
+    RecipientOutcome,
+    SendRequest,
+)
 from worker.providers.intis import SPEC, IntisAdapter, codes
 from worker.providers.intis.adapter import (
     ENDPOINTS,
@@ -257,6 +263,44 @@ def test_send_per_phone_transient_and_account_errors_are_failed() -> None:
     assert gateway.status is Status.FAILED and gateway.error_class is ErrorClass.TRANSIENT
     assert money.status is Status.FAILED and money.error_class is ErrorClass.ACCOUNT
     assert no_id.status is Status.UNKNOWN and no_id.reason == "accepted without an id_sms"
+
+
+def test_send_plain_keys_found_from_any_spelling_of_the_requested_phone() -> None:
+    # The usual answer: keys are plain digits, looked up directly.
+    ok = {"error": "0", "cost": "0.5", "count_sms": "1"}
+    body = json.dumps({"79161234567": {**ok, "id_sms": "1"}, "79161234568": {**ok, "id_sms": "2"}})
+    outcomes = parse_send_response(body, ["+79161234567", "0079161234568", "79161234569"])
+    assert [o.provider_message_id for o in outcomes] == ["1", "2", None]
+    assert outcomes[2].status is Status.UNKNOWN
+    # One number under two spellings: the first key of the answer wins.
+    body = json.dumps({"+79161234567": {**ok, "id_sms": "1"}, "79161234567": {**ok, "id_sms": "2"}})
+    (first,) = parse_send_response(body, ["79161234567"])
+    assert first.provider_message_id == "1"
+
+
+def test_send_fields_read_as_text_or_numbers() -> None:
+    body = json.dumps(
+        {
+            "79161234567": {"error": "0", "id_sms": " 7 ", "cost": " 0.50 ", "count_sms": " 2 "},
+            "79161234568": {"error": 0, "id_sms": 8, "cost": 1.25, "count_sms": 3},
+            "79161234569": {"error": "000", "id_sms": "9", "cost": "n/a", "count_sms": "x"},
+            "79161234560": {"error": "0", "id_sms": "10", "cost": " 0.50 ", "count_sms": "1"},
+        }
+    )
+    phones = ["79161234567", "79161234568", "79161234569", "79161234560"]
+    texts, numbers, odd, again = parse_send_response(body, phones)
+    assert (texts.provider_message_id, texts.cost, texts.parts) == ("7", "0.50", 2)
+    assert (numbers.provider_message_id, numbers.cost, numbers.parts) == ("8", "1.25", 3)
+    assert numbers.raw_code == "0" and odd.raw_code == "000" and texts.raw_code == "0"
+    assert (odd.status, odd.cost, odd.parts) == (Status.SUBMITTED, None, None)
+    assert again == RecipientOutcome(
+        phone="79161234560",
+        status=Status.SUBMITTED,
+        provider_message_id="10",
+        parts=1,
+        cost="0.50",
+        raw_code="0",
+    )
 
 
 def test_send_whole_request_errors() -> None:

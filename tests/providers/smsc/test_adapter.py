@@ -4,6 +4,7 @@ over real HTTP (send, status, HLR, history, incoming, balance, caps, failover)."
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import socket
 from collections.abc import AsyncIterator
@@ -32,6 +33,7 @@ from worker.providers.smsc.adapter import (
     DEFAULT_BATCH,
     FAILBACK_AFTER,
     MAX_BATCH,
+    PhoneResult,
     SmscAdapter,
     expected_message_ids,
     hlr_from_status,
@@ -231,6 +233,40 @@ def test_delivery_error_edges() -> None:
 )
 def test_error_classification(group: str, code: int, recipients: int, cls: ErrorClass) -> None:
     assert codes.classify_error(group, code, recipients=recipients).error_class is cls
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"phone": "+79161234567", "mccmnc": "25001", "cost": "1.50", "status": "0", "error": "0"},
+        {"phone": " 7916 ", "mccmnc": "", "cost": 0, "status": "-2", "error": 7},
+        {"phone": 79161234567, "status": " 20 ", "error": ""},
+        {"status": "1.0", "cost": None},
+        {"status": "²", "mccmnc": 25001},
+        {},
+    ],
+)
+def test_phone_result_parse_is_the_constructor(data: dict[str, Any]) -> None:
+    parsed = PhoneResult.parse(data)
+    status = data.get("status")
+    expected_status = None
+    if status not in (None, ""):
+        try:
+            expected_status = int(str(status).strip())
+        except ValueError:
+            try:
+                expected_status = int(float(str(status)))
+            except ValueError:
+                expected_status = None
+    built = PhoneResult(
+        phone=str(data.get("phone", "")).strip().lstrip("+"),
+        mccmnc=None if data.get("mccmnc") in (None, "") else str(data.get("mccmnc")),
+        cost=None if data.get("cost") in (None, "") else str(data.get("cost")),
+        status=expected_status,
+        error=None if data.get("error") in (None, "") else str(data.get("error")),
+    )
+    assert parsed == built and hash(parsed) == hash(built) and repr(parsed) == repr(built)
+    assert set(vars(parsed)) == {f.name for f in dataclasses.fields(PhoneResult)}
 
 
 def test_flag_tables() -> None:

@@ -163,7 +163,8 @@ def parse_send_response(body: str) -> list[ResponseLine]:
         number: str | None = None
         result = raw
         if not raw.startswith((ID_PREFIX, ERR_PREFIX)) and "," in raw:
-            number, result = (p.strip() for p in raw.split(",", 1))
+            head, _, tail = raw.partition(",")
+            number, result = head.strip(), tail.strip()
             if not number:
                 raise ValueError("response line with an empty number")
         gateway_id, error = parse_result(result)
@@ -263,12 +264,8 @@ def match_outcomes(
             )
         elif line.gateway_id is not None:
             outcomes.append(
-                RecipientOutcome(
-                    phone=phone,
-                    status=Status.SUBMITTED,
-                    provider_message_id=message_key(line.gateway_id, number),
-                    parts=parts,
-                    cost=cost,
+                RecipientOutcome.submitted(
+                    phone, message_key(line.gateway_id, number), parts=parts, cost=cost
                 )
             )
         else:

@@ -275,6 +275,9 @@ def _text(value: object) -> str:
 
 
 def _int(value: object) -> int | None:
+    if type(value) is str:  # the usual case (send.php's "count_sms"), checked first
+        digits = value.strip()
+        return int(digits) if digits.isdigit() else None
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
@@ -286,8 +289,22 @@ def _int(value: object) -> int | None:
     return None
 
 
+_DECIMAL_TEXTS: dict[str, str | None] = {}  # a send answer repeats the same few costs
+
+
 def _decimal(value: object) -> str | None:
     """Decimal text of a money field that may be a string or a number."""
+    if type(value) is str:
+        if value in _DECIMAL_TEXTS:
+            return _DECIMAL_TEXTS[value]
+        text = _decimal_of(value)
+        if len(_DECIMAL_TEXTS) < 1024:
+            _DECIMAL_TEXTS[value] = text
+        return text
+    return _decimal_of(value)
+
+
+def _decimal_of(value: object) -> str | None:
     if value is None or isinstance(value, bool) or value == "":
         return None
     try:
@@ -416,6 +433,14 @@ def _lookup(index: Mapping[str, str], phone: str) -> str | None:
     return None
 
 
+def _lookup_plain(answers: Mapping[str, Any], phone: str) -> str | None:
+    """_lookup() where every key of the answer is its own only normalised form."""
+    for form in (phone, _digits(phone), _digits(phone).lstrip("0")):
+        if form and form in answers:
+            return form
+    return None
+
+
 def _rejection(phone: str, code: int | None, raw: str) -> RecipientOutcome:
     if code is None:
         cls = codes.UNKNOWN_CODE_CLASS
@@ -436,25 +461,29 @@ def _phone_outcome(phone: str, entry: Any) -> RecipientOutcome:
         # Not documented, but tolerated: a bare code in place of the object.
         return _rejection(phone, codes.parse_code(entry), _text(entry))
     raw_error = entry.get("error", "0")
-    code = codes.parse_code(raw_error)
-    if code != 0:
-        return _rejection(phone, code, _text(raw_error))
-    message_id = _text(entry.get("id_sms")).strip()
+    if raw_error == "0" and type(raw_error) is str:  # the usual answer, read directly
+        raw_code = "0"
+    else:
+        code = codes.parse_code(raw_error)
+        if code != 0:
+            return _rejection(phone, code, _text(raw_error))
+        raw_code = _text(raw_error)
+    id_sms = entry.get("id_sms")
+    message_id = (id_sms if type(id_sms) is str else _text(id_sms)).strip()
     if not message_id:
         return RecipientOutcome(
             phone=phone,
             status=Status.UNKNOWN,
-            raw_code=_text(raw_error),
+            raw_code=raw_code,
             reason="accepted without an id_sms",
             error_class=ErrorClass.AMBIGUOUS,
         )
-    return RecipientOutcome(
-        phone=phone,
-        status=Status.SUBMITTED,
-        provider_message_id=message_id,
+    return RecipientOutcome.submitted(
+        phone,
+        message_id,
         parts=_int(entry.get("count_sms")),
         cost=_decimal(entry.get("cost")),
-        raw_code=_text(raw_error),
+        raw_code=raw_code,
     )
 
 
@@ -475,10 +504,16 @@ def parse_send_response(text: str, phones: Sequence[str]) -> list[RecipientOutco
             return [_rejection(phone, code, raw) for phone in phones]
         raise _error_for(found, "send")
     answers = _object(data, "send.php")
-    index = _match_index(answers)
+    # Keys that are plain digits without leading zeros are their own normalised forms:
+    # the answer is its own index (the usual case; _match_index builds the same mapping).
+    plain = all(k.isdigit() and k[0] != "0" for k in answers)
+    index = answers if plain else _match_index(answers)
     outcomes = []
     for phone in phones:
-        key = _lookup(index, phone)
+        if plain:
+            key = phone if phone in answers else _lookup_plain(answers, phone)
+        else:
+            key = _lookup(index, phone)
         if key is None:
             outcomes.append(
                 RecipientOutcome(

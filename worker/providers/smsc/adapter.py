@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any, ClassVar
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlsplit
 
 import aiohttp
 
@@ -39,6 +39,8 @@ from worker.providers.base import (
     RecipientOutcome,
     SendRequest,
     StatusReport,
+    form_urlencode,
+    frozen_from_state,
     options_of,
 )
 from worker.providers.base import IncomingMessage as Incoming
@@ -146,6 +148,8 @@ def _str(value: Any) -> str | None:
 
 
 def _int(value: Any) -> int | None:
+    if type(value) is str and value.isascii() and value.isdigit():  # the usual case
+        return int(value)
     if value is None or value == "":
         return None
     try:
@@ -215,13 +219,15 @@ class PhoneResult:
 
     @classmethod
     def parse(cls, data: Mapping[str, Any]) -> PhoneResult:
-        return cls(
-            phone=str(data.get("phone", "")).strip().lstrip("+"),
-            mccmnc=_str(data.get("mccmnc")),
-            cost=_str(data.get("cost")),
-            status=_int(data.get("status")),
-            error=_str(data.get("error")),
-        )
+        # One per recipient of a send: built without the frozen __init__ (same instance).
+        state = {
+            "phone": str(data.get("phone", "")).strip().lstrip("+"),
+            "mccmnc": _str(data.get("mccmnc")),
+            "cost": _str(data.get("cost")),
+            "status": _int(data.get("status")),
+            "error": _str(data.get("error")),
+        }
+        return frozen_from_state(cls, state)
 
 
 @dataclass(frozen=True)
@@ -686,7 +692,7 @@ class SmscAdapter(HttpClient):
         query = {**self._auth(), **params, "fmt": "3", "charset": "utf-8"}
         # GET by default (as SMSC's examples); POST when long, or always when the account
         # sets options.always_post (keeps psw out of proxies' URL logs).
-        use_post = self.options.always_post or len(urlencode(query)) > GET_QUERY_LIMIT
+        use_post = self.options.always_post or len(form_urlencode(query)) > GET_QUERY_LIMIT
 
         async def attempt(host: str) -> HttpResponse:
             url = f"{host}/sys/{script}"
@@ -1248,18 +1254,19 @@ def outcomes_from_send(result: SendResult, recipients: Sequence[str]) -> list[Re
     divides evenly (SMSC bills ``cnt`` = parts × recipients).
     """
     by_phone = {p.phone: p for p in result.phones}
-    accepted = [
-        r for r in recipients if not (by_phone.get(r.lstrip("+")) or PhoneResult(r)).rejected
-    ]
+    keys = [r.lstrip("+") for r in recipients]
+    # Accepted: every recipient without details; with details, those listed and not refused.
     if result.phones:
-        accepted = [r for r in accepted if r.lstrip("+") in by_phone]
+        entries = [by_phone.get(k) for k in keys]
+        accepted = sum(1 for e in entries if e is not None and not e.rejected)
+    else:
+        entries = [None] * len(keys)
+        accepted = len(keys)
     parts: int | None = None
-    if accepted and result.cnt and result.cnt % len(accepted) == 0:
-        parts = result.cnt // len(accepted)
+    if accepted and result.cnt and result.cnt % accepted == 0:
+        parts = result.cnt // accepted
     outcomes: list[RecipientOutcome] = []
-    for phone in recipients:
-        key = phone.lstrip("+")
-        entry = by_phone.get(key)
+    for phone, entry in zip(recipients, entries, strict=True):
         if result.phones and entry is None:
             outcomes.append(
                 RecipientOutcome(
@@ -1294,12 +1301,8 @@ def outcomes_from_send(result: SendResult, recipients: Sequence[str]) -> list[Re
             if cost is None and len(recipients) == 1:
                 cost = result.cost
             outcomes.append(
-                RecipientOutcome(
-                    phone=phone,
-                    status=Status.SUBMITTED,
-                    provider_message_id=make_message_id(result.id, phone),
-                    parts=parts,
-                    cost=cost,
+                RecipientOutcome.submitted(
+                    phone, make_message_id(result.id, phone), parts=parts, cost=cost
                 )
             )
     return outcomes
