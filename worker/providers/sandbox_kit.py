@@ -176,7 +176,7 @@ async def request_params(request: web.Request) -> dict[str, str]:
     """
     if _PARAMS_KEY in request:
         return request[_PARAMS_KEY]
-    params = dict(request.query)
+    params = {k: v for k, v in request.query.items()}  # a repeated name: its last value
     if request.method == "POST" and request.content_type in (
         "application/x-www-form-urlencoded",
         "multipart/form-data",

@@ -141,6 +141,18 @@ async def test_post_form_is_accepted(make_client: MakeClient) -> None:
     assert client.sandbox.state.log.entries[-1].method == "POST"
 
 
+async def test_a_repeated_parameter_counts_with_its_last_value(make_client: MakeClient) -> None:
+    client = await make_client()
+    signed = signed_params(
+        {**send_params(), "return": "json"}, login=LOGIN, api_key=DEFAULT_API_KEY
+    )
+    url = f"{client.sandbox.url}/external/get/send.php"
+    async with client.session.get(url, params=[("sender", "nope"), *signed.items()]) as resp:
+        answer = json.loads(await resp.text())
+    assert answer["79161234567"]["error"] == "0"
+    assert client.sandbox.state.log.entries[-1].params["sender"] == "smstest"
+
+
 async def test_all_eighteen_routes_exist(make_client: MakeClient) -> None:
     client = await make_client()
     assert len(ENDPOINTS) == 18
