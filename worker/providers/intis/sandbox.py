@@ -513,7 +513,7 @@ class IntisSandbox:
             raise _Refusal(32)
         sender = params["sender"].strip()
         parts_text = str(parts)
-        money_texts: dict[Decimal, str] = {}
+        last_cost, cost_text = _ZERO, _money(_ZERO)  # a flat price: one Decimal for all
         now = time.time()
         # Ids shaped like new_message_id()'s, from one clock reading for the whole request.
         id_head = f"4{int(now * 1000) % 10**13:013d}"
@@ -528,9 +528,8 @@ class IntisSandbox:
                 items.append(f'{json.dumps(phone, ensure_ascii=False)}: {{"error": {error}}}')
                 answered.append((phone, error, "", ""))
                 continue
-            cost_text = money_texts.get(cost)
-            if cost_text is None:
-                cost_text = money_texts[cost] = _money(cost)
+            if cost is not last_cost:
+                last_cost, cost_text = cost, _money(cost)
             self._seq += 1
             message_id = f"{id_head}{self._seq % 10**8:08d}"
             msg = self.state.new_message(

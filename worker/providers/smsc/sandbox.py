@@ -202,17 +202,11 @@ class SmscError(Exception):
 
 
 _CENT = Decimal("0.01")
-_MONEY_TEXTS: dict[Decimal, str] = {}  # a send prices every number: the same few values
 
 
 def money(value: Decimal) -> str:
     """SMSC's money text: a decimal string with two places."""
-    text = _MONEY_TEXTS.get(value)
-    if text is None:
-        text = format(value.quantize(_CENT), "f")
-        if len(_MONEY_TEXTS) < 4096:
-            _MONEY_TEXTS[value] = text
-    return text
+    return format(value.quantize(_CENT), "f")
 
 
 class _CostTexts:
