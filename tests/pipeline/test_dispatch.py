@@ -12,8 +12,7 @@ import redis
 
 from producers.cli import format_status
 from producers.client import SmsqClient
-from tests.support.sandboxes import SandboxFactory, sandbox_settings, sent_numbers
-from tests.support.sandboxes import set_faults as _set_faults
+from tests.support.sandboxes import SandboxFactory, sandbox_settings, sent_numbers, set_faults
 
 BIG_BALANCE = {"intis": {"balance": "10000000"}}
 
@@ -97,7 +96,7 @@ def test_transient_failures_are_retried_and_nothing_is_sent_twice(
     redis_url: str, make_worker: Any, run_sandboxes: SandboxFactory
 ) -> None:
     sandboxes = run_sandboxes(["intis"], **BIG_BALANCE)
-    sandboxes.call(_set_faults(sandboxes, "intis", {"send.php": {"error_rate": 0.3}}))
+    sandboxes.call(set_faults(sandboxes, "intis", {"send.php": {"error_rate": 0.3}}))
     worker = make_worker(sandbox_settings(redis_url, sandboxes, max_attempts=10))
     client = SmsqClient(redis_url)
     numbers = [f"+7911{i:07d}" for i in range(1_000)]
@@ -116,7 +115,7 @@ def test_timeout_after_sending_makes_recipients_unknown_not_resent(
     redis_url: str, make_worker: Any, run_sandboxes: SandboxFactory
 ) -> None:
     sandboxes = run_sandboxes(["intis"])
-    sandboxes.call(_set_faults(sandboxes, "intis", {"send.php": {"latency": 2.0}}))
+    sandboxes.call(set_faults(sandboxes, "intis", {"send.php": {"latency": 2.0}}))
     settings = sandbox_settings(redis_url, sandboxes)
     settings.accounts["intis-sandbox"].__dict__["timeout"] = (
         0.5  # frozen dataclass: test-only tweak

@@ -8,8 +8,7 @@ from typing import Any
 
 from producers.client import SmsqClient
 from producers.status import FINAL_STATUSES
-from tests.support.sandboxes import SandboxFactory, accepted_phones, sandbox_settings
-from tests.support.sandboxes import set_faults as _set_faults
+from tests.support.sandboxes import SandboxFactory, accepted_phones, sandbox_settings, set_faults
 from worker.tracking.scheduler import Scheduler
 
 
@@ -18,7 +17,7 @@ def test_five_xx_and_timeouts_lose_nothing_and_double_nothing(
 ) -> None:
     sandboxes = run_sandboxes(["intis"], intis={"balance": "100000000"})
     faults = {"send.php": {"error_rate": 0.20, "timeout_rate": 0.05}}
-    sandboxes.call(_set_faults(sandboxes, "intis", faults))
+    sandboxes.call(set_faults(sandboxes, "intis", faults))
     quick = {"first_check": 0.5, "max_check_interval": 1.0, "reconcile_interval": 0.25}
     quick |= {"tick_seconds": 0.05, "lease_seconds": 1.0}
     settings = sandbox_settings(redis_url, sandboxes, scheduler=quick, max_attempts=8)
