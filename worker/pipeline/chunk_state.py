@@ -19,11 +19,14 @@ Every transition after the claim is compare-and-set on the owner's token.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import redis.asyncio as aredis
+from redis.commands.core import AsyncScript
 
-from worker.state.limiter import Mark
+from worker.state.limiter import Mark, RateLimiter, Rule, lua_with_limits
 from worker.state.store import CHUNK_STATE_TTL
 
 _CAS = """
@@ -42,6 +45,38 @@ if v == "cancelled" or v == "done" then return 0 end
 redis.call("SET", KEYS[1], ARGV[1], "EX", ARGV[2])
 return 1
 """
+
+
+_scripts: dict[str, AsyncScript] = {}
+
+
+def _script(client: aredis.Redis, name: str) -> AsyncScript:
+    """The script ``name`` (called with an explicit client: the cache holds its text only)."""
+    script = _scripts.get(name)
+    if script is None:
+        script = _scripts[name] = client.register_script(lua_with_limits(name))
+    return script
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+@dataclass(frozen=True)
+class SendClaim:
+    """What :meth:`ChunkOwner.claim_sending` found (``claim_send.lua``).
+
+    ``state``: ``sending`` (ours, marked sending, the lease and permit held), ``done``,
+    ``cancelled``, ``found`` (another state: ``value``), ``paused`` (the first account of
+    the route is paused) or ``wait`` (``wait`` seconds; ``blocked_by`` ``pause``, ``lease``
+    or ``rate``). ``accounts``: with ``sending``, the raw (state, reason, probe_at) of each
+    account of the route."""
+
+    state: str
+    value: str | None = None
+    wait: float = 0.0
+    blocked_by: str = ""
+    accounts: tuple[dict[bytes, bytes], ...] = ()
 
 
 def parse(value: str) -> tuple[str, str | None, str | None]:
@@ -76,6 +111,59 @@ class ChunkOwner:
         script = self.client.register_script(_TAKE_OVER)
         value = self.value("claimed", account)
         return bool(await script(keys=[self.key], args=[value, CHUNK_STATE_TTL]))
+
+    async def claim_sending(
+        self,
+        account: str,
+        *,
+        inflight: str,
+        entry: str,
+        account_keys: Sequence[str],
+        rate_log: str,
+        leases: str,
+        lease: str | None,
+        cap: int,
+        lease_time: float,
+        permit: str,
+        otp: bool,
+        hold: float,
+        rules: list[Rule],
+    ) -> SendClaim:
+        """Claim the chunk, take the lease (``lease``: its id, when the account has a cap)
+        and the permit (when ``rules``) and mark it sending through ``account``: one round
+        trip, all or nothing (``claim_send.lua``)."""
+        keys = [self.key, inflight, rate_log, rate_log + ":pause", leases, *account_keys]
+        args: list[Any] = [
+            self.value("sending", account),
+            CHUNK_STATE_TTL,
+            entry,
+            lease or "",
+            cap,
+            int(lease_time * 1_000_000),
+            permit,
+            1 if otp else 0,
+            int(hold * 1_000_000),
+            *RateLimiter.rule_args(rules),
+        ]
+        reply = await _script(self.client, "claim_send.lua")(
+            keys=keys, args=args, client=self.client
+        )
+        state = _text(reply[0])
+        if state == "sending":
+            self.account = account
+            fields = (b"state", b"reason", b"probe_at")
+            accounts = tuple(
+                {f: v for f, v in zip(fields, raw, strict=False) if v is not None}
+                for raw in reply[1]
+            )
+            return SendClaim(state, accounts=accounts)
+        if state == "found":
+            return SendClaim(state, value=_text(reply[1]))
+        if state == "wait":
+            return SendClaim(
+                state, wait=max(0.001, int(reply[1]) / 1_000_000), blocked_by=_text(reply[2])
+            )
+        return SendClaim(state)
 
     def sending_mark(self, account: str) -> Mark:
         """The move to ``sending``, for the rate limiter to make with its grant."""

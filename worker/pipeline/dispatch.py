@@ -56,7 +56,7 @@ from worker.providers.base import (
 )
 from worker.recovery.outage import Outage, redis_down
 from worker.state import store
-from worker.state.limiter import MarkRefused
+from worker.state.limiter import Held, MarkRefused, RateLimiter
 from worker.tracking.inbound import hlr_record
 
 log = logging.getLogger("smsq.dispatch")
@@ -130,6 +130,8 @@ async def limited_call(
     *args: Any,
     owner: ChunkOwner | None = None,
     attempts: int | None = None,
+    granted: Granted | None = None,
+    held: list[Held] | None = None,
 ) -> Any:
     """Await ``call(*args)`` under the account's limits, retrying transient failures.
 
@@ -142,6 +144,11 @@ async def limited_call(
     provider did not take it. A THROTTLED answer pauses the account's endpoint for
     every process, then the attempt is retried like a transient failure. ``attempts``
     bounds the tries below the dispatch settings' ``max_attempts``.
+
+    ``granted``: the lease and permit the chunk's claim took with its move to ``sending``
+    (:func:`_claim_sending`), used by the first attempt instead of asking again. ``held``:
+    when given, the lease and permit of a successful request are appended to it instead of
+    being given back here: the chunk's recording gives them back in its own round trip.
     """
     limits = rt.settings.limits_for(account)
     rules = limits.for_endpoint(endpoint)
@@ -166,9 +173,14 @@ async def limited_call(
             await asyncio.sleep(0.05)
             waited += 0.05
 
+    first = granted
+
     async def attempt() -> Any:
-        lease = await lease_slot()
+        nonlocal first
+        pre, first = first, None
+        lease = pre.lease if pre is not None else await lease_slot()
         permits: list[str] = []
+        answered = False
 
         async def next_request() -> None:
             # The previous request is over; this one needs its own permit and a lease
@@ -195,25 +207,31 @@ async def limited_call(
                 permits.append(permit)
 
         try:
-            # One round trip: the permit (or the provider's pause), and with it the chunk's
-            # move to ``sending``: nothing stands between permit and request.
-            mark = owner.sending_mark(account) if owner is not None else None
-            permit: str | None = uuid.uuid4().hex if rules else None
-            try:
-                wait = await limiter.acquire(
-                    account,
-                    endpoint,
-                    rules,
-                    priority=priority,
-                    max_wait=SHORT_WAIT,
-                    mark=mark,
-                    hold=hold,
-                    permit_id=permit,
-                )
-            except MarkRefused:
-                raise LostClaim() from None
-            if wait:
-                raise Reschedule(wait)  # nothing granted: nothing to complete
+            permit: str | None
+            if pre is not None:
+                permit = pre.permit  # taken with the claim, and the chunk marked sending
+                if permit is not None:
+                    permits.append(permit)
+            else:
+                # One round trip: the permit (or the provider's pause), and with it the chunk's
+                # move to ``sending``: nothing stands between permit and request.
+                mark = owner.sending_mark(account) if owner is not None else None
+                permit = uuid.uuid4().hex if rules else None
+                try:
+                    wait = await limiter.acquire(
+                        account,
+                        endpoint,
+                        rules,
+                        priority=priority,
+                        max_wait=SHORT_WAIT,
+                        mark=mark,
+                        hold=hold,
+                        permit_id=permit,
+                    )
+                except MarkRefused:
+                    raise LostClaim() from None
+                if wait:
+                    raise Reschedule(wait)  # nothing granted: nothing to complete
             if owner is not None:
                 try:
                     # A replica must hold ``sending`` before the request leaves: a failover
@@ -223,11 +241,13 @@ async def limited_call(
                     await _best_effort("chunk back to claimed", owner.not_sent(account))
                     raise
                 owner.maybe_sent = True
-            if permit is not None:
+            if permit is not None and pre is None:
                 permits.append(permit)
             token = NEXT_REQUEST.set(next_request)
             try:
-                return await call(*args)
+                result = await call(*args)
+                answered = True
+                return result
             except ProviderError as exc:
                 if owner is not None and exc.error_class in NOT_SENT:
                     owner.maybe_sent = False
@@ -239,6 +259,18 @@ async def limited_call(
             finally:
                 NEXT_REQUEST.reset(token)
         finally:
+            if answered and held is not None:
+                # The chunk's recording gives them back (one round trip instead of two more).
+                last = permits.pop() if permits else None
+                held.append(
+                    Held(
+                        limiter.key(account, endpoint) if last else None,
+                        last,
+                        concurrency.key(account) if lease else None,
+                        lease,
+                    )
+                )
+                lease = None
             # Neither may cost a provider's answer: permits and leases expire on their own.
             for done in permits:
                 await _best_effort("permit completion", limiter.complete(account, endpoint, done))
@@ -369,8 +401,11 @@ async def _finish(
     outcomes: Sequence[RecipientOutcome],
     *,
     resend: bool = False,
+    held: Held | None = None,
 ) -> None:
     """Record the chunk's outcomes, mark it done (and the job, with its last chunk): one round trip.
+
+    ``held``: the request's permit and lease, given back in the same call.
 
     The outcomes are held here until Redis takes them: the call is retried across a Redis
     outage of up to ``[worker] redis_outage`` seconds (recording twice changes nothing).
@@ -378,7 +413,9 @@ async def _finish(
     recorder = rt.chunk_recorder()
     tally = await rt.outage.call(
         f"recording chunk {chunk_key}",
-        lambda: recorder.record(job_id, chunk_key, account, outcomes, second_chance=resend),
+        lambda: recorder.record(
+            job_id, chunk_key, account, outcomes, second_chance=resend, held=held
+        ),
     )
     count_recorded(kind, account, tally)
 
@@ -473,6 +510,84 @@ async def _claim(
     return Claim("interrupted", account or route[0], states, owner)
 
 
+@dataclass(frozen=True)
+class Granted:
+    """What :func:`_claim_sending` took with the chunk's move to ``sending`` through
+    ``account``: the in-flight lease (None: no cap) and the rate permit (None: no rule)."""
+
+    account: str
+    lease: str | None
+    permit: str | None
+
+
+async def _claim_sending(
+    rt: Runtime,
+    chunk_key: str,
+    route: Sequence[str],
+    priority: str,
+    delivery: Delivery | None,
+) -> tuple[Claim, Granted | None] | None:
+    """The hot path's claim: the chunk claimed, its lease and permit taken and its move to
+    ``sending`` through the route's first account, in one round trip (``claim_send.lua``).
+
+    Waits up to SHORT_WAIT for a lease or a permit (Reschedule beyond). None when the
+    step-by-step path must decide: the chunk is in another state (caught sending, or this
+    delivery's own after a Redis outage), or the first account is paused.
+    """
+    if delivery is not None and delivery.owner is not None:
+        return None  # run again after an outage: the step-by-step path knows its hold
+    account = route[0]
+    if account not in rt.adapters:
+        return None
+    owner = ChunkOwner(rt.async_redis(), chunk_key)
+    limits = rt.settings.limits_for(account)
+    rules = limits.for_endpoint("send")
+    timeout = rt.settings.accounts[account].timeout
+    limiter, concurrency = rt.rate_limiter(), rt.concurrency_limiter()
+    entry = delivery.entry() if delivery is not None else ""
+    waited = rate_waited = 0.0
+    while True:
+        lease = uuid.uuid4().hex if limits.max_in_flight else None
+        permit = uuid.uuid4().hex if rules else None
+        found = await owner.claim_sending(
+            account,
+            inflight=rt.keys.inflight,
+            entry=entry,
+            account_keys=[accounts.account_key(rt, name) for name in route],
+            rate_log=limiter.key(account, "send"),
+            leases=concurrency.key(account),
+            lease=lease,
+            cap=limits.max_in_flight,
+            lease_time=timeout + LEASE_MARGIN,
+            permit=permit or "",
+            otp=priority == "otp",
+            hold=timeout + 1.0,
+            rules=rules,
+        )
+        if found.state != "wait":
+            break
+        # Slots are usually released long before a lease expires: look again soon.
+        pause = min(found.wait, 0.05) if found.blocked_by == "lease" else found.wait
+        if waited + pause > SHORT_WAIT:
+            if found.blocked_by != "lease":
+                result = "paused" if found.blocked_by == "pause" else "rescheduled"
+                metrics.LIMITER_PERMITS.labels(account, "send", result).inc()
+            raise Reschedule(min(found.wait, SHORT_WAIT) if found.blocked_by == "lease" else pause)
+        await asyncio.sleep(pause)
+        waited += pause
+        if found.blocked_by != "lease":
+            rate_waited += pause
+    if delivery is not None:
+        delivery.owner = owner
+    if found.state in ("done", "cancelled"):
+        return Claim(found.state, None, [], owner), None
+    if found.state != "sending":
+        return None
+    RateLimiter.count(account, "send", rate_waited)
+    states = [accounts.parse_state(n, r) for n, r in zip(route, found.accounts, strict=True)]
+    return Claim("claimed", account, states, owner), Granted(account, lease, permit)
+
+
 T = TypeVar("T")
 
 
@@ -492,8 +607,14 @@ async def _on_route(
     endpoint: str,
     priority: str,
     call: Callable[[ProviderAdapter], Awaitable[T]],
+    *,
+    granted: Granted | None = None,
+    held: list[Held] | None = None,
 ) -> Attempt[T]:
     """Run ``call`` on the first usable account of the route.
+
+    ``granted`` (what the claim took for its account) serves the first attempt when that
+    account is the one chosen; ``held`` as in :func:`limited_call`.
 
     An account error pauses that account and moves on to the next; with no
     usable account, a provider's pause longer than SHORT_WAIT, or a permit too far
@@ -518,8 +639,20 @@ async def _on_route(
             await owner.release()
             raise Reschedule(wait)
         adapter = rt.adapter(account)
+        pre = granted if granted is not None and granted.account == account else None
+        granted = None
         try:
-            result = await limited_call(rt, account, endpoint, priority, call, adapter, owner=owner)
+            result = await limited_call(
+                rt,
+                account,
+                endpoint,
+                priority,
+                call,
+                adapter,
+                owner=owner,
+                granted=pre,
+                held=held,
+            )
             return Attempt(account, result=result)
         except Reschedule:
             await owner.release()
@@ -579,11 +712,26 @@ async def dispatch_chunk(
     route = _route(route_arg)
     chunk_key = rt.keys.chunk(job_id, index)
     resend = second_chance(index)
-    claim = await _claim(rt, chunk_key, route, delivery)
-    if claim.state == "done":
-        return "duplicate"
-    if claim.state == "cancelled":
-        return "cancelled"  # the cancel recorded the recipients: nothing to send or write
+    max_age = rt.settings.dispatch.otp_max_age
+    too_old = priority == "otp" and created_at is not None and time.time() - created_at > max_age
+
+    async def again_later(delay: float) -> str:
+        args = [
+            job_id,
+            index,
+            route,
+            sender,
+            text,
+            recipients,
+            scheduled_at,
+            validity,
+            priority,
+            client_id,
+            created_at,
+        ]
+        await reschedule(rt, SEND_ACTOR, priority, args, delay, chunk_key)
+        return "rescheduled"
+
     request = SendRequest(
         chunk_id=f"{job_id}:{index}",
         sender=sender,
@@ -594,6 +742,22 @@ async def dispatch_chunk(
         priority=priority,
         client_id=client_id,
     )
+    granted: Granted | None = None
+    fast = None
+    if not resend and not too_old:
+        # The hot path: claim, lease, permit and the move to sending in one round trip.
+        try:
+            fast = await _claim_sending(rt, chunk_key, route, priority, delivery)
+        except Reschedule as wait:
+            return await again_later(wait.delay)
+    if fast is not None:
+        claim, granted = fast
+    else:
+        claim = await _claim(rt, chunk_key, route, delivery)
+    if claim.state == "done":
+        return "duplicate"
+    if claim.state == "cancelled":
+        return "cancelled"  # the cancel recorded the recipients: nothing to send or write
     if delivery is not None:
         delivery.request = request
     if claim.state == "interrupted":
@@ -605,8 +769,7 @@ async def dispatch_chunk(
         )
         return "interrupted"
 
-    max_age = rt.settings.dispatch.otp_max_age
-    if priority == "otp" and created_at is not None and time.time() - created_at > max_age:
+    if too_old:
         # A one-time code that arrives this late is worse than none.
         reason = f"not sent: older than the otp_max_age of {max_age:.0f}s when it could be sent"
         outcomes = [RecipientOutcome(p, Status.FAILED, reason=reason) for p in recipients]
@@ -636,26 +799,15 @@ async def dispatch_chunk(
     async def send(adapter: ProviderAdapter) -> list[RecipientOutcome]:
         return await adapter.send(request)
 
+    held: list[Held] = []
     try:
-        attempt = await _on_route(rt, claim, route, "send", priority, send)
+        attempt = await _on_route(
+            rt, claim, route, "send", priority, send, granted=granted, held=held
+        )
     except LostClaim:
         return "superseded"
     except Reschedule as wait:
-        args = [
-            job_id,
-            index,
-            route,
-            sender,
-            text,
-            recipients,
-            scheduled_at,
-            validity,
-            priority,
-            client_id,
-            created_at,
-        ]
-        await reschedule(rt, SEND_ACTOR, priority, args, wait.delay, chunk_key)
-        return "rescheduled"
+        return await again_later(wait.delay)
     if attempt.error is not None:
         log.warning("chunk %s:%d to %s failed: %s", job_id, index, attempt.account, attempt.error)
         outcomes = failure_outcomes(recipients, attempt.error)
@@ -666,7 +818,16 @@ async def dispatch_chunk(
     outcomes = with_expected_ids(adapter, request, outcomes)
     if delivery is not None:
         delivery.outcomes = outcomes
-    await _finish(rt, job_id, chunk_key, attempt.account, adapter.kind, outcomes, resend=resend)
+    await _finish(
+        rt,
+        job_id,
+        chunk_key,
+        attempt.account,
+        adapter.kind,
+        outcomes,
+        resend=resend,
+        held=held[-1] if held else None,
+    )
     await pause_on_account_outcome(rt, attempt.account, outcomes)
     return "sent"
 

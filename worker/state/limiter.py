@@ -28,8 +28,12 @@ from producers.keys import Keys
 from worker.core import metrics
 
 
-def _script(name: str) -> str:
-    return resources.files("worker.state").joinpath("scripts", name).read_text(encoding="utf-8")
+def lua_with_limits(name: str) -> str:
+    """A Lua script of ``worker/state/scripts``, with the shared limit decisions (limits.lua)
+    before it."""
+    folder = resources.files("worker.state").joinpath("scripts")
+    shared = folder.joinpath("limits.lua").read_text(encoding="utf-8")
+    return shared + "\n" + folder.joinpath(name).read_text(encoding="utf-8")
 
 
 class MarkRefused(DispatchInterrupted):
@@ -48,6 +52,30 @@ class Mark:
     token: str
     value: str
     ttl: int
+
+
+@dataclass(frozen=True)
+class Held:
+    """A finished request's rate permit and in-flight lease, still to be given back: the
+    recording of its chunk completes the permit and releases the lease in its own round trip
+    (``record_chunk.lua``), as :meth:`RateLimiter.complete` and
+    :meth:`ConcurrencyLimiter.release` would."""
+
+    permit_log: str | None = None
+    permit: str | None = None
+    leases: str | None = None
+    lease: str | None = None
+
+    def script_keys(self) -> list[str]:
+        """The keys ``record_chunk.lua`` takes for them, in its order."""
+        keys = [self.permit_log] if self.permit and self.permit_log else []
+        return keys + ([self.leases] if self.lease and self.leases else [])
+
+    def script_args(self) -> list[str]:
+        """The permit id and the lease id ``record_chunk.lua`` takes ("": none)."""
+        permit = self.permit if self.permit and self.permit_log else ""
+        lease = self.lease if self.lease and self.leases else ""
+        return [permit, lease]
 
 
 def rate_key(prefix: str, account: str, endpoint: str) -> str:
@@ -84,12 +112,29 @@ class RateLimiter:
     def __init__(self, client: aredis.Redis, prefix: str) -> None:
         self._client = client
         self._prefix = prefix
-        self._acquire = client.register_script(_script("limiter.lua"))
-        self._complete = client.register_script(_script("complete.lua"))
+        self._acquire = client.register_script(lua_with_limits("limiter.lua"))
+        self._complete = client.register_script(lua_with_limits("complete.lua"))
         self.last_paused = False  # the last try_acquire was refused by a provider's pause
 
     def key(self, account: str, endpoint: str) -> str:
         return rate_key(self._prefix, account, endpoint)
+
+    @staticmethod
+    def rule_args(rules: list[Rule]) -> list[Any]:
+        """The rules as the scripts take them: count, then limit, window (us), reserve each."""
+        args: list[Any] = [len(rules)]
+        for rule in rules:
+            window_us = int((rule.window + margin_for(rule.window)) * 1_000_000)
+            args += [rule.limit, window_us, rule.reserve]
+        return args
+
+    @staticmethod
+    def count(account: str, endpoint: str, waited: float) -> None:
+        """Metrics of a permit granted after ``waited`` seconds (0: at once)."""
+        if waited:
+            metrics.LIMITER_WAIT_SECONDS.labels(account, endpoint).observe(waited)
+        result = "waited" if waited else "granted"
+        metrics.LIMITER_PERMITS.labels(account, endpoint, result).inc()
 
     async def try_acquire(
         self,
@@ -119,11 +164,8 @@ class RateLimiter:
             permit_id or uuid.uuid4().hex,
             1 if priority == "otp" else 0,
             int(hold * 1_000_000),
-            len(rules),
+            *self.rule_args(rules),
         ]
-        for rule in rules:
-            window_us = int((rule.window + margin_for(rule.window)) * 1_000_000)
-            args += [rule.limit, window_us, rule.reserve]
         if mark is not None:
             keys.append(mark.key)
             args += [mark.token, mark.value, mark.ttl]
@@ -164,10 +206,7 @@ class RateLimiter:
                 permit_id=permit_id,
             )
             if wait == 0.0:
-                if waited:
-                    metrics.LIMITER_WAIT_SECONDS.labels(account, endpoint).observe(waited)
-                result = "waited" if waited else "granted"
-                metrics.LIMITER_PERMITS.labels(account, endpoint, result).inc()
+                self.count(account, endpoint, waited)
                 return 0.0
             if waited + wait > max_wait:
                 result = "paused" if self.last_paused else "rescheduled"
@@ -190,7 +229,7 @@ class RateLimiter:
 class ConcurrencyLimiter:
     def __init__(self, client: aredis.Redis, prefix: str) -> None:
         self._prefix = prefix
-        self._script = client.register_script(_script("concurrency.lua"))
+        self._script = client.register_script(lua_with_limits("concurrency.lua"))
 
     def key(self, account: str) -> str:
         return Keys(self._prefix).in_flight_leases(account)

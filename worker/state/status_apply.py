@@ -71,10 +71,11 @@ class ResendHook(Protocol):
 
 
 def lua_script(name: str) -> str:
-    """A Lua script of the worker package, with the shared second-chance function before it."""
+    """A Lua script of ``worker/state/scripts``, with the shared limit decisions and the
+    second-chance function before it."""
     folder = resources.files("worker.state").joinpath("scripts")
-    shared = folder.joinpath("resend.lua").read_text(encoding="utf-8")
-    return shared + "\n" + folder.joinpath(name).read_text(encoding="utf-8")
+    shared = [folder.joinpath(f).read_text(encoding="utf-8") for f in ("limits.lua", "resend.lua")]
+    return "\n".join([*shared, folder.joinpath(name).read_text(encoding="utf-8")])
 
 
 class StatusApplier:

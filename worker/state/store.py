@@ -19,6 +19,7 @@ from producers.keys import EVENTS_MAXLEN, Keys
 from producers.status import FINAL_STATUSES, JobState, Status
 from worker.core import metrics
 from worker.providers.base import RecipientOutcome
+from worker.state.limiter import Held
 from worker.state.status_apply import ResendHook, canonical_id, lua_script
 
 CHUNK_STATE_TTL = 7 * 24 * 3600
@@ -210,8 +211,12 @@ class ChunkRecorder:
         *,
         now: float | None = None,
         second_chance: bool = False,
+        held: Held | None = None,
     ) -> Counter[Status]:
         """Record the outcomes; an empty tally when the chunk was already recorded.
+
+        ``held``: the request's rate permit and in-flight lease, completed and released in
+        the same call (also when the chunk was recorded before).
 
         ``second_chance``: the chunk resends recipients (it is not one of the job's
         counted chunks). Recipients queued for a second chance are in the tally as
@@ -240,7 +245,11 @@ class ChunkRecorder:
             f"{resender.otp_max_age if resender is not None else 0.0:.3f}",
             "resend" if second_chance else "",
         ]
-        result = await self._script(keys=[], args=args)
+        keys: list[str] = []
+        if held is not None:
+            keys = held.script_keys()
+            args += held.script_args()
+        result = await self._script(keys=keys, args=args)
         if not isinstance(result, list):  # -1: recorded before
             return Counter()
         _, cost_list, resent_list = result

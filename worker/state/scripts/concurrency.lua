@@ -8,27 +8,24 @@
 -- ARGV[4]  lease time in microseconds (acquire, renew)
 -- acquire returns {1, 0} or {0, wait_us until the earliest lease expires};
 -- renew moves a held lease's expiry to now + lease time: 1, or 0 when it had expired
-local t = redis.call("TIME")
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+-- (limits.lua, put in front of this script when it is loaded, holds the shared decisions.)
 local key = KEYS[1]
-local function s(x) return string.format("%.0f", x) end
 if ARGV[1] == "release" then
-  return redis.call("ZREM", key, ARGV[2])
+  return smsq_lease_release(key, ARGV[2])
 end
+local now = smsq_now()
 local limit = tonumber(ARGV[3])
 local ttl = tonumber(ARGV[4])
 if ARGV[1] == "renew" then
   local expiry = redis.call("ZSCORE", key, ARGV[2])
   if (not expiry) or tonumber(expiry) < now then return 0 end
-  redis.call("ZADD", key, "XX", s(now + ttl), ARGV[2])
-  redis.call("PEXPIRE", key, s(math.ceil(ttl / 1000) + 1000))
+  redis.call("ZADD", key, "XX", smsq_s(now + ttl), ARGV[2])
+  redis.call("PEXPIRE", key, smsq_s(math.ceil(ttl / 1000) + 1000))
   return 1
 end
-redis.call("ZREMRANGEBYSCORE", key, "-inf", s(now))
-if redis.call("ZCARD", key) < limit then
-  redis.call("ZADD", key, s(now + ttl), ARGV[2])
-  redis.call("PEXPIRE", key, s(math.ceil(ttl / 1000) + 1000))
+local wait = smsq_lease_wait(key, now, limit)
+if wait == 0 then
+  smsq_lease_take(key, now, ttl, ARGV[2])
   return {1, 0}
 end
-local first = redis.call("ZRANGE", key, 0, 0, "WITHSCORES")
-return {0, s(tonumber(first[2]) - now)}
+return {0, smsq_s(wait)}

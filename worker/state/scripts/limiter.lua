@@ -1,4 +1,5 @@
 -- smsq sliding-log rate limiter: one round trip per acquire, on the Redis server's clock.
+-- (limits.lua, put in front of this script when it is loaded, holds the shared decisions.)
 --
 -- KEYS[1]  the log: a sorted set of permits, scored by grant time (microseconds)
 -- KEYS[2]  the pause flag: while it exists nothing is granted (the provider throttled us)
@@ -19,46 +20,18 @@
 -- blocking rule could next grant (a hint; the caller asks again then), {3, wait_us} while
 -- the endpoint is paused, or {2, 0} when the chunk of KEYS[3] is owned by another token
 -- (nothing granted).
-local t = redis.call("TIME")
-local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local now = smsq_now()
 local key = KEYS[1]
-local function s(x) return string.format("%.0f", x) end
 local paused = redis.call("PTTL", KEYS[2])
 if paused > 0 then
-  return {3, s(paused * 1000)}
+  return {3, smsq_s(paused * 1000)}
 end
 local may_reserve = tonumber(ARGV[2]) == 1
 local hold = tonumber(ARGV[3])
 local n = tonumber(ARGV[4])
-local longest = 0
-local wait = 0
-for i = 0, n - 1 do
-  local limit = tonumber(ARGV[5 + i * 3])
-  local window = tonumber(ARGV[6 + i * 3])
-  local reserve = tonumber(ARGV[7 + i * 3])
-  if window > longest then longest = window end
-  local allowed = limit
-  if not may_reserve then allowed = limit - reserve end
-  local since = now - window
-  local used = redis.call("ZCOUNT", key, "(" .. s(since), "+inf")
-  if used >= allowed then
-    -- the permit that must age out first: the (used - allowed + 1)-th oldest in the window
-    local oldest = redis.call("ZRANGEBYSCORE", key, "(" .. s(since), "+inf", "WITHSCORES", "LIMIT", used - allowed, 1)
-    local w = window
-    if oldest[2] then
-      local score = tonumber(oldest[2])
-      if score > now then
-        w = 20000  -- still in flight: it usually completes within milliseconds; ask again soon
-      else
-        w = score + window - now
-      end
-    end
-    if allowed <= 0 then w = window end
-    if w > wait then wait = w end
-  end
-end
+local wait, longest = smsq_rate_wait(key, now, may_reserve, n, ARGV, 5)
 if wait > 0 then
-  return {0, s(wait)}
+  return {0, smsq_s(wait)}
 end
 if KEYS[3] then
   local token, value, ttl = ARGV[#ARGV - 2], ARGV[#ARGV - 1], ARGV[#ARGV]
@@ -69,8 +42,6 @@ if KEYS[3] then
   redis.call("SET", KEYS[3], value, "EX", ttl)
 end
 if n > 0 then
-  redis.call("ZREMRANGEBYSCORE", key, "-inf", s(now - longest))
-  redis.call("ZADD", key, s(now + hold), ARGV[1])
-  redis.call("PEXPIRE", key, s(math.ceil((longest + hold) / 1000) + 1000))
+  smsq_rate_grant(key, now, hold, longest, ARGV[1])
 end
 return {1, 0}

@@ -9,6 +9,11 @@
 --     failure provider-side (a second-chance candidate)}, ...]   (absent keys: no value)
 -- ARGV[11] otp max age (s)
 -- ARGV[12] "resend" for a second-chance chunk (not one of the job's counted chunks), else ""
+-- ARGV[13] the id of the rate permit the chunk's request took, completed now ("": none)
+-- ARGV[14] the id of the in-flight lease the request held, released now ("": none)
+-- KEYS: the permit log of ARGV[13] when given, then the lease set of ARGV[14] when given
+-- (limits.lua, put in front of this script with resend.lua, completes and releases them as
+-- complete.lua and concurrency.lua do: the request is over, however the recording goes).
 -- A candidate the job's route resends (see resend.lua) is recorded queued for its next
 -- attempt instead of its final status, with a "resend" event instead of a status event.
 --
@@ -27,6 +32,12 @@ local second_chance, otp_max_age = ARGV[12] == "resend", ARGV[11] or "600"
 local FINAL = {undeliverable = true, expired = true, rejected = true, failed = true,
                delivered = true}
 local resent = {}
+local held = 1
+if (ARGV[13] or "") ~= "" then
+  smsq_rate_complete(KEYS[held], smsq_now(), ARGV[13])
+  held = held + 1
+end
+if (ARGV[14] or "") ~= "" then smsq_lease_release(KEYS[held], ARGV[14]) end
 local chunk_state = redis.call("GET", ARGV[8])
 if chunk_state == "done" or chunk_state == "cancelled" then
   if ARGV[4] ~= "" then redis.call("HDEL", ARGV[4], ARGV[8]) end
