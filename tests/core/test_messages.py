@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -126,3 +127,73 @@ def test_periodic_runs_and_pushes_are_versioned_with_the_earlier_forms_accepted(
     assert messages.decode_push(["abc123"]) == push  # earlier form
     with pytest.raises(MessageInvalid, match="version"):
         messages.decode_push([{"v": 2, "push_id": "abc123"}])
+
+
+def _chunk(index: int, job_id: str = "job-m", phone: str = "447400123201") -> SendChunk:
+    return SendChunk(**{**CHUNK.__dict__, "index": index, "job_id": job_id, "recipients": (phone,)})
+
+
+def test_a_batch_of_chunks_is_version_2_and_each_chunk_validated() -> None:
+    batch = messages.batch([_chunk(0), _chunk(1), _chunk(2)])
+    assert isinstance(batch, messages.SendBatch)
+    (wire,) = messages.message_args(batch)
+    assert wire["v"] == messages.BATCH_VERSION == 2
+    assert [c["index"] for c in wire["chunks"]] == [0, 1, 2]
+    assert messages.decode(SEND_ACTOR, [json.loads(json.dumps(wire))]) == batch
+    assert messages.chunks_of(batch) == batch.chunks
+    assert messages.batch([_chunk(0)]) == _chunk(0)  # one chunk: the version 1 form
+    assert messages.chunks_of(CHUNK) == (CHUNK,)
+    with pytest.raises(ValueError, match="one job"):
+        messages.batch([_chunk(0), _chunk(1, job_id="job-n")])
+    cases: list[tuple[dict[str, Any], str]] = [
+        ({"v": 2, "chunks": [wire["chunks"][0]]}, "list of 2 to"),
+        ({"v": 2, "chunks": wire["chunks"], "extra": 1}, "holds exactly: chunks"),
+        ({"v": 2, "chunks": [wire["chunks"][0], wire["chunks"][0]]}, "holds a chunk twice"),
+        ({"v": 2, "chunks": [wire["chunks"][0], {**wire["chunks"][1], "job_id": "j2"}]}, "one job"),
+        ({"v": 2, "chunks": [wire["chunks"][0], {**wire["chunks"][1], "text": 5}]}, "chunk 1: "),
+        ({"v": 2, "chunks": [wire["chunks"][0], 7]}, "chunk 1 is not an object"),
+    ]
+    for arg, reason in cases:
+        with pytest.raises(MessageInvalid, match=reason):
+            messages.decode(SEND_ACTOR, [arg])
+    with pytest.raises(MessageInvalid, match="version 2 is not 1"):
+        messages.decode(HLR_ACTOR, [{"v": 2, "chunks": wire["chunks"]}])
+
+
+def test_intake_writes_several_chunks_a_message_or_one_when_configured(
+    redis_url: str, redis_client: redis.Redis, run_sandboxes: SandboxFactory
+) -> None:
+    sandboxes = run_sandboxes(["intis"])
+    numbers = [f"+79{i:09d}" for i in range(50 * 19)]  # 19 chunks of the Intis 50
+
+    async def accept(job_id: str, per_message: int) -> str:
+        settings = sandbox_settings(redis_url, sandboxes)
+        dispatch = replace(settings.dispatch, chunks_per_message=per_message)
+        payload = {
+            "kind": "send",
+            "job_id": job_id,
+            "provider": "intis-sandbox",
+            "sender": "smstest",
+            "text": "hi",
+            "recipients": numbers,
+        }
+        async with runtime(replace(settings, dispatch=dispatch)) as rt:
+            return intake.accept_job(rt, [payload], {})
+
+    def written(job_id: str) -> list[Any]:
+        found = []
+        for body in redis_client.hvals("dramatiq:smsq-dispatch.msgs"):
+            (arg,) = json.loads(body)["args"]
+            decoded = messages.decode(SEND_ACTOR, [arg])
+            if decoded.job_id == job_id:
+                found.append(decoded)
+        return found
+
+    assert asyncio.run(accept("job-b8", 8)) == "accepted"
+    batches = written("job-b8")
+    assert sorted(len(messages.chunks_of(m)) for m in batches) == [3, 8, 8]
+    indexes = sorted(c.index for m in batches for c in messages.chunks_of(m))
+    assert indexes == list(range(19))
+    assert asyncio.run(accept("job-b1", 1)) == "accepted"
+    singles = written("job-b1")
+    assert len(singles) == 19 and all(isinstance(m, SendChunk) for m in singles)

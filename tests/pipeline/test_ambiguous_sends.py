@@ -78,6 +78,9 @@ def send_with_fault(
         log = sandboxes.log(kind)
         faults = Counter(e.fault for e in log if e.path.endswith(SEND_ENDPOINT[kind]))
         accepted = Counter(accepted_phones(sandboxes, kind))
+        # Stopped here, so a later run's messages (a job's chunks may share one message)
+        # are not taken by this run's worker, configured with this run's sandbox and policy.
+        worker.stop()
         sandboxes.stop()
         return dict(status.counts), accepted, faults
 

@@ -32,6 +32,10 @@ class WorkerHarness:
         self.worker.join()
 
     def stop(self) -> None:
+        """Stop the worker (once: a test may stop it before the fixture's teardown does)."""
+        if getattr(self, "_stopped", False):
+            return
+        self._stopped = True
         self.worker.stop(timeout=10_000)
         self.app.runtime.close()
         self.app.broker.close()

@@ -34,6 +34,7 @@ import redis
 from dramatiq.broker import MessageProxy
 from dramatiq.brokers.redis import RedisBroker, _RedisConsumer
 from dramatiq.common import iter_queue, q_name
+from dramatiq.encoder import JSONEncoder
 from dramatiq.errors import ConnectionClosed
 from dramatiq.message import Message
 from dramatiq.middleware import AsyncIO
@@ -63,16 +64,36 @@ def message_problem(
     None when it is. ``allowed_actors`` narrows the actors a queue may carry (the
     intake queues take ``accept_job`` only, so no raw producer can skip the contract).
     """
+    return checked_body(data, actors, queue_name, allowed_actors)[1]
+
+
+def checked_body(
+    data: bytes | None,
+    actors: set[str] | frozenset[str],
+    queue_name: str | None = None,
+    allowed_actors: frozenset[str] | None = None,
+) -> tuple[Any, str | None]:
+    """(the decoded body, None) when ``data`` is a message this worker can process, else
+    (the body or None, why not): :func:`message_problem` with the body it decoded once."""
     if data is None:
-        return "message id with no body"
+        return None, "message id with no body"
     try:
         body = json.loads(data.decode("utf-8"))
     except UnicodeDecodeError:
-        return "body is not UTF-8"
+        return None, "body is not UTF-8"
     except json.JSONDecodeError as exc:
-        return f"body is not valid JSON ({exc.msg} at position {exc.pos})"
+        return None, f"body is not valid JSON ({exc.msg} at position {exc.pos})"
     except (RecursionError, ValueError, MemoryError) as exc:
-        return f"body cannot be decoded ({type(exc).__name__})"
+        return None, f"body cannot be decoded ({type(exc).__name__})"
+    return body, _body_problem(body, actors, queue_name, allowed_actors)
+
+
+def _body_problem(
+    body: Any,
+    actors: set[str] | frozenset[str],
+    queue_name: str | None,
+    allowed_actors: frozenset[str] | None,
+) -> str | None:
     if not isinstance(body, dict):
         return f"body is a JSON {type(body).__name__}, not an object"
     missing = sorted(MESSAGE_FIELDS - set(body))
@@ -113,6 +134,31 @@ def message_problem(
     if allowed_actors is not None and body["actor_name"] not in allowed_actors:
         return f"actor {body['actor_name'][:64]!r} is not accepted on this queue"
     return None
+
+
+class DecodedOnce(JSONEncoder):
+    """Dramatiq's JSON encoder, except that a body :meth:`SafeRedisBroker.do_fetch` has
+    just decoded (to check it) is not decoded again by the consumer: each fetched message
+    is parsed once. Bodies are kept until the consumer decodes them, at most ``limit``."""
+
+    def __init__(self, limit: int = 10_000) -> None:
+        self._kept: dict[bytes, dict[str, Any]] = {}
+        self._limit = limit
+
+    def keep(self, data: bytes, body: dict[str, Any]) -> None:
+        if len(self._kept) >= self._limit:  # a consumer dropped its fetched messages
+            self._kept.clear()
+        self._kept[data] = body
+
+    def decode(self, data: bytes) -> dict[str, Any]:
+        body = self._kept.pop(data, None)
+        if body is not None:
+            return body
+        decoded: dict[str, Any] = super().decode(data)
+        return decoded
+
+
+DECODED = DecodedOnce()
 
 
 class SafeRedisBroker(RedisBroker):
@@ -186,15 +232,17 @@ class SafeRedisBroker(RedisBroker):
         good: list[tuple[bytes, str]] = []
         bad: list[tuple[bytes | None, str]] = []
         allowed = self.queue_actors.get(queue_name)
+        decoded: dict[bytes, dict[str, Any]] = {}
         for data in bodies:
             try:
-                problem = message_problem(data, actors, queue_name, allowed)
+                body, problem = checked_body(data, actors, queue_name, allowed)
                 if problem is None and data is not None:
-                    problem = self._arguments_problem(json.loads(data))
+                    problem = self._arguments_problem(body)
             except Exception as exc:  # nothing a producer writes may stop the consumer
                 problem = f"body cannot be checked ({type(exc).__name__})"
             if problem is None and data is not None:
-                good.append((data, json.loads(data)["options"]["redis_message_id"]))
+                good.append((data, body["options"]["redis_message_id"]))
+                decoded[data] = body
             else:
                 bad.append((data, problem or "empty"))
         if good:
@@ -212,6 +260,8 @@ class SafeRedisBroker(RedisBroker):
             good = [g for g, ok in zip(good, held, strict=True) if ok]
         if bad:
             self._quarantine(queue_name, bad)
+        for data, _ in good:
+            DECODED.keep(data, decoded[data])
         return [data for data, _ in good]
 
     def _arguments_problem(self, body: dict[str, Any]) -> str | None:
@@ -426,6 +476,7 @@ def build_broker(
         heartbeat_timeout=heartbeat_timeout,
         maintenance_chance=maintenance_chance,
     )
+    dramatiq.set_encoder(DECODED)
     broker.add_middleware(AsyncIO())
     for m in middleware or []:
         broker.add_middleware(m)

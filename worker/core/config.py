@@ -8,6 +8,7 @@ key_prefix = "smsq"
 [dispatch]
 max_attempts = 5                      # tenacity attempts for transient failures
 max_retry_seconds = 120
+chunks_per_message = 8                # chunks one dispatch message carries (sent concurrently)
 
 [accounts.intis-main]
 kind = "intis"
@@ -97,6 +98,9 @@ class DispatchSettings:
     probe_interval: float = 30.0  # seconds between balance probes of a paused account
     otp_max_age: float = 600.0  # an otp chunk not sent within this long after intake fails
     dead_letter_max_bytes: float = 65536.0  # a dead letter keeps at most this much payload
+    # Chunks of a send job one dispatch message carries, sent concurrently on the worker's
+    # event loop (1: one chunk a message, the format every earlier version reads).
+    chunks_per_message: int = 8
 
 
 @dataclass(frozen=True)
@@ -683,7 +687,15 @@ def parse_settings(data: Mapping[str, Any], env: Mapping[str, str] | None = None
     dispatch = _plain_section("dispatch", DispatchSettings, data.get("dispatch", {}), problems)
     if dispatch.max_attempts != int(dispatch.max_attempts):
         problems.append("dispatch.max_attempts: must be a whole number")
-    dispatch = DispatchSettings(**{**dispatch.__dict__, "max_attempts": int(dispatch.max_attempts)})
+    if dispatch.chunks_per_message != int(dispatch.chunks_per_message):
+        problems.append("dispatch.chunks_per_message: must be a whole number")
+    dispatch = DispatchSettings(
+        **{
+            **dispatch.__dict__,
+            "max_attempts": int(dispatch.max_attempts),
+            "chunks_per_message": int(dispatch.chunks_per_message),
+        }
+    )
 
     web = _web(data.get("web", {}), env, problems)
     scheduler = _plain_section("scheduler", SchedulerSettings, data.get("scheduler", {}), problems)

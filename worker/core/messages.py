@@ -66,17 +66,56 @@ class HlrChunk:
         return [_plain(getattr(self, f.name)) for f in fields(self)]
 
 
-DispatchMessage = SendChunk | HlrChunk
+@dataclass(frozen=True)
+class SendBatch:
+    """Several chunks of one send job in one message (format version 2): the worker sends
+    them concurrently, each with its own state, recording and in-flight entry, so one
+    Dramatiq message (one fetch, one acknowledgement, one worker thread) serves them all."""
+
+    actor: ClassVar[str] = SEND_ACTOR
+
+    chunks: tuple[SendChunk, ...]
+
+    @property
+    def job_id(self) -> str:
+        return self.chunks[0].job_id
+
+
+Chunk = SendChunk | HlrChunk
+DispatchMessage = SendChunk | HlrChunk | SendBatch
 TYPES: dict[str, type[SendChunk] | type[HlrChunk]] = {SEND_ACTOR: SendChunk, HLR_ACTOR: HlrChunk}
+BATCH_VERSION = 2  # the version of a SendBatch (a single chunk is still written as VERSION)
+MAX_BATCH = 64  # chunks a batch may carry
+
+
+def chunks_of(message: DispatchMessage) -> tuple[Chunk, ...]:
+    """The chunks a message carries, in order."""
+    return message.chunks if isinstance(message, SendBatch) else (message,)
 
 
 def _plain(value: Any) -> Any:
     return list(value) if isinstance(value, tuple) else value
 
 
+def _fields(chunk: Chunk) -> dict[str, Any]:
+    return {f.name: _plain(getattr(chunk, f.name)) for f in fields(chunk)}
+
+
 def encode(message: DispatchMessage) -> dict[str, Any]:
-    """The message as its one wire argument: ``{"v": VERSION, <field>: <value>, ...}``."""
-    return {"v": VERSION, **{f.name: _plain(getattr(message, f.name)) for f in fields(message)}}
+    """The message as its one wire argument: ``{"v": VERSION, <field>: <value>, ...}``, or
+    for a batch ``{"v": 2, "chunks": [{<field>: <value>, ...}, ...]}``."""
+    if isinstance(message, SendBatch):
+        return {"v": BATCH_VERSION, "chunks": [_fields(c) for c in message.chunks]}
+    return {"v": VERSION, **_fields(message)}
+
+
+def batch(chunks: Sequence[SendChunk]) -> SendChunk | SendBatch:
+    """One message for ``chunks`` (of one job): the chunk itself when alone."""
+    if len(chunks) == 1:
+        return chunks[0]
+    if not 1 < len(chunks) <= MAX_BATCH or len({c.job_id for c in chunks}) != 1:
+        raise ValueError(f"a batch holds 2 to {MAX_BATCH} chunks of one job")
+    return SendBatch(tuple(chunks))
 
 
 def message_args(message: DispatchMessage) -> list[Any]:
@@ -93,19 +132,55 @@ def decode(actor: str, args: Sequence[Any]) -> DispatchMessage:
     if len(args) == 1 and isinstance(args[0], dict):
         data = dict(args[0])
         version = data.pop("v", None)
+        if version == BATCH_VERSION and kind is SendChunk:
+            return _decode_batch(actor, data)
         if version != VERSION:
             raise MessageInvalid(f"{actor} message version {version!r} is not {VERSION}")
-        names = [f.name for f in fields(kind)]
-        unknown = sorted(set(data) - set(names))
-        if unknown:
-            raise MessageInvalid(f"{actor} message has unknown fields: {', '.join(unknown)}")
-        required = [f.name for f in fields(kind) if f.default is MISSING]
-        missing = [n for n in required if n not in data]
-        if missing:
-            raise MessageInvalid(f"{actor} message lacks fields: {', '.join(missing)}")
-        positional = [data.get(n, getattr(kind, n, None)) for n in names]
-    else:
-        positional = list(args)
+        return _decode_fields(actor, kind, data)
+    return _decode_positional(actor, kind, list(args))
+
+
+def _decode_batch(actor: str, data: dict[str, Any]) -> SendBatch:
+    if set(data) != {"chunks"}:
+        raise MessageInvalid(f"{actor} message version 2 holds exactly: chunks")
+    raw = data["chunks"]
+    if not isinstance(raw, list) or not 1 < len(raw) <= MAX_BATCH:
+        raise MessageInvalid(f"{actor} message chunks must be a list of 2 to {MAX_BATCH}")
+    chunks: list[SendChunk] = []
+    for i, item in enumerate(raw):
+        if not isinstance(item, dict):
+            raise MessageInvalid(f"{actor} message chunk {i} is not an object")
+        try:
+            chunk = _decode_fields(actor, SendChunk, dict(item))
+        except MessageInvalid as exc:
+            raise MessageInvalid(f"chunk {i}: {exc}") from None
+        assert isinstance(chunk, SendChunk)
+        chunks.append(chunk)
+    if len({c.job_id for c in chunks}) != 1:
+        raise MessageInvalid(f"{actor} message chunks belong to more than one job")
+    if len({c.index for c in chunks}) != len(chunks):
+        raise MessageInvalid(f"{actor} message holds a chunk twice")
+    return SendBatch(tuple(chunks))
+
+
+def _decode_fields(
+    actor: str, kind: type[SendChunk] | type[HlrChunk], data: dict[str, Any]
+) -> SendChunk | HlrChunk:
+    names = [f.name for f in fields(kind)]
+    unknown = sorted(set(data) - set(names))
+    if unknown:
+        raise MessageInvalid(f"{actor} message has unknown fields: {', '.join(unknown)}")
+    required = [f.name for f in fields(kind) if f.default is MISSING]
+    missing = [n for n in required if n not in data]
+    if missing:
+        raise MessageInvalid(f"{actor} message lacks fields: {', '.join(missing)}")
+    positional = [data.get(n, getattr(kind, n, None)) for n in names]
+    return _decode_positional(actor, kind, positional)
+
+
+def _decode_positional(
+    actor: str, kind: type[SendChunk] | type[HlrChunk], positional: list[Any]
+) -> SendChunk | HlrChunk:
     problem = args_problem(actor, positional)
     if problem is not None:
         raise MessageInvalid(problem)
@@ -190,13 +265,18 @@ def decode_push(args: Sequence[Any]) -> PushApply:
 
 
 __all__ = [
+    "BATCH_VERSION",
     "VERSION",
+    "Chunk",
     "DispatchMessage",
     "HlrChunk",
     "MessageInvalid",
     "PeriodicRun",
     "PushApply",
+    "SendBatch",
     "SendChunk",
+    "batch",
+    "chunks_of",
     "decode",
     "decode_push",
     "decode_run",

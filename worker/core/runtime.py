@@ -44,6 +44,7 @@ class Runtime:
         self.concurrency: ConcurrencyLimiter | None = None
         self.outage = Outage(settings.worker.redis_outage)
         self._interrupter: asyncio.Task[Any] | None = None
+        self._send_slots: dict[str, asyncio.Semaphore | None] = {}
 
     async def start(self) -> None:
         """Create the session, the asyncio Redis client and one adapter per account."""
@@ -52,6 +53,7 @@ class Runtime:
         self.aredis = redis_conn.async_client(self.settings.redis_url)
         self.limiter = RateLimiter(self.aredis, self.keys.prefix)
         self.concurrency = ConcurrencyLimiter(self.aredis, self.keys.prefix)
+        self._send_slots = {}
         self.adapters = {
             name: provider_spec(acc.kind).adapter(acc, self.session)
             for name, acc in self.settings.accounts.items()
@@ -93,6 +95,15 @@ class Runtime:
             if account not in self.settings.accounts:
                 raise KeyError(f"account {account!r} is not configured here") from None
             raise RuntimeError(f"no adapter for account {account!r}: runtime not started") from None
+
+    def send_slots(self, account: str) -> asyncio.Semaphore | None:
+        """This process's sends through ``account`` at once, bounded by its in-flight cap
+        (None: no cap). The cap across processes is kept by the leases in Redis; this
+        keeps one process from asking for a lease it cannot have."""
+        if account not in self._send_slots:
+            cap = self.settings.limits_for(account).max_in_flight if account in self.adapters else 0
+            self._send_slots[account] = asyncio.Semaphore(cap) if cap else None
+        return self._send_slots[account]
 
     def rate_limiter(self) -> RateLimiter:
         if self.limiter is None:

@@ -157,15 +157,12 @@ def create_app(settings: Settings, **broker_options: Any) -> App:
         )
         if decoded is None:
             return
-        args = tuple(decoded.positional())
         message = CurrentMessage.get_current_message()
         message_id = message.options.get("redis_message_id") if message is not None else None
         thread = get_event_loop_thread()
         if thread is None:
             raise RuntimeError("the AsyncIO middleware is not running")
-        thread.run_coroutine(
-            dispatch.dispatch_or_give_up(runtime, actor, args, message_id=message_id)
-        )
+        thread.run_coroutine(dispatch.dispatch_message(runtime, decoded, message_id=message_id))
 
     def dispatch_gave_up(failed: dict[str, Any], retries: dict[str, Any]) -> None:
         """Dramatiq's ``on_retry_exhausted`` hook of the dispatch actors: ``failed`` is the
@@ -184,7 +181,7 @@ def create_app(settings: Settings, **broker_options: Any) -> App:
         thread = get_event_loop_thread()
         if thread is None:
             raise RuntimeError("the AsyncIO middleware is not running")
-        thread.run_coroutine(dispatch.give_up(runtime, actor, decoded.positional(), error))
+        thread.run_coroutine(dispatch.give_up_message(runtime, decoded, error))
 
     def dispatch_chunk(*args: Any) -> None:
         on_loop(queues.SEND_ACTOR, args)

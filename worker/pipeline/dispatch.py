@@ -708,8 +708,63 @@ async def dispatch_chunk(
     """Send one chunk; returns 'sent', 'duplicate', 'interrupted', 'rescheduled',
     'superseded' (another delivery owns it), 'cancelled' (the producer cancelled the job
     before it was dispatched) or 'too_old' (an OTP past its max age, or a second chance
-    past the message's validity)."""
+    past the message's validity).
+
+    At most the in-flight cap of the route's first account is sent at once by this
+    process (the leases in Redis hold the cap across processes): the others wait here
+    instead of asking Redis for a lease again and again."""
     route = _route(route_arg)
+    slots = rt.send_slots(route[0])
+    if slots is None:
+        return await _dispatch_chunk(
+            rt,
+            job_id,
+            index,
+            route,
+            sender,
+            text,
+            recipients,
+            scheduled_at,
+            validity,
+            priority,
+            client_id,
+            created_at,
+            delivery=delivery,
+        )
+    async with slots:
+        return await _dispatch_chunk(
+            rt,
+            job_id,
+            index,
+            route,
+            sender,
+            text,
+            recipients,
+            scheduled_at,
+            validity,
+            priority,
+            client_id,
+            created_at,
+            delivery=delivery,
+        )
+
+
+async def _dispatch_chunk(
+    rt: Runtime,
+    job_id: str,
+    index: int,
+    route: list[str],
+    sender: str,
+    text: str,
+    recipients: list[str],
+    scheduled_at: str | None,
+    validity: int | None,
+    priority: str,
+    client_id: int | None,
+    created_at: float | None,
+    *,
+    delivery: Delivery | None,
+) -> str:
     chunk_key = rt.keys.chunk(job_id, index)
     resend = second_chance(index)
     max_age = rt.settings.dispatch.otp_max_age
@@ -944,6 +999,33 @@ def _chunk_of(actor: str, args: Sequence[Any]) -> tuple[str, int, list[str], lis
     return job_id, index, _route(route_arg), recipients
 
 
+async def dispatch_message(
+    rt: Runtime, message: messages.DispatchMessage, *, message_id: str | None = None
+) -> None:
+    """Dispatch every chunk a message carries, concurrently on this event loop.
+
+    Each chunk is claimed, sent, recorded and noted in flight on its own (with this
+    message's id, so the stranded-work sweep knows it is on its way). The first failure
+    is raised once every chunk has ended: Dramatiq then retries the message, and its
+    chunks already recorded are acknowledged without a send.
+    """
+    chunks = messages.chunks_of(message)
+    if len(chunks) == 1:
+        chunk = chunks[0]
+        await dispatch_or_give_up(rt, chunk.actor, tuple(chunk.positional()), message_id=message_id)
+        return
+    results = await asyncio.gather(
+        *(
+            dispatch_or_give_up(rt, c.actor, tuple(c.positional()), message_id=message_id)
+            for c in chunks
+        ),
+        return_exceptions=True,
+    )
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+
+
 async def dispatch_or_give_up(
     rt: Runtime,
     actor: str,
@@ -1019,21 +1101,37 @@ async def _interrupted(rt: Runtime, actor: str, args: tuple[Any, ...], delivery:
         metrics.RECIPIENTS.labels(acc.kind if acc else "unknown", status.value).inc(n)
 
 
-async def give_up(rt: Runtime, actor: str, args: Sequence[Any], error: str) -> None:
+async def give_up_message(rt: Runtime, message: messages.DispatchMessage, error: str) -> None:
+    """:func:`give_up` on every chunk of a message Dramatiq gave up on; in a message of
+    several chunks, those already recorded are left alone (they did not fail)."""
+    chunks = messages.chunks_of(message)
+    for chunk in chunks:
+        await give_up(rt, chunk.actor, chunk.positional(), error, skip_done=len(chunks) > 1)
+
+
+async def give_up(
+    rt: Runtime, actor: str, args: Sequence[Any], error: str, *, skip_done: bool = False
+) -> None:
     """A dispatch Dramatiq gave up on (every try raised ``error``, an exception's name).
 
     The chunk's recipients are recorded ``failed`` with the reason (``unknown`` if caught
     sending: the provider may have it) and a dead letter says what failed, instead of
     everyone staying ``queued``. If even that cannot be written, the error propagates (this
-    message is retried) and the stranded-work sweep sends the chunk again.
+    message is retried) and the stranded-work sweep sends the chunk again. ``skip_done``:
+    a chunk already recorded is left alone, without a dead letter.
     """
     reason = f"dispatch failed on every try: {error}"
-    log.warning("%s gave up: %s", actor, error)
     args = tuple(args)
     try:
         job_id, index, route, recipients = _chunk_of(actor, args)
     except (IndexError, TypeError, ValueError):
         job_id, index, route, recipients = "", -1, [], []
+    if skip_done and job_id:
+        key = rt.keys.chunk(job_id, index)
+        found = await rt.outage.call(f"{actor}: chunk state", lambda: rt.async_redis().get(key))
+        if found in (b"done", b"cancelled"):
+            return
+    log.warning("%s gave up: %s", actor, error)
 
     async def write_dead_letter() -> None:
         pipe = rt.async_redis().pipeline(transaction=True)

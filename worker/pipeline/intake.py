@@ -22,7 +22,14 @@ from producers.phones import number_library
 from producers.status import JobState
 from producers.wire import NAMESPACE, build_message, write_message
 from worker.core import metrics
-from worker.core.messages import DispatchMessage, HlrChunk, SendChunk, message_args
+from worker.core.messages import (
+    MAX_BATCH,
+    DispatchMessage,
+    HlrChunk,
+    SendChunk,
+    batch,
+    message_args,
+)
 from worker.core.queues import dispatch_queue
 from worker.core.runtime import Runtime
 from worker.pipeline import routing
@@ -257,14 +264,17 @@ def _store_and_split(rt: Runtime, job: Job) -> str:
             pipe.delete(rt.keys.pending(job.job_id))  # "pending" ends as the record appears
             if callback is not None:
                 pipe.hset(job_key, "callback_url", callback)
+            dispatch: list[DispatchMessage] = []
+            sends: list[SendChunk] = []
+            per_message = max(1, min(rt.settings.dispatch.chunks_per_message, MAX_BATCH))
             for index, (phones, chunk_route) in enumerate(planned):
-                message: DispatchMessage
                 if isinstance(job, HlrJob):
-                    message = HlrChunk(
-                        job.job_id, index, tuple(chunk_route), tuple(phones), job.priority
+                    dispatch.append(
+                        HlrChunk(job.job_id, index, tuple(chunk_route), tuple(phones), job.priority)
                     )
-                else:
-                    message = SendChunk(
+                    continue
+                sends.append(
+                    SendChunk(
                         job_id=job.job_id,
                         index=index,
                         route=tuple(chunk_route),
@@ -277,6 +287,13 @@ def _store_and_split(rt: Runtime, job: Job) -> str:
                         client_id=(first_id + index - 1) % CLIENT_ID_MAX + 1,
                         created_at=round(now, 3),
                     )
+                )
+            # Several chunks a message: the worker sends them concurrently (worker/pipeline/
+            # dispatch.py, dispatch_message), one fetch and one acknowledgement for all.
+            dispatch += [
+                batch(sends[i : i + per_message]) for i in range(0, len(sends), per_message)
+            ]
+            for message in dispatch:
                 target, redis_id, body = build_message(
                     queue, message.actor, message_args(message), eta_ms=eta_ms
                 )
