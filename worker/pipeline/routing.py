@@ -248,17 +248,16 @@ def route_recipients(
                     operators[start + i] = value.decode() if isinstance(value, bytes) else value
                 elif policy.strategy == "cost":
                     wanted.append(part[i])
-    decisions = [
-        decide(
-            route,
-            paused,
-            books,
-            policy.strategy,
-            operators[i],
-            countries[i] if i < len(countries) else None,
-        )
-        for i in range(len(phones))
-    ]
+    # A decision depends on the recipient only through its operator and region: decided once
+    # for each pair (a bulk job has few), the same frozen Decision shared by its recipients.
+    decided: dict[tuple[str | None, str | None], Decision] = {}
+    decisions: list[Decision] = []
+    for i in range(len(phones)):
+        pair = (operators[i], countries[i] if i < len(countries) else None)
+        decision = decided.get(pair)
+        if decision is None:
+            decision = decided[pair] = decide(route, paused, books, policy.strategy, *pair)
+        decisions.append(decision)
     return decisions, wanted
 
 

@@ -14,6 +14,8 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
+import orjson
+
 from producers.contract import Job, RejectedRecipient, SendJob, is_job_id
 from producers.keys import EVENTS_MAXLEN, Keys
 from producers.status import FINAL_STATUSES, JobState, Status
@@ -28,10 +30,27 @@ DEAD_LETTER_MAX_REASONS = 50
 DEAD_LETTER_REASON_LEN = 2000
 
 
+# Dataclasses, dates and subclasses are left to json, as before (it refuses them).
+_ORJSON = (
+    orjson.OPT_NON_STR_KEYS
+    | orjson.OPT_PASSTHROUGH_DATACLASS
+    | orjson.OPT_PASSTHROUGH_DATETIME
+    | orjson.OPT_PASSTHROUGH_SUBCLASS
+)
+
+
 def dumps(value: Any) -> str:
     """Compact JSON that Redis can always store: non-ASCII kept as is, unless a string holds
     an unpaired surrogate (JSON accepts ``"\\ud800"``; UTF-8 cannot encode it), in which
-    case the whole document is written with ASCII escapes, which keep it exactly."""
+    case the whole document is written with ASCII escapes, which keep it exactly.
+
+    orjson writes it (a chunk's outcomes and in-flight entry on every dispatch: json's
+    encoder was a tenth of the dispatch's CPU); what orjson refuses (a lone surrogate, an
+    integer beyond 64 bits, a type it does not know) is written by json as before."""
+    try:
+        return orjson.dumps(value, option=_ORJSON).decode()
+    except (TypeError, orjson.JSONEncodeError):
+        pass
     text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
     if not text.isascii():
         try:
