@@ -100,8 +100,12 @@ def test_bulk_holding_every_thread_does_not_hold_up_an_otp(
     so the bulk provider has still received only those two requests."""
     sandboxes = run_sandboxes(["intis", "smsc"], intis={"balance": "100000000"})
     sandboxes.call(set_faults(sandboxes, "intis", {"send.php": {"latency": 6.0}}))
+    # One chunk a message, so each shared thread holds exactly one bulk request.
     settings = sandbox_settings(
-        redis_url, sandboxes, accounts_extra={"intis-sandbox": {"timeout": 20.0}}
+        redis_url,
+        sandboxes,
+        accounts_extra={"intis-sandbox": {"timeout": 20.0}},
+        chunks_per_message=1,
     )
     worker = make_worker(settings, threads=2)
     client = SmsqClient(redis_url)
