@@ -55,7 +55,7 @@ chaos: install
 # Every scenario beside its ceilings in one run: bench/results/bench.json and bench.png
 # (docs/performance.md). `make bench BENCH_ARGS=--quick` for the two-minute form.
 BENCH_STAMP := $(VENV)/.bench-stamp
-$(BENCH_STAMP): $(STAMP)
+$(BENCH_STAMP): $(STAMP) pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	@touch $(BENCH_STAMP)
 

@@ -39,11 +39,11 @@ SIZES: dict[str, dict[str, Any]] = {
     },
     "quick": {
         "bulk_recipients": 20_000,
-        "otp_rates": {2: 5.0, 100: 3.0, 500: 2.0, 1000: 2.0},
-        "otp_saturation_jobs": 1_500,
+        "otp_rates": {2: 5.0, 100: 3.0, 500: 2.0, 1000: 1.0},
+        "otp_saturation_jobs": 1_000,
         "otp_bulk_rate": 100,
         "drain_messages": 5_000,
-        "limiter_seconds": 6.0,
+        "limiter_seconds": 5.0,
     },
     "smoke": {
         "bulk_recipients": 400,
