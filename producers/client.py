@@ -165,56 +165,67 @@ def _check_job_id(job_id: str) -> None:
 # -- what both clients share: payloads, parsing, the cancel script --------------------------
 
 
-# ARGV: prefix, job id, now, events maxlen, chunk state ttl, reason.
-# Returns {result, recipients cancelled}. Race-safe against dispatch: a chunk is sent only
-# after its state key was created with SET NX (the claim); this script cancels only when
-# no chunk of the job has a state key, and gives every chunk the state "cancelled" in the
-# same atomic step, so a later claim finds it and does not send.
+# Race-safe against dispatch: a chunk is sent only after its state key was created with
+# SET NX (the claim); this script cancels only when no chunk of the job has a state key, and
+# gives every chunk the state "cancelled" in the same atomic step, so a later claim finds it
+# and does not send. Its chunk keys come through KEYS, so the caller reads the job's number
+# of chunks first; the script refuses ("retry") when the job's record says otherwise by then.
 CANCEL_SCRIPT = """
-local prefix, job, now, maxlen = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
-local base = prefix .. ":job:" .. job
+-- smsq: cancel a job none of whose chunks a worker has taken yet.
+--
+-- KEYS[1] the job's hash   KEYS[2] its recipients   KEYS[3] its counts
+-- KEYS[4] its pending marker (enqueued by a producer, taken by no worker yet)
+-- KEYS[5] the events stream
+-- KEYS[6..] the state keys of the job's chunks 0 .. n - 1 (n: ARGV[6])
+-- ARGV[1] job id   ARGV[2] now   ARGV[3] events maxlen   ARGV[4] chunk state ttl (s)
+-- ARGV[5] the recipients' reason   ARGV[6] n, the job's number of chunks as the caller read it
+-- Returns {result, recipients cancelled}: "cancelled", "dispatching", "pending", "not_found",
+-- the job's state when not "accepted", or "retry" when the job no longer has n chunks.
+local job, now, maxlen = ARGV[1], ARGV[2], ARGV[3]
+local base, rcpt, counts, events = KEYS[1], KEYS[2], KEYS[3], KEYS[5]
 local state = redis.call("HGET", base, "state")
 if not state then
-  if redis.call("EXISTS", prefix .. ":pending:" .. job) == 1 then return {"pending", 0} end
+  if redis.call("EXISTS", KEYS[4]) == 1 then return {"pending", 0} end
   return {"not_found", 0}
 end
 if state ~= "accepted" then return {state, 0} end
-local chunks = tonumber(redis.call("HGET", base, "chunks") or "0")
-for i = 0, chunks - 1 do
-  if redis.call("EXISTS", prefix .. ":chunk:" .. job .. ":" .. i) == 1 then
+local chunks = tonumber(redis.call("HGET", base, "chunks") or "0") or 0
+if chunks ~= tonumber(ARGV[6]) or #KEYS - 5 ~= chunks then return {"retry", 0} end
+for i = 6, #KEYS do
+  if redis.call("EXISTS", KEYS[i]) == 1 then
     return {"dispatching", 0}
   end
 end
-for i = 0, chunks - 1 do
-  redis.call("SET", prefix .. ":chunk:" .. job .. ":" .. i, "cancelled", "EX", ARGV[5])
+for i = 6, #KEYS do
+  redis.call("SET", KEYS[i], "cancelled", "EX", ARGV[4])
 end
-local flat = redis.call("HGETALL", base .. ":rcpt")
+local flat = redis.call("HGETALL", rcpt)
 local updates, n = {}, 0
-local events = prefix .. ":events"
 for i = 1, #flat, 2 do
   local rec = cjson.decode(flat[i + 1])
   if rec.status == "queued" then
     rec.status = "cancelled"
     rec.at = tonumber(now)
-    rec.reason = ARGV[6]
+    rec.reason = ARGV[5]
     updates[#updates + 1] = flat[i]
     updates[#updates + 1] = cjson.encode(rec)
     n = n + 1
     redis.call("XADD", events, "MAXLEN", "~", maxlen, "*", "type", "status", "job_id", job,
                "phone", flat[i], "status", "cancelled", "previous", "queued", "account", "",
-               "at", now, "source", "cancel", "reason", ARGV[6])
+               "at", now, "source", "cancel", "reason", ARGV[5])
   end
 end
 for i = 1, #updates, 4000 do
-  redis.call("HSET", base .. ":rcpt", unpack(updates, i, math.min(i + 3999, #updates)))
+  redis.call("HSET", rcpt, unpack(updates, i, math.min(i + 3999, #updates)))
 end
 if n > 0 then
-  redis.call("HINCRBY", base .. ":counts", "queued", -n)
-  redis.call("HINCRBY", base .. ":counts", "cancelled", n)
+  redis.call("HINCRBY", counts, "queued", -n)
+  redis.call("HINCRBY", counts, "cancelled", n)
 end
 redis.call("HSET", base, "state", "cancelled", "finished_at", now, "cancelled_at", now)
 return {"cancelled", n}
 """
+CANCEL_TRIES = 3  # reads of the job's chunks a cancel makes at most before answering "pending"
 
 
 @dataclass(frozen=True)
@@ -223,7 +234,8 @@ class CancelResult:
 
     ``result``: ``cancelled`` (every queued recipient is now ``cancelled``); ``dispatching``
     (a chunk was already taken by a worker: nothing was cancelled); ``pending`` (no worker
-    has taken the job yet: try again in a moment); ``not_found``; or the job's state when it
+    has taken the job yet, or its record changed while the cancel read it: try again in a
+    moment); ``not_found``; or the job's state when it
     cannot be cancelled any more (``done``, ``dead_lettered``, ``cancelled``).
     """
 
@@ -433,16 +445,21 @@ class _Common:
         pipe.hgetall(self.keys.cost(job_id))
         pipe.get(self.keys.pending(job_id))
 
-    def _cancel_args(self, job_id: str) -> list[Any]:
-        _check_job_id(job_id)
+    def _cancel_call(self, job_id: str, chunks: Any) -> tuple[list[str], list[Any]]:
+        """KEYS and ARGV of the cancel script, for the job's ``chunks`` field as read."""
+        try:
+            n = max(0, int(_decode(chunks))) if chunks is not None else 0
+        except ValueError:
+            n = 0  # not a count: the script finds it differs and answers "retry"
+        keys = self.keys
         return [
-            self.keys.prefix,
-            job_id,
-            f"{time.time():.3f}",
-            EVENTS_MAXLEN,
-            CHUNK_STATE_TTL,
-            CANCEL_REASON,
-        ]
+            keys.job(job_id),
+            keys.recipients(job_id),
+            keys.counts(job_id),
+            keys.pending(job_id),
+            keys.events,
+            *(keys.chunk(job_id, i) for i in range(n)),
+        ], [job_id, f"{time.time():.3f}", EVENTS_MAXLEN, CHUNK_STATE_TTL, CANCEL_REASON, n]
 
     def _queue_depth_reads(self, pipe: Any) -> None:
         for name in QUEUE_NAMES:
@@ -563,9 +580,17 @@ class SmsqClient(_Common):
             time.sleep(min(poll, left))
 
     def cancel(self, job_id: str) -> CancelResult:
-        """Cancel a job none of whose chunks a worker has taken yet (see :class:`CancelResult`)."""
-        result, n = self._cancel(keys=[], args=self._cancel_args(job_id))
-        return CancelResult(job_id, _decode(result), int(n))
+        """Cancel a job none of whose chunks a worker has taken yet (see :class:`CancelResult`).
+
+        Two round trips: the job's number of chunks, then the cancel script."""
+        _check_job_id(job_id)
+        for _ in range(CANCEL_TRIES):
+            chunks = self.redis.hget(self.keys.job(job_id), "chunks")
+            keys, args = self._cancel_call(job_id, chunks)
+            result, n = self._cancel(keys=keys, args=args)
+            if _decode(result) != "retry":
+                return CancelResult(job_id, _decode(result), int(n))
+        return CancelResult(job_id, "pending")
 
     # -- events -------------------------------------------------------------------
 
@@ -625,7 +650,7 @@ class SmsqClient(_Common):
             account, _, endpoint = rest.rpartition(":")
             pipe = self.redis.pipeline(transaction=False)
             pipe.zcard(key)
-            pipe.pttl(_decode(key) + ":pause")
+            pipe.pttl(self.keys.rate_pause(account, endpoint))
             recent, pause_ms = pipe.execute()
             out.append(LimiterView(account, endpoint, int(recent), max(0, int(pause_ms)) / 1000))
         return sorted(out, key=lambda v: (v.account, v.endpoint))
@@ -736,8 +761,14 @@ class AsyncSmsqClient(_Common):
             await asyncio.sleep(min(poll, left))
 
     async def cancel(self, job_id: str) -> CancelResult:
-        result, n = await self._cancel(keys=[], args=self._cancel_args(job_id))
-        return CancelResult(job_id, _decode(result), int(n))
+        _check_job_id(job_id)
+        for _ in range(CANCEL_TRIES):
+            chunks = await self.redis.hget(self.keys.job(job_id), "chunks")
+            keys, args = self._cancel_call(job_id, chunks)
+            result, n = await self._cancel(keys=keys, args=args)
+            if _decode(result) != "retry":
+                return CancelResult(job_id, _decode(result), int(n))
+        return CancelResult(job_id, "pending")
 
     async def read_events(
         self, group: str, consumer: str, *, count: int = 100, block: float | None = 1.0
@@ -786,7 +817,7 @@ class AsyncSmsqClient(_Common):
             account, _, endpoint = rest.rpartition(":")
             pipe = self.redis.pipeline(transaction=False)
             pipe.zcard(key)
-            pipe.pttl(_decode(key) + ":pause")
+            pipe.pttl(self.keys.rate_pause(account, endpoint))
             recent, pause_ms = await pipe.execute()
             out.append(LimiterView(account, endpoint, int(recent), max(0, int(pause_ms)) / 1000))
         return sorted(out, key=lambda v: (v.account, v.endpoint))

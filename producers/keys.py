@@ -164,8 +164,12 @@ class Keys:
         return f"{self.prefix}:incoming:{account}"
 
     def incoming_messages(self, account: str) -> str:
-        """Hash: provider id -> incoming message (indexed by arrival in ``...:at``)."""
+        """Hash: provider id -> incoming message (indexed by arrival in :meth:`incoming_index`)."""
         return f"{self.prefix}:mo:{account}"
+
+    def incoming_index(self, account: str) -> str:
+        """Sorted set: the ids of an account's incoming messages by arrival (for retention)."""
+        return f"{self.prefix}:mo:{account}:index"
 
     def last_run(self, account: str) -> str:
         """Hash: the last reconciliation run's figures."""
@@ -206,6 +210,10 @@ class Keys:
     def resend(self) -> str:
         """Sorted set: second-chance resends due, "<job>|<phone>|<attempt>" by time."""
         return f"{self.prefix}:resend"
+
+    def resend_claim(self, entry: str) -> str:
+        """String (with a TTL): one drainer turns this resend entry into a dispatch message."""
+        return f"{self.prefix}:resend:claim:{entry}"
 
     @property
     def replication_probe(self) -> str:

@@ -386,3 +386,74 @@ def test_cli_cancel(redis_url: str, redis_client: redis.Redis) -> None:
     out = subprocess.run([*cmd, job_id], env=env, capture_output=True, text=True, timeout=30)
     assert out.returncode == 0 and "cancelled (2 recipients)" in out.stdout
     assert redis_client.get(f"smsq:chunk:{job_id}:0") == b"cancelled"
+
+
+def _accepted_job(client: redis.Redis, job_id: str, phones: list[str], chunks: int) -> None:
+    """An accepted job of ``chunks`` chunks none of which a worker has taken."""
+    client.hset(f"smsq:job:{job_id}", mapping={"state": "accepted", "chunks": chunks})
+    client.hset(
+        f"smsq:job:{job_id}:rcpt",
+        mapping={p: json.dumps({"status": "queued", "at": 1.0}) for p in phones},
+    )
+    client.hset(f"smsq:job:{job_id}:counts", "queued", len(phones))
+
+
+def test_cancel_rereads_a_chunk_count_that_changed_after_it_was_read(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    """The cancel script gets the chunks' keys through KEYS, so the client reads the job's
+    number of chunks first; when the record says otherwise by the time the script runs, the
+    script changes nothing and the client reads again: every chunk ends cancelled, once."""
+    phones = ["79161234567", "79161234568"]
+
+    def rewritten_between(job_id: str, calls: list[int]) -> Any:
+        def rewrite(original: Any) -> Any:
+            def call(job: str, chunks: Any) -> Any:
+                calls.append(int(chunks))
+                if len(calls) == 1:  # the job's record is written again, now with 2 chunks
+                    redis_client.hset(f"smsq:job:{job_id}", "chunks", 2)
+                return original(job, chunks)
+
+            return call
+
+        return rewrite
+
+    with SmsqClient(redis_url) as client:
+        _accepted_job(redis_client, "jc-sync", phones, chunks=1)
+        calls: list[int] = []
+        client._cancel_call = rewritten_between("jc-sync", calls)(client._cancel_call)  # type: ignore[method-assign]
+        result = client.cancel("jc-sync")
+    assert result.cancelled and result.recipients == 2 and calls == [1, 2]
+    assert redis_client.mget("smsq:chunk:jc-sync:0", "smsq:chunk:jc-sync:1") == [b"cancelled"] * 2
+
+    async def run_async() -> Any:
+        async with AsyncSmsqClient(redis_url) as client:
+            client._cancel_call = rewritten_between("jc-async", async_calls)(client._cancel_call)  # type: ignore[method-assign]
+            return await client.cancel("jc-async")
+
+    _accepted_job(redis_client, "jc-async", phones, chunks=1)
+    async_calls: list[int] = []
+    result = asyncio.run(run_async())
+    assert result.cancelled and result.recipients == 2 and async_calls == [1, 2]
+    assert redis_client.mget("smsq:chunk:jc-async:0", "smsq:chunk:jc-async:1") == [b"cancelled"] * 2
+    statuses = [f[b"status"] for _, f in redis_client.xrange("smsq:events")]
+    assert statuses == [b"cancelled"] * 4  # one event per recipient of the two jobs
+
+
+def test_cancel_whose_chunk_count_keeps_changing_changes_nothing(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    _accepted_job(redis_client, "jc-moving", ["79161234567"], chunks=1)
+    with SmsqClient(redis_url) as client:
+        original = client._cancel_call
+
+        def call(job: str, chunks: Any) -> Any:
+            redis_client.hincrby(f"smsq:job:{job}", "chunks", 1)
+            return original(job, chunks)
+
+        client._cancel_call = call  # type: ignore[method-assign]
+        result = client.cancel("jc-moving")
+    assert result.result == "pending" and not result.cancelled  # "try again in a moment"
+    assert redis_client.hget("smsq:job:jc-moving", "state") == b"accepted"
+    assert not redis_client.keys("smsq:chunk:jc-moving:*")
+    assert redis_client.xlen("smsq:events") == 0

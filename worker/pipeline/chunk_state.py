@@ -30,6 +30,9 @@ from worker.state.limiter import Mark, RateLimiter, Rule, lua_with_limits
 from worker.state.store import CHUNK_STATE_TTL
 
 _CAS = """
+-- KEYS[1] the chunk's state key
+-- ARGV[1] the owner's token   ARGV[2] the new value ("": delete the key)   ARGV[3] its ttl (s)
+-- Sets the value only while the current one ends in ":" .. ARGV[1]; returns 1, else 0.
 local v = redis.call("GET", KEYS[1])
 if not v then return 0 end
 if string.match(v, ":([^:]+)$") ~= ARGV[1] then return 0 end
@@ -40,6 +43,7 @@ return 1
 
 # A chunk cancelled or recorded since it was read is not taken over.
 _TAKE_OVER = """
+-- KEYS[1] the chunk's state key   ARGV[1] the new value   ARGV[2] its ttl (s)
 local v = redis.call("GET", KEYS[1])
 if v == "cancelled" or v == "done" then return 0 end
 redis.call("SET", KEYS[1], ARGV[1], "EX", ARGV[2])

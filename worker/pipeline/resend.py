@@ -90,7 +90,8 @@ class Resender:
             entry = _text(raw)
             # One drainer per entry: two dispatch messages for one chunk must not exist.
             # A drainer that dies before its transaction leaves the entry for a later one.
-            if not await client.set(f"{key}:claim:{entry}", "1", nx=True, ex=CLAIM_SECONDS):
+            claim = rt.keys.resend_claim(entry)
+            if not await client.set(claim, "1", nx=True, ex=CLAIM_SECONDS):
                 continue
             job_id, phone, attempt = entry.rsplit("|", 2)
             pipe = client.pipeline(transaction=False)

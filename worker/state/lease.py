@@ -19,6 +19,7 @@ import redis
 import redis.asyncio as aredis
 
 RENEW = """
+-- KEYS[1] the lease   ARGV[1] the holder's token   ARGV[2] lease time (ms)
 if redis.call("GET", KEYS[1]) == ARGV[1] then
   return redis.call("PEXPIRE", KEYS[1], ARGV[2])
 end
@@ -26,6 +27,7 @@ return 0
 """
 
 RELEASE = """
+-- KEYS[1] the lease   ARGV[1] the holder's token
 if redis.call("GET", KEYS[1]) == ARGV[1] then
   return redis.call("DEL", KEYS[1])
 end

@@ -159,7 +159,7 @@ class RateLimiter:
         if not rules and mark is None:
             return 0.0
         key = self.key(account, endpoint)
-        keys = [key, key + ":pause"]
+        keys = [key, Keys(self._prefix).rate_pause(account, endpoint)]
         args: list[Any] = [
             permit_id or uuid.uuid4().hex,
             1 if priority == "otp" else 0,
@@ -222,7 +222,7 @@ class RateLimiter:
     async def pause(self, account: str, endpoint: str, seconds: float) -> None:
         """Stop granting permits on the key for ``seconds`` (a provider said: too many requests)."""
         await self._client.set(
-            self.key(account, endpoint) + ":pause", "1", px=max(1, int(seconds * 1000))
+            Keys(self._prefix).rate_pause(account, endpoint), "1", px=max(1, int(seconds * 1000))
         )
 
 

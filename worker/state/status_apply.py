@@ -1,6 +1,6 @@
 """The one code path that applies a status from any source (poll, history, webhook).
 
-Rules, enforced atomically by ``apply_status.lua`` in one round trip per batch:
+Rules, enforced atomically by ``apply_status.lua`` in one call per batch:
 
 - a recipient moves only forward: queued < unknown < submitted < final, and
   among finals ``delivered`` outranks the others (a late delivery report
@@ -12,6 +12,16 @@ Rules, enforced atomically by ``apply_status.lua`` in one round trip per batch:
   polled again.
 
 Provider ids are matched in a canonical form (see :func:`canonical_id`).
+
+A script receives its keys through KEYS only, so the job of each report is looked up before
+the script runs: one ``HMGET`` on the account's message-id index per batch (a tracking id
+``~<job>|<phone>`` names its job and needs none), then the script with those jobs' keys:
+two round trips per batch. The script checks the index again and leaves untouched a report
+whose id came to map to another job in between (typically a push that overtook the
+recording of its send, recorded meanwhile); those are looked up and applied in another
+call, at most :data:`LOOKUPS` times in all, so each report is applied once or counted
+unmatched (the status paths treat unmatched reports as before: a push is applied again
+later, a poll asks again).
 """
 
 from __future__ import annotations
@@ -21,14 +31,16 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
-from typing import Protocol
+from typing import Any, Protocol
 
 import redis.asyncio as aredis
 
-from producers.keys import EVENTS_MAXLEN
+from producers.keys import EVENTS_MAXLEN, Keys
 from producers.status import FINAL_STATUSES, Status
 from worker.core import metrics
 from worker.providers.base import StatusReport
+
+LOOKUPS = 3  # lookups (and script calls) per batch at most; a report still moving is unmatched
 
 
 def canonical_id(provider_message_id: str) -> str:
@@ -90,7 +102,8 @@ class StatusApplier:
     ) -> None:
         """``kinds``: account -> provider kind, for the metrics' ``provider`` label."""
         self._kinds = dict(kinds or {})
-        self._prefix = prefix
+        self._client = client
+        self._keys = Keys(prefix)
         self._maxlen = events_maxlen
         self._resender = resender
         self._script = client.register_script(lua_script("apply_status.lua"))
@@ -100,33 +113,42 @@ class StatusApplier:
             return Applied(0, 0, 0)
         resender = self._resender
         otp_max_age = resender.otp_max_age if resender is not None else 0.0
-        args: list[str | int | float] = [
-            self._prefix,
-            account,
-            f"{time.time():.3f}",
-            self._maxlen,
-            f"{otp_max_age:.3f}",
-        ]
+        items: list[tuple[str, list[str]]] = []  # (canonical id, the report's other values)
         for r in reports:
             at = r.at.timestamp() if r.at is not None else time.time()
             extra = json.dumps(dict(r.extra), default=str, separators=(",", ":")) if r.extra else ""
-            args += [
-                canonical_id(r.provider_message_id),
+            candidate = (
+                resender is not None
+                and r.status in FINAL_STATUSES
+                and r.status is not Status.DELIVERED
+                and resender.candidate(account, r.status, r.raw_status, r.raw_error or "")
+            )
+            values = [
                 r.status.value,
                 r.raw_status,
                 r.raw_error or "",
                 f"{at:.3f}",
                 source,
                 extra,
-                "1"
-                if resender is not None
-                and r.status in FINAL_STATUSES
-                and r.status is not Status.DELIVERED
-                and resender.candidate(account, r.status, r.raw_status, r.raw_error or "")
-                else "",
+                "1" if candidate else "",
             ]
-        applied, unchanged, unmatched, resent, finals = await self._script(keys=[], args=args)
-        result = Applied(int(applied), int(unchanged), int(unmatched), int(resent))
+            items.append((canonical_id(r.provider_message_id), values))
+        applied = unchanged = unmatched = resent = 0
+        finals: list[Any] = []
+        for _ in range(LOOKUPS):
+            jobs = await self._jobs_of(account, [pid for pid, _ in items])
+            keys, args = self._call(account, otp_max_age, items, jobs)
+            done = await self._script(keys=keys, args=args)
+            applied += int(done[0])
+            unchanged += int(done[1])
+            unmatched += int(done[2])
+            resent += int(done[3])
+            finals += done[4]
+            items = [items[int(i) - 1] for i in done[5]]
+            if not items:
+                break
+        unmatched += len(items)  # still moving after every lookup: as if not found yet
+        result = Applied(applied, unchanged, unmatched, resent)
         if result.resent and resender is not None:
             await resender.enqueue_due()
         metrics.STATUS_REPORTS.labels(source, "applied").inc(result.applied)
@@ -143,3 +165,59 @@ class StatusApplier:
                 metrics.TIME_TO_FINAL.labels(provider).observe(max(0.0, float(since)))
         metrics.count_finals(provider, account, tally)
         return result
+
+    async def _jobs_of(self, account: str, pids: Sequence[str]) -> list[str | None]:
+        """The job each provider id maps to now (None: not indexed), in one round trip; a
+        tracking id ``~<job>|<phone>`` names its job (no lookup)."""
+        jobs: list[str | None] = [
+            pid[1:].partition("|")[0] if pid.startswith("~") else None for pid in pids
+        ]
+        wanted = sorted({pid for pid in pids if not pid.startswith("~")})
+        if wanted:
+            refs = await self._client.hmget(self._keys.message_index(account), wanted)
+            found = {
+                pid: _text(ref).partition("|")[0]
+                for pid, ref in zip(wanted, refs, strict=True)
+                if ref
+            }
+            jobs = [
+                job if job is not None else found.get(pid)
+                for pid, job in zip(pids, jobs, strict=True)
+            ]
+        return jobs
+
+    def _call(
+        self,
+        account: str,
+        otp_max_age: float,
+        items: Sequence[tuple[str, Sequence[str]]],
+        jobs: Sequence[str | None],
+    ) -> tuple[list[str], list[str | int | float]]:
+        """KEYS and ARGV of ``apply_status.lua`` for ``items`` whose jobs are ``jobs``."""
+        k = self._keys
+        account_keys = [k.message_index(account), k.awaiting(account), k.events, k.resend]
+        slots: dict[str, int] = {}
+        job_keys: list[str] = []
+        reports: list[str | int | float] = []
+        for (pid, values), job in zip(items, jobs, strict=True):
+            slot = 0
+            if job:
+                slot = slots.get(job, 0)
+                if not slot:
+                    slot = slots[job] = len(slots) + 1
+                    job_keys += [k.job(job), k.recipients(job), k.counts(job)]
+            reports += [pid, slot, *values]
+        args: list[str | int | float] = [
+            account,
+            f"{time.time():.3f}",
+            self._maxlen,
+            f"{otp_max_age:.3f}",
+            len(slots),
+            *slots,
+            *reports,
+        ]
+        return account_keys + job_keys, args
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

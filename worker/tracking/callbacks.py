@@ -201,9 +201,10 @@ async def route_events(rt: Runtime, *, pages: int = ROUTE_PAGES) -> int:
 
 # --------------------------------------------------------------------------- delivery
 
-# KEYS: outbox, state, due. ARGV: endpoint, number sent, first item sent, next time if more.
 # Trims the delivered batch (only if the head is still the one sent) and reschedules.
 _ACK = """
+-- KEYS[1] the endpoint's outbox   KEYS[2] its state   KEYS[3] the due set
+-- ARGV[1] endpoint   ARGV[2] number sent   ARGV[3] first item sent   ARGV[4] next time if more
 if redis.call("LINDEX", KEYS[1], 0) ~= ARGV[3] then return 0 end
 redis.call("LTRIM", KEYS[1], tonumber(ARGV[2]), -1)
 redis.call("DEL", KEYS[2])
@@ -215,14 +216,16 @@ end
 return 1
 """
 
-# KEYS: outbox, due. ARGV: endpoint. An empty outbox is no longer due (atomically: the
-# router appends and marks due in one transaction).
+# An empty outbox is no longer due (atomically: the router appends and marks due in one
+# transaction).
 _IDLE = """
+-- KEYS[1] the endpoint's outbox   KEYS[2] the due set   ARGV[1] endpoint
 if redis.call("LLEN", KEYS[1]) == 0 then redis.call("ZREM", KEYS[2], ARGV[1]) end
 return 1
 """
 
 _UNLOCK = """
+-- KEYS[1] the endpoint's lock   ARGV[1] its holder's token
 if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("DEL", KEYS[1]) end
 return 0
 """

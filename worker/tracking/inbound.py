@@ -23,15 +23,19 @@ from worker.state import store
 from worker.state.status_apply import canonical_id
 
 _STORE_INCOMING = """
--- KEYS[1] mo hash (its time index: KEYS[1] .. ":index"), KEYS[2] events stream;
--- ARGV: maxlen, then per message: id, json, sender, text, at, source
+-- smsq: store incoming messages once each (by provider id) and publish the new ones.
+-- KEYS[1] the account's incoming messages (hash: id -> JSON)
+-- KEYS[2] their arrival index (sorted set: id by arrival, for retention)
+-- KEYS[3] the events stream
+-- ARGV[1] events maxlen   ARGV[2] account
+-- then per message, 6 values: id, JSON, sender, text, arrival (epoch seconds), source
 local new = 0
-for i = 2, #ARGV, 6 do
+for i = 3, #ARGV, 6 do
   if redis.call("HSETNX", KEYS[1], ARGV[i], ARGV[i + 1]) == 1 then
-    redis.call("ZADD", KEYS[1] .. ":index", ARGV[i + 4], ARGV[i])
-    redis.call("XADD", KEYS[2], "MAXLEN", "~", ARGV[1], "*", "type", "incoming",
+    redis.call("ZADD", KEYS[2], ARGV[i + 4], ARGV[i])
+    redis.call("XADD", KEYS[3], "MAXLEN", "~", ARGV[1], "*", "type", "incoming",
                "provider_message_id", ARGV[i], "sender", ARGV[i + 2], "text", ARGV[i + 3],
-               "at", ARGV[i + 4], "source", ARGV[i + 5], "account", string.match(KEYS[1], "[^:]+$"))
+               "at", ARGV[i + 4], "source", ARGV[i + 5], "account", ARGV[2])
     new = new + 1
   end
 end
@@ -39,25 +43,44 @@ return new
 """
 
 _RECORD_HLR = """
--- KEYS[1] msgid index, KEYS[2] events; ARGV: prefix, maxlen, then per result: id, json
-local new = 0
-for i = 3, #ARGV, 2 do
+-- smsq: record final HLR results of asynchronous lookups once per number, matched by id.
+-- KEYS[1] the account's message-id index (provider id -> "job|phone")
+-- KEYS[2] the events stream
+-- KEYS[3..] the HLR hash of each job the caller found for the results, job j at KEYS[2 + j]
+-- ARGV[1] events maxlen   ARGV[2] J, the number of jobs given   ARGV[3..2 + J] their ids
+-- then per result, 3 values: provider id, its job's number j (0: none found), result JSON
+-- An id the index maps to another job than the one given (the lookup's recording came in
+-- between) is left untouched and its position (from 1) returned in `deferred`, for the
+-- caller to record in another call. Returns {new, deferred}.
+local njobs = tonumber(ARGV[2])
+local jobs = {}
+for j = 1, njobs do jobs[j] = ARGV[2 + j] end
+local new, deferred, pos = 0, {}, 0
+for i = 3 + njobs, #ARGV, 3 do
+  pos = pos + 1
   local ref = redis.call("HGET", KEYS[1], ARGV[i])
   if ref then
+    local slot = tonumber(ARGV[i + 1])
     local sep = string.find(ref, "|", 1, true)
-    local job, phone = string.sub(ref, 1, sep - 1), string.sub(ref, sep + 1)
-    local hkey = ARGV[1] .. ":job:" .. job .. ":hlr"
-    local current = redis.call("HGET", hkey, phone)
-    if (not current) or cjson.decode(current)["pending"] then
-      redis.call("HSET", hkey, phone, ARGV[i + 1])
-      redis.call("XADD", KEYS[2], "MAXLEN", "~", ARGV[2], "*", "type", "hlr",
-                 "job_id", job, "phone", phone, "provider_message_id", ARGV[i], "result", ARGV[i + 1])
-      new = new + 1
+    local job = sep and string.sub(ref, 1, sep - 1)
+    if slot == 0 or jobs[slot] ~= job then
+      deferred[#deferred + 1] = pos
+    else
+      local phone = string.sub(ref, sep + 1)
+      local hkey = KEYS[2 + slot]
+      local current = redis.call("HGET", hkey, phone)
+      if (not current) or cjson.decode(current)["pending"] then
+        redis.call("HSET", hkey, phone, ARGV[i + 2])
+        redis.call("XADD", KEYS[2], "MAXLEN", "~", ARGV[1], "*", "type", "hlr", "job_id", job,
+                   "phone", phone, "provider_message_id", ARGV[i], "result", ARGV[i + 2])
+        new = new + 1
+      end
     end
   end
 end
-return new
+return {new, deferred}
 """
+LOOKUPS = 3  # lookups (and script calls) per batch of HLR results at most
 
 
 def hlr_record(result: HlrResult) -> dict[str, Any]:
@@ -84,18 +107,18 @@ class Inbound:
         self._hlr = client.register_script(_RECORD_HLR)
 
     def incoming_key(self, account: str) -> str:
-        """Hash id -> message; ``+ ':index'``: sorted set of ids by arrival, for retention."""
+        """Hash id -> message (its arrival index: ``Keys.incoming_index``)."""
         return self._keys.incoming_messages(account)
 
     async def trim_incoming(self, client: aredis.Redis, account: str, before: float) -> int:
         """Forget messages that arrived before ``before`` (epoch seconds); returns how many."""
-        key = self.incoming_key(account)
-        old = await client.zrangebyscore(key + ":index", "-inf", before, 0, 10_000)
+        key, index = self.incoming_key(account), self._keys.incoming_index(account)
+        old = await client.zrangebyscore(index, "-inf", before, 0, 10_000)
         if not old:
             return 0
         pipe = client.pipeline(transaction=True)
         pipe.hdel(key, *old)
-        pipe.zrem(key + ":index", *old)
+        pipe.zrem(index, *old)
         await pipe.execute()
         return len(old)
 
@@ -105,7 +128,7 @@ class Inbound:
         """Store each message once (by provider id) and publish it; returns how many were new."""
         if not messages:
             return 0
-        args: list[Any] = [EVENTS_MAXLEN]
+        args: list[Any] = [EVENTS_MAXLEN, account]
         for m in messages:
             at = m.received_at.timestamp() if m.received_at else time.time()
             record = {
@@ -125,7 +148,14 @@ class Inbound:
                 source,
             ]
         new = int(
-            await self._store(keys=[self.incoming_key(account), self._keys.events], args=args)
+            await self._store(
+                keys=[
+                    self.incoming_key(account),
+                    self._keys.incoming_index(account),
+                    self._keys.events,
+                ],
+                args=args,
+            )
         )
         metrics.INCOMING.labels(source).inc(new)
         metrics.EVENTS_PUBLISHED.labels("incoming").inc(new)
@@ -147,16 +177,39 @@ class Inbound:
                         pipe, self._keys, r.phone, f"{r.mcc}{r.mnc}", operator_ttl
                     )
                 await pipe.execute()
-        args: list[Any] = [self._keys.prefix, EVENTS_MAXLEN]
-        for r in results:
-            if r.provider_message_id and not r.pending:
-                args += [
-                    canonical_id(r.provider_message_id),
-                    json.dumps(hlr_record(r), default=str),
-                ]
-        if len(args) == 2:
-            return 0
-        keys = [self._keys.message_index(account), self._keys.events]
-        new = int(await self._hlr(keys=keys, args=args))
+        items = [
+            (canonical_id(r.provider_message_id), json.dumps(hlr_record(r), default=str))
+            for r in results
+            if r.provider_message_id and not r.pending
+        ]
+        new = 0
+        index = self._keys.message_index(account)
+        for _ in range(LOOKUPS):
+            if not items:
+                break
+            # The job of each id, looked up first: the script takes its keys through KEYS
+            # and checks the mapping again (see _RECORD_HLR).
+            found = await self._jobs_of(account, [pid for pid, _ in items])
+            slots: dict[str, int] = {}
+            per_result: list[Any] = []
+            for pid, record in items:
+                job = found.get(pid)
+                slot = slots.setdefault(job, len(slots) + 1) if job else 0
+                per_result += [pid, slot, record]
+            keys = [index, self._keys.events, *(self._keys.hlr(job) for job in slots)]
+            args: list[Any] = [EVENTS_MAXLEN, len(slots), *slots, *per_result]
+            added, deferred = await self._hlr(keys=keys, args=args)
+            new += int(added)
+            items = [items[int(i) - 1] for i in deferred]
         metrics.EVENTS_PUBLISHED.labels("hlr").inc(new)
         return new
+
+    async def _jobs_of(self, account: str, pids: Sequence[str]) -> dict[str, str]:
+        """The job each provider id maps to now (ids not indexed left out), in one round trip."""
+        wanted = sorted(set(pids))
+        refs = await self._client.hmget(self._keys.message_index(account), wanted)
+        return {
+            pid: (ref.decode() if isinstance(ref, bytes) else str(ref)).partition("|")[0]
+            for pid, ref in zip(wanted, refs, strict=True)
+            if ref
+        }

@@ -81,9 +81,11 @@ log = logging.getLogger("smsq.scheduler")
 ALL_ACCOUNTS = "all"  # the account part of the keys of tasks that are not per account
 
 
-# KEYS: slot key, queue's message hash, queue list, newest-slot key.
-# ARGV: owner, key ttl ms, redis message id, message body, slot number.
 _CLAIM = """
+-- KEYS[1] slot key   KEYS[2] the queue's message hash   KEYS[3] the queue list
+-- KEYS[4] newest-slot key
+-- ARGV[1] owner   ARGV[2] key ttl (ms)   ARGV[3] redis message id   ARGV[4] message body
+-- ARGV[5] slot number
 if not redis.call("SET", KEYS[1], ARGV[1], "NX", "PX", ARGV[2]) then
   return 0
 end

@@ -49,7 +49,6 @@ log = logging.getLogger("smsq.tracking")
 
 # Unknown recipients reconciliation stops looking for: the reason goes into the record
 # (the status stays unknown: nothing says what happened), the id leaves the given sets.
-# ARGV: prefix, account, leave awaiting (1/0), then per id: job, phone, id, reason.
 _NOTE_UNKNOWN = """
 -- KEYS[1] unknown set, KEYS[2] awaiting set, KEYS[2 + i] the i-th item's recipients hash
 -- ARGV[1] leave awaiting (1/0), then per item: phone, provider id, reason

@@ -109,9 +109,9 @@ for i, o in ipairs(outcomes) do
       costs[ckey] = (costs[ckey] or 0) + amount
     end
   end
-  local again = o.rs and FINAL[o.s] and smsq_resend(prefix, job, o.p, rec, o.s, account, o.id,
-                                                     o.k, nil, o.r, now, "dispatch",
-                                                     otp_max_age, maxlen)
+  local again = o.rs and FINAL[o.s] and smsq_resend(base, prefix .. ":resend", events, job, o.p,
+                                                     rec, o.s, account, o.id, o.k, nil, o.r,
+                                                     now, "dispatch", otp_max_age, maxlen)
   records[#records + 1] = o.p
   records[#records + 1] = cjson.encode(rec)
   local cid = o.cid

@@ -1,9 +1,12 @@
 -- smsq: second-chance resend, shared by record_chunk.lua and apply_status.lua (smsq puts
--- this chunk in front of each when it loads them).
--- KEYS: none yet: its keys are derived from ARGV[1], the prefix (see tests/test_key_layout.py)
+-- this chunk in front of each when it loads them). A function only: it has no KEYS or ARGV
+-- of its own; its callers pass the key names they were given through their KEYS:
+--   job_key     the job's hash (<prefix>:job:<job>)
+--   resend_key  the resends due (<prefix>:resend)
+--   events_key  the events stream (<prefix>:events)
 --
--- smsq_resend(prefix, job, phone, rec, status, account, pid, raw, rawerr, reason, now,
---             source, otp_max_age, maxlen)
+-- smsq_resend(job_key, resend_key, events_key, job, phone, rec, status, account, pid, raw,
+--             rawerr, reason, now, source, otp_max_age, maxlen)
 -- A recipient whose attempt through `account` just ended in the final `status` (a failure
 -- the provider's codes call provider-side: the caller checked) is queued for one more send
 -- through the next account of its route when its job allows it:
@@ -12,14 +15,13 @@
 --   validity (expires_at) has more than a minute left; an OTP is not older than otp_max_age.
 -- Then `rec` (the recipient's record, a Lua table) is changed in place: the attempt that
 -- ended goes to rec.attempts, rec.attempt grows by one, rec.status becomes "queued" and
--- rec.resend_to names the next account; "<job>|<phone>|<attempt>" goes to <prefix>:resend
+-- rec.resend_to names the next account; "<job>|<phone>|<attempt>" goes to resend_key
 -- (the worker turns it into a dispatch message) and one "resend" event is appended. The
 -- attempt's final status is NOT a status event: the recipient gets one final status, its
 -- last attempt's. Returns true when queued, false when the status stays final.
-local function smsq_resend(prefix, job, phone, rec, status, account, pid, raw, rawerr, reason,
-                           now, source, otp_max_age, maxlen)
-  local base = prefix .. ":job:" .. job
-  local f = redis.call("HMGET", base, "resend_on", "max_attempts", "accounts", "created_at",
+local function smsq_resend(job_key, resend_key, events_key, job, phone, rec, status, account,
+                           pid, raw, rawerr, reason, now, source, otp_max_age, maxlen)
+  local f = redis.call("HMGET", job_key, "resend_on", "max_attempts", "accounts", "created_at",
                        "expires_at", "priority")
   if not f[1] or not f[2] then return false end
   if not string.find("," .. f[1] .. ",", "," .. status .. ",", 1, true) then return false end
@@ -66,13 +68,13 @@ local function smsq_resend(prefix, job, phone, rec, status, account, pid, raw, r
                          "source", "parts", "cost"}) do
     rec[name] = nil
   end
-  redis.call("ZADD", prefix .. ":resend", t, job .. "|" .. phone .. "|" .. (attempt + 1))
+  redis.call("ZADD", resend_key, t, job .. "|" .. phone .. "|" .. (attempt + 1))
   local ev = {"type", "resend", "job_id", job, "phone", phone, "status", status,
               "account", account, "next_account", nxt, "attempt", tostring(attempt),
               "at", now, "source", source}
   if pid and pid ~= "" then ev[#ev + 1] = "provider_message_id"; ev[#ev + 1] = pid end
   if raw and raw ~= "" then ev[#ev + 1] = "raw_status"; ev[#ev + 1] = raw end
   if rawerr and rawerr ~= "" then ev[#ev + 1] = "raw_error"; ev[#ev + 1] = rawerr end
-  redis.call("XADD", prefix .. ":events", "MAXLEN", "~", maxlen, "*", unpack(ev))
+  redis.call("XADD", events_key, "MAXLEN", "~", maxlen, "*", unpack(ev))
   return true
 end
