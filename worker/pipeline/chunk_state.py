@@ -124,6 +124,7 @@ class ChunkOwner:
         entry: str,
         account_keys: Sequence[str],
         rate_log: str,
+        rate_pause: str,
         leases: str,
         lease: str | None,
         cap: int,
@@ -136,7 +137,7 @@ class ChunkOwner:
         """Claim the chunk, take the lease (``lease``: its id, when the account has a cap)
         and the permit (when ``rules``) and mark it sending through ``account``: one round
         trip, all or nothing (``claim_send.lua``)."""
-        keys = [self.key, inflight, rate_log, rate_log + ":pause", leases, *account_keys]
+        keys = [self.key, inflight, rate_log, rate_pause, leases, *account_keys]
         args: list[Any] = [
             self.value("sending", account),
             CHUNK_STATE_TTL,

@@ -555,6 +555,7 @@ async def _claim_sending(
             entry=entry,
             account_keys=[accounts.account_key(rt, name) for name in route],
             rate_log=limiter.key(account, "send"),
+            rate_pause=rt.keys.rate_pause(account, "send"),
             leases=concurrency.key(account),
             lease=lease,
             cap=limits.max_in_flight,
