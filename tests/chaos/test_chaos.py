@@ -172,7 +172,9 @@ def record(row: Row) -> None:
     assert row.lost == 0, row
     assert row.twice == 0, row
     assert row.unrecorded == 0, row
-    assert 0 < row.settle_seconds <= SETTLE_BOUND, row
+    # 0: nothing was left when the fault ended (a graceful stop finished every chunk in
+    # flight: with several chunks a message, a short job can be in flight as a whole).
+    assert 0 <= row.settle_seconds <= SETTLE_BOUND, row
 
 
 @pytest.fixture
