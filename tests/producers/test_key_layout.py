@@ -3,8 +3,8 @@
 No other Python module formats a ``<prefix>:...`` key, and every Lua script (the files of
 worker/state/scripts and the scripts written inline in Python modules) receives its keys
 through KEYS only: none builds a key from the prefix or from another key, and each one's
-header comment lists its KEYS and ARGV. The scripts below still derive some keys inside
-Lua and are the only ones allowed to: the list may only shrink.
+header comment lists its KEYS and ARGV (each KEYS[n] and ARGV[n] a script reads by number
+is in its header).
 """
 
 from __future__ import annotations
@@ -28,11 +28,6 @@ LUA_KEY = re.compile(r"\bprefix\b\s*\.\.|\.\.\s*\"[^\"\n]*:|\"" + DEFAULT_PREFIX
 INDEXED = re.compile(r"\b(KEYS|ARGV)\[(\d+)\]")
 DOCUMENTED = re.compile(r"\b(KEYS|ARGV)\[(\d+)(\s*\.\.[^\]]*)?\]")
 INLINE = re.compile(r'^(\w+) = """\n(.*?)"""', re.DOTALL | re.MULTILINE)
-
-# Scripts that still build keys inside Lua (not yet KEYS-only), by name.
-LUA_PREFIX_KEYS = {
-    "worker/state/scripts/record_chunk.lua",  # the job's keys: its caller knows them
-}
 
 
 @dataclass(frozen=True)
@@ -121,7 +116,7 @@ def test_the_key_building_check_sees_what_it_must() -> None:
 
 def test_no_script_builds_a_key() -> None:
     building = {s.name for s in scripts() if LUA_KEY.search(s.code)}
-    assert building <= LUA_PREFIX_KEYS, sorted(building - LUA_PREFIX_KEYS)
+    assert building == set()
 
 
 def test_every_script_lists_its_keys_and_arguments_in_a_header() -> None:

@@ -250,24 +250,37 @@ class ChunkRecorder:
                 account, o.status, o.raw_code or "", "", at_send=True
             ),
         )
+        k = self._keys
+        keys = [
+            chunk_key,
+            k.inflight,
+            k.job(job_id),
+            k.recipients(job_id),
+            k.counts(job_id),
+            k.cost(job_id),
+            k.message_index(account),
+            k.awaiting(account),
+            k.events,
+            k.resend,
+            k.prices(account),
+            k.account(account),
+        ]
         args = [
-            self._keys.prefix,
             job_id,
             account,
-            self._keys.inflight,
             f"{now:.3f}",
             EVENTS_MAXLEN,
             f"{now + self._first_check:.3f}",
-            chunk_key,
             CHUNK_STATE_TTL,
             payload,
             f"{resender.otp_max_age if resender is not None else 0.0:.3f}",
             "resend" if second_chance else "",
         ]
-        keys: list[str] = []
         if held is not None:
-            keys = held.script_keys()
+            keys += held.script_keys()
             args += held.script_args()
+        else:
+            args += ["", ""]
         result = await self._script(keys=keys, args=args)
         if not isinstance(result, list):  # -1: recorded before
             return Counter()

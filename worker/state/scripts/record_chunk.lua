@@ -1,19 +1,23 @@
 -- smsq: record a dispatched chunk's outcomes atomically, in one round trip.
 --
--- KEYS: none yet: its keys are derived from ARGV[1], the prefix (see tests/test_key_layout.py)
--- ARGV[1] key prefix   ARGV[2] job id     ARGV[3] account   ARGV[4] in-flight hash key
--- ARGV[5] now          ARGV[6] events maxlen                 ARGV[7] first check time
--- ARGV[8] chunk key    ARGV[9] chunk state ttl (s)           ARGV[10] outcomes JSON:
+-- KEYS[1]  the chunk's state key        KEYS[2]  the in-flight hash (chunk key -> dispatch)
+-- KEYS[3]  the job's hash    KEYS[4] its recipients    KEYS[5] its counts    KEYS[6] its costs
+-- KEYS[7]  the account's message-id index             KEYS[8]  the account's awaiting set
+-- KEYS[9]  the events stream                          KEYS[10] the resends due (resend.lua)
+-- KEYS[11] the account's price list                   KEYS[12] the account's state hash
+-- KEYS[13..] the permit log of ARGV[10] when given, then the lease set of ARGV[11] when given
+-- (limits.lua, put in front of this script with resend.lua, completes and releases them as
+-- complete.lua and concurrency.lua do: the request is over, however the recording goes).
+-- ARGV[1] job id      ARGV[2] account      ARGV[3] now      ARGV[4] events maxlen
+-- ARGV[5] first check time                 ARGV[6] chunk state ttl (s)
+-- ARGV[7] outcomes JSON:
 --   [{"p": phone, "s": status, "id": provider id, "cid": canonical id, "n": parts,
 --     "c": cost, "k": raw code, "r": reason, "rs": 1 when the provider's codes call the
 --     failure provider-side (a second-chance candidate)}, ...]   (absent keys: no value)
--- ARGV[11] otp max age (s)
--- ARGV[12] "resend" for a second-chance chunk (not one of the job's counted chunks), else ""
--- ARGV[13] the id of the rate permit the chunk's request took, completed now ("": none)
--- ARGV[14] the id of the in-flight lease the request held, released now ("": none)
--- KEYS: the permit log of ARGV[13] when given, then the lease set of ARGV[14] when given
--- (limits.lua, put in front of this script with resend.lua, completes and releases them as
--- complete.lua and concurrency.lua do: the request is over, however the recording goes).
+-- ARGV[8] otp max age (s)
+-- ARGV[9] "resend" for a second-chance chunk (not one of the job's counted chunks), else ""
+-- ARGV[10] the id of the rate permit the chunk's request took, completed now ("": none)
+-- ARGV[11] the id of the in-flight lease the request held, released now ("": none)
 -- A candidate the job's route resends (see resend.lua) is recorded queued for its next
 -- attempt instead of its final status, with a "resend" event instead of a status event.
 --
@@ -27,28 +31,28 @@
 -- A chunk already done (another delivery recorded it) or cancelled is left alone: returns -1;
 -- otherwise {the number of the job's chunks done, {"<account>|<currency>", amount, ...},
 -- {status, number queued for a second chance instead, ...}}.
-local prefix, job, account, now = ARGV[1], ARGV[2], ARGV[3], ARGV[5]
-local second_chance, otp_max_age = ARGV[12] == "resend", ARGV[11] or "600"
+local job, account, now = ARGV[1], ARGV[2], ARGV[3]
+local second_chance, otp_max_age = ARGV[9] == "resend", ARGV[8] or "600"
+local chunk_key, inflight = KEYS[1], KEYS[2]
+local base, rcpt_key, counts_key, cost_key = KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local index, awaiting, events, resend_key = KEYS[7], KEYS[8], KEYS[9], KEYS[10]
+local prices_key, account_key = KEYS[11], KEYS[12]
 local FINAL = {undeliverable = true, expired = true, rejected = true, failed = true,
                delivered = true}
 local resent = {}
-local held = 1
-if (ARGV[13] or "") ~= "" then
-  smsq_rate_complete(KEYS[held], smsq_now(), ARGV[13])
+local held = 13
+if (ARGV[10] or "") ~= "" then
+  smsq_rate_complete(KEYS[held], smsq_now(), ARGV[10])
   held = held + 1
 end
-if (ARGV[14] or "") ~= "" then smsq_lease_release(KEYS[held], ARGV[14]) end
-local chunk_state = redis.call("GET", ARGV[8])
+if (ARGV[11] or "") ~= "" then smsq_lease_release(KEYS[held], ARGV[11]) end
+local chunk_state = redis.call("GET", chunk_key)
 if chunk_state == "done" or chunk_state == "cancelled" then
-  if ARGV[4] ~= "" then redis.call("HDEL", ARGV[4], ARGV[8]) end
+  redis.call("HDEL", inflight, chunk_key)
   return -1
 end
-local maxlen, first_check = ARGV[6], ARGV[7]
-local outcomes = cjson.decode(ARGV[10])
-local base = prefix .. ":job:" .. job
-local index = prefix .. ":msgid:" .. account
-local awaiting = prefix .. ":awaiting:" .. account
-local events = prefix .. ":events"
+local maxlen, first_check = ARGV[4], ARGV[5]
+local outcomes = cjson.decode(ARGV[7])
 local records, tally, left = {}, {}, {}
 local at = tonumber(now)
 local phones = {}
@@ -56,7 +60,7 @@ for i, o in ipairs(outcomes) do phones[i] = o.p end
 local current = {}
 if #phones > 0 then
   for i = 1, #phones, 4000 do
-    local part = redis.call("HMGET", base .. ":rcpt", unpack(phones, i, math.min(i + 3999, #phones)))
+    local part = redis.call("HMGET", rcpt_key, unpack(phones, i, math.min(i + 3999, #phones)))
     for j, v in ipairs(part) do current[i + j - 1] = v end
   end
 end
@@ -75,9 +79,9 @@ local KEEP = {"country", "route_account", "operator", "price", "currency", "pric
 -- the routing price times the parts, when this account is the one routing priced.
 local SENT = {submitted = true, delivered = true, unknown = true}
 local job_parts = tonumber(redis.call("HGET", base, "parts") or "") or 1
-local account_currency = redis.call("HGET", prefix .. ":prices:" .. account, "currency")
+local account_currency = redis.call("HGET", prices_key, "currency")
 if not account_currency or account_currency == "" then  -- the balance poll's currency
-  account_currency = redis.call("HGET", prefix .. ":account:" .. account, "currency")
+  account_currency = redis.call("HGET", account_key, "currency")
   if account_currency == "" then account_currency = false end
 end
 local costs = {}
@@ -109,7 +113,7 @@ for i, o in ipairs(outcomes) do
       costs[ckey] = (costs[ckey] or 0) + amount
     end
   end
-  local again = o.rs and FINAL[o.s] and smsq_resend(base, prefix .. ":resend", events, job, o.p,
+  local again = o.rs and FINAL[o.s] and smsq_resend(base, resend_key, events, job, o.p,
                                                      rec, o.s, account, o.id, o.k, nil, o.r,
                                                      now, "dispatch", otp_max_age, maxlen)
   records[#records + 1] = o.p
@@ -140,16 +144,16 @@ for i, o in ipairs(outcomes) do
     redis.call("XADD", events, "MAXLEN", "~", maxlen, "*", unpack(ev))
   end
 end
-if #records > 0 then flush(base .. ":rcpt", "HSET", records) end
+if #records > 0 then flush(rcpt_key, "HSET", records) end
 if #idx > 0 then
   flush(index, "HSET", idx)
   flush(awaiting, "ZADD", aw)
 end
-for status, n in pairs(left) do redis.call("HINCRBY", base .. ":counts", status, -n) end
-for status, n in pairs(tally) do redis.call("HINCRBY", base .. ":counts", status, n) end
+for status, n in pairs(left) do redis.call("HINCRBY", counts_key, status, -n) end
+for status, n in pairs(tally) do redis.call("HINCRBY", counts_key, status, n) end
 local cost_list = {}
 for ckey, amount in pairs(costs) do
-  redis.call("HINCRBYFLOAT", base .. ":cost", ckey, string.format("%.6f", amount))
+  redis.call("HINCRBYFLOAT", cost_key, ckey, string.format("%.6f", amount))
   cost_list[#cost_list + 1] = ckey
   cost_list[#cost_list + 1] = string.format("%.6f", amount)
 end
@@ -158,8 +162,8 @@ for status, n in pairs(resent) do
   resent_list[#resent_list + 1] = status
   resent_list[#resent_list + 1] = n
 end
-redis.call("SET", ARGV[8], "done", "EX", ARGV[9])
-if ARGV[4] ~= "" then redis.call("HDEL", ARGV[4], ARGV[8]) end
+redis.call("SET", chunk_key, "done", "EX", ARGV[6])
+redis.call("HDEL", inflight, chunk_key)
 local done = 0
 if second_chance then
   done = tonumber(redis.call("HGET", base, "chunks_done") or "0")
