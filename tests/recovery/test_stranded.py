@@ -124,3 +124,40 @@ async def test_sweep_sends_again_only_chunks_whose_message_is_gone(
         assert await sweep_stranded(runtime, now=later) == {"resent": 1, "live": 3}
     finally:
         await runtime.stop()
+
+
+async def test_an_otp_carried_by_its_intake_message_is_swept_to_its_dispatch_queue(
+    runtime: Runtime, redis_client: redis.Redis
+) -> None:
+    """The fast path notes an OTP's chunk under its intake message ("mq": its queue): alive
+    while that message exists there; once it is gone, sent again on the dispatch queue."""
+    await runtime.start()
+    try:
+        keys = runtime.keys
+        now = time.time()
+        old = now - runtime.settings.worker.stranded_after - 1
+        otp_args = _args("o", 0, ["+79161234572"])
+        otp_args[8] = "otp"
+        entry = {
+            "actor": "dispatch_chunk",
+            "queue": "smsq-dispatch-otp",
+            "args": otp_args,
+            "msg": "intake-id",
+            "mq": "smsq-intake-otp",
+            "at": old,
+        }
+        redis_client.set(keys.chunk("o", 0), "claimed:intis-sandbox:dead")
+        redis_client.hset(keys.inflight, keys.chunk("o", 0), json.dumps(entry))
+        redis_client.hset(f"{NAMESPACE}:smsq-intake-otp.msgs", "intake-id", "{}")
+        assert await sweep_stranded(runtime, now=now) == {"live": 1}
+        redis_client.hdel(f"{NAMESPACE}:smsq-intake-otp.msgs", "intake-id")
+        assert await sweep_stranded(runtime, now=now) == {"resent": 1}
+        assert redis_client.llen(f"{NAMESPACE}:smsq-intake-otp") == 0
+        (queued,) = redis_client.lrange(f"{NAMESPACE}:smsq-dispatch-otp", 0, -1)
+        body = json.loads(redis_client.hget(f"{NAMESPACE}:smsq-dispatch-otp.msgs", queued) or b"{}")
+        assert body["actor_name"] == "dispatch_chunk" and body["args"] == otp_args
+        swept = json.loads(redis_client.hget(keys.inflight, keys.chunk("o", 0)) or b"{}")
+        assert "mq" not in swept and swept["msg"] == queued.decode()
+        assert swept["queue"] == "smsq-dispatch-otp"
+    finally:
+        await runtime.stop()

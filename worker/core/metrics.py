@@ -163,6 +163,11 @@ SCHEDULER_ACTIVE = Gauge(
 SCHEDULER_SLOTS = Counter(
     "smsq_scheduler_slots_total", "Time slots claimed and enqueued, by task.", ["task"]
 )
+OTP_FAST_PATH = Counter(
+    "smsq_otp_fast_path_total",
+    "OTP chunks dispatched in their intake message's run, by what became of them.",
+    ["result"],
+)
 STRANDED = Counter(
     "smsq_stranded_chunks_total",
     "Chunks found claimed with no message left and sent to the queue again by the sweep.",

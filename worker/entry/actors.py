@@ -25,7 +25,7 @@ from worker.core import messages, metrics, queues
 from worker.core.broker import DeadLetterFailed, SafeRedisBroker, SmsqWorker, build_broker
 from worker.core.config import Settings
 from worker.core.runtime import Runtime, RuntimeMiddleware
-from worker.pipeline import dispatch, intake
+from worker.pipeline import dispatch, fast_path, intake
 from worker.pushes import apply as webhooks
 from worker.recovery.dead_workers import Recovery
 from worker.state import store
@@ -119,13 +119,30 @@ def create_app(settings: Settings, **broker_options: Any) -> App:
         message = CurrentMessage.get_current_message()
         enqueued_at = message.message_timestamp / 1000 if message is not None else None
         message_id = message.message_id if message is not None else None
+        redis_id = message.options.get("redis_message_id") if message is not None else None
+        carrier = (
+            intake.Carrier(message.queue_name, redis_id)
+            if message is not None and isinstance(redis_id, str)
+            else None
+        )
         # Taking a job in twice changes nothing: across a Redis outage it is simply run again.
-        runtime.outage.call_sync(
+        taken = runtime.outage.call_sync(
             "accept_job",
-            lambda: intake.accept_job(
-                runtime, args, kwargs, enqueued_at=enqueued_at, message_id=message_id
+            lambda: intake.take_job(
+                runtime,
+                args,
+                kwargs,
+                enqueued_at=enqueued_at,
+                message_id=message_id,
+                carrier=carrier,
             ),
         )
+        if taken.direct is not None and carrier is not None:
+            # The OTP fast path: its one chunk is dispatched in this run, no second hop.
+            thread = get_event_loop_thread()
+            if thread is None:
+                raise RuntimeError("the AsyncIO middleware is not running")
+            thread.run_coroutine(fast_path.send_now(runtime, taken.direct, carrier))
 
     def refused(actor: str, args: tuple[Any, ...]) -> messages.DispatchMessage | None:
         """The message, decoded (messages.decode: this version's or an earlier one's); or

@@ -449,17 +449,21 @@ class Delivery:
     owner: ChunkOwner | None = None
     outcomes: list[RecipientOutcome] | None = None  # the answer, once it came
     request: SendRequest | None = None
+    # The queue of the message carrying the chunk when that is not ``queue``: an OTP sent
+    # in its intake message's run (worker.pipeline.fast_path). The sweep looks there.
+    carrier_queue: str | None = None
 
     def entry(self, at: float | None = None) -> str:
-        return store.dumps(
-            {
-                "actor": self.actor,
-                "queue": self.queue,
-                "args": self.args,
-                "msg": self.message_id,
-                "at": round(at or time.time(), 3),
-            }
-        )
+        fields: dict[str, Any] = {
+            "actor": self.actor,
+            "queue": self.queue,
+            "args": self.args,
+            "msg": self.message_id,
+            "at": round(at or time.time(), 3),
+        }
+        if self.carrier_queue is not None:
+            fields["mq"] = self.carrier_queue
+        return store.dumps(fields)
 
 
 @dataclass
@@ -611,6 +615,7 @@ async def _on_route(
     *,
     granted: Granted | None = None,
     held: list[Held] | None = None,
+    attempts: int | None = None,
 ) -> Attempt[T]:
     """Run ``call`` on the first usable account of the route.
 
@@ -653,6 +658,7 @@ async def _on_route(
                 owner=owner,
                 granted=pre,
                 held=held,
+                attempts=attempts,
             )
             return Attempt(account, result=result)
         except Reschedule:
@@ -705,11 +711,15 @@ async def dispatch_chunk(
     created_at: float | None = None,
     *,
     delivery: Delivery | None = None,
+    one_try: bool = False,
 ) -> str:
     """Send one chunk; returns 'sent', 'duplicate', 'interrupted', 'rescheduled',
     'superseded' (another delivery owns it), 'cancelled' (the producer cancelled the job
     before it was dispatched) or 'too_old' (an OTP past its max age, or a second chance
     past the message's validity).
+
+    ``one_try`` (the OTP fast path): a failure worth a retry is not retried here; the chunk
+    is released and rescheduled as a dispatch message after the backoff's first wait.
 
     At most the in-flight cap of the route's first account is sent at once by this
     process (the leases in Redis hold the cap across processes): the others wait here
@@ -731,6 +741,7 @@ async def dispatch_chunk(
             client_id,
             created_at,
             delivery=delivery,
+            one_try=one_try,
         )
     async with slots:
         return await _dispatch_chunk(
@@ -747,6 +758,7 @@ async def dispatch_chunk(
             client_id,
             created_at,
             delivery=delivery,
+            one_try=one_try,
         )
 
 
@@ -765,6 +777,7 @@ async def _dispatch_chunk(
     created_at: float | None,
     *,
     delivery: Delivery | None,
+    one_try: bool = False,
 ) -> str:
     chunk_key = rt.keys.chunk(job_id, index)
     resend = second_chance(index)
@@ -858,12 +871,25 @@ async def _dispatch_chunk(
     held: list[Held] = []
     try:
         attempt = await _on_route(
-            rt, claim, route, "send", priority, send, granted=granted, held=held
+            rt,
+            claim,
+            route,
+            "send",
+            priority,
+            send,
+            granted=granted,
+            held=held,
+            attempts=1 if one_try else None,
         )
     except LostClaim:
         return "superseded"
     except Reschedule as wait:
         return await again_later(wait.delay)
+    failed = attempt.error
+    if one_try and failed is not None and failed.error_class in RETRYABLE:
+        # The fast path tries once: the retries are an ordinary dispatch message's.
+        await claim.owner.release()
+        return await again_later(failed.retry_after or rt.settings.dispatch.backoff_initial)
     if attempt.error is not None:
         log.warning("chunk %s:%d to %s failed: %s", job_id, index, attempt.account, attempt.error)
         outcomes = failure_outcomes(recipients, attempt.error)
@@ -1033,8 +1059,13 @@ async def dispatch_or_give_up(
     args: tuple[Any, ...],
     *,
     message_id: str | None = None,
-) -> None:
-    """Run a dispatch actor's work.
+    carrier_queue: str | None = None,
+    one_try: bool = False,
+) -> str:
+    """Run a dispatch actor's work; returns what it did (see :func:`dispatch_chunk`).
+
+    ``carrier_queue`` and ``one_try``: the OTP fast path (worker.pipeline.fast_path) runs a
+    send chunk in its intake message, ``message_id`` in ``carrier_queue``.
 
     A Redis outage is ridden out in the process: the work waits for Redis (up to
     ``[worker] redis_outage`` seconds) and runs again with the same hold on the chunk, so
@@ -1043,15 +1074,17 @@ async def dispatch_or_give_up(
     exhausted its ``on_retry_exhausted`` hook runs :func:`give_up` (the ``dispatch_gave_up``
     actor), so nothing here counts tries.
     """
-    run = dispatch_chunk if actor == SEND_ACTOR else dispatch_hlr
     priority = args[8] if actor == SEND_ACTOR and len(args) > 8 else (args[4:5] or ["bulk"])[0]
-    delivery = Delivery(actor, dispatch_queue(str(priority)), list(args), message_id)
+    delivery = Delivery(
+        actor, dispatch_queue(str(priority)), list(args), message_id, carrier_queue=carrier_queue
+    )
     deadline = time.monotonic() + rt.settings.worker.redis_outage
     try:
         while True:
             try:
-                await run(rt, *args, delivery=delivery)
-                return
+                if actor == SEND_ACTOR:
+                    return await dispatch_chunk(rt, *args, delivery=delivery, one_try=one_try)
+                return await dispatch_hlr(rt, *args, delivery=delivery)
             except Exception as exc:
                 left = deadline - time.monotonic()
                 if not redis_down(exc) or left <= 0:

@@ -6,12 +6,21 @@ MULTI/EXEC transaction guarded by WATCH on the job key: a crash before EXEC
 leaves nothing, so the redelivered message starts over; a job id seen before
 is acknowledged without writing anything (producers may retry safely).
 A job that fails validation is dead-lettered with every reason, never retried.
+
+An OTP send job of one chunk taken from a message this worker can name (its queue and
+Redis id: a :class:`Carrier`) gets no dispatch message: the transaction notes the chunk in
+flight under the intake message instead, and the caller dispatches it in the same run
+(``worker.pipeline.fast_path``). A redelivery of that message (its worker died) finds the
+job accepted and the chunk still noted under it, and dispatches it again: the chunk's state
+decides whether anything is sent.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -26,13 +35,16 @@ from worker.core.messages import (
     MAX_BATCH,
     DispatchMessage,
     HlrChunk,
+    MessageInvalid,
     SendChunk,
     batch,
+    decode,
     message_args,
 )
-from worker.core.queues import dispatch_queue
+from worker.core.queues import SEND_ACTOR, dispatch_queue
 from worker.core.runtime import Runtime
 from worker.pipeline import routing
+from worker.pipeline.dispatch import Delivery
 from worker.state import store
 
 log = logging.getLogger("smsq.intake")
@@ -46,6 +58,22 @@ CLIENT_ID_MAX = 2_147_483_647  # the largest client message id the providers acc
 ENQUEUED_AT_TRUSTED = 24 * 3600.0  # an enqueue time older than this (or ahead) is not trusted
 
 
+@dataclass(frozen=True)
+class Carrier:
+    """The Dramatiq message a job came in: its queue and its Redis message id."""
+
+    queue: str
+    message_id: str
+
+
+@dataclass(frozen=True)
+class Taken:
+    """What taking a job did, and the chunk to dispatch in this run (the OTP fast path)."""
+
+    result: str
+    direct: SendChunk | None = None
+
+
 def accept_job(
     rt: Runtime,
     args: tuple[Any, ...] | list[Any],
@@ -54,14 +82,31 @@ def accept_job(
     enqueued_at: float | None = None,
     message_id: str | None = None,
 ) -> str:
-    """Take one job message's arguments; returns 'accepted', 'duplicate' or 'dead_lettered'.
+    """Take one job message's arguments; returns 'accepted', 'duplicate' or 'dead_lettered'
+    (every chunk enqueued: see :func:`take_job` for the OTP fast path)."""
+    return take_job(rt, args, kwargs, enqueued_at=enqueued_at, message_id=message_id).result
+
+
+def take_job(
+    rt: Runtime,
+    args: tuple[Any, ...] | list[Any],
+    kwargs: dict[str, Any],
+    *,
+    enqueued_at: float | None = None,
+    message_id: str | None = None,
+    carrier: Carrier | None = None,
+) -> Taken:
+    """Take one job message's arguments; its result is 'accepted', 'duplicate' or
+    'dead_lettered'.
 
     ``enqueued_at`` (epoch seconds, from the message) is the time a schedule is
     judged against, so a backlog does not turn a valid ``scheduled_at`` into one
     "in the past". ``message_id`` (stable across redeliveries and retries) becomes
     the job id of a payload that has none, so a redelivered job is still accepted once.
     Anything unexpected dead-letters the job with its reason; only Redis errors
-    propagate (Dramatiq retries the message).
+    propagate (Dramatiq retries the message). With ``carrier`` (the message the job came
+    in), an OTP of one chunk is not enqueued: its chunk is returned in ``direct``, noted in
+    flight under that message, for the caller to dispatch now.
     """
     if len(args) != 1 or kwargs:
         reasons = [
@@ -69,7 +114,7 @@ def accept_job(
             f"(got {len(args)} positional and {len(kwargs)} keyword arguments)"
         ]
         _dead_letter(rt, reasons, {"args": list(args), "kwargs": kwargs}, None)
-        return "dead_lettered"
+        return Taken("dead_lettered")
     payload = args[0]
     if isinstance(payload, dict) and payload.get("job_id") is None and message_id:
         # Only an absent (or null) id is generated: "" or false is refused with its reason.
@@ -81,11 +126,11 @@ def accept_job(
             now=_judged_at(enqueued_at),
             numbers=rt.settings.intake.accept_numbers,
         )
-        result = _store_and_split(rt, job)
+        taken = _store_and_split(rt, job, carrier)
     except JobRejected as exc:
         _dead_letter(rt, exc.reasons, payload, exc.job_id)
         metrics.JOBS.labels(_kind(payload), "dead_lettered").inc()
-        return "dead_lettered"
+        return Taken("dead_lettered")
     except redis.RedisError:
         raise
     except Exception as exc:
@@ -94,9 +139,9 @@ def accept_job(
         reason = f"internal error while accepting the job: {type(exc).__name__}"
         _dead_letter(rt, [reason], payload, job_id if is_job_id(job_id) else None)
         metrics.JOBS.labels(_kind(payload), "dead_lettered").inc()
-        return "dead_lettered"
-    metrics.JOBS.labels(job.kind, result).inc()
-    return result
+        return Taken("dead_lettered")
+    metrics.JOBS.labels(job.kind, taken.result).inc()
+    return taken
 
 
 def _judged_at(enqueued_at: float | None) -> datetime:
@@ -216,7 +261,25 @@ def carriers(rt: Runtime, job: Job, accounts: tuple[str, ...]) -> tuple[str, ...
     return able
 
 
-def _store_and_split(rt: Runtime, job: Job) -> str:
+def _carried(rt: Runtime, job: Job, carrier: Carrier | None) -> SendChunk | None:
+    """The chunk this very message was dispatching when its worker died (noted in flight
+    under it, not done): dispatched again, its state decides whether anything is sent."""
+    if carrier is None or not isinstance(job, SendJob) or job.priority != "otp":
+        return None
+    raw = rt.redis.hget(rt.keys.inflight, rt.keys.chunk(job.job_id, 0))
+    if raw is None:
+        return None
+    try:
+        entry = json.loads(raw)
+        if entry.get("msg") != carrier.message_id or entry.get("mq") != carrier.queue:
+            return None
+        message = decode(SEND_ACTOR, entry["args"])
+    except (ValueError, KeyError, TypeError, AttributeError, MessageInvalid):
+        return None
+    return message if isinstance(message, SendChunk) else None
+
+
+def _store_and_split(rt: Runtime, job: Job, carrier: Carrier | None = None) -> Taken:
     callback = callback_url(rt, job)
     accounts = carriers(rt, job, rt.settings.resolve(job.provider))
     route = list(accounts)
@@ -231,6 +294,15 @@ def _store_and_split(rt: Runtime, job: Job) -> str:
         and job.scheduled_at.timestamp() > now
     ):
         eta_ms = int(job.scheduled_at.timestamp() * 1000)
+    # The OTP fast path: one chunk to send now, and a message to note it under.
+    fast = (
+        carrier is not None
+        and isinstance(job, SendJob)
+        and job.priority == "otp"
+        and len(planned) == 1
+        and eta_ms is None
+    )
+    direct: SendChunk | None = None
     job_key = rt.keys.job(job.job_id)
     with rt.redis.pipeline(transaction=True) as pipe:
         try:
@@ -241,7 +313,7 @@ def _store_and_split(rt: Runtime, job: Job) -> str:
             if (previous_state is not None and not resubmitted) or pipe.exists(tombstone):
                 log.info("job %s seen before; not accepted twice", job.job_id)
                 rt.redis.delete(rt.keys.pending(job.job_id))
-                return "duplicate"
+                return Taken("duplicate", _carried(rt, job, carrier))
             first_id = 0
             if isinstance(job, SendJob) and chunks:
                 last = int(pipe.incrby(rt.keys.client_ids, len(chunks)))
@@ -288,6 +360,19 @@ def _store_and_split(rt: Runtime, job: Job) -> str:
                         created_at=round(now, 3),
                     )
                 )
+            if fast and carrier is not None and len(sends) == 1:
+                # No dispatch message: noted in flight under the intake message, sent now.
+                direct = sends.pop()
+                held = Delivery(
+                    SEND_ACTOR,
+                    queue,
+                    direct.positional(),
+                    carrier.message_id,
+                    carrier_queue=carrier.queue,
+                )
+                pipe.hset(
+                    rt.keys.inflight, rt.keys.chunk(job.job_id, direct.index), held.entry(now)
+                )
             # Several chunks a message: the worker sends them concurrently (worker/pipeline/
             # dispatch.py, dispatch_message), one fetch and one acknowledgement for all.
             dispatch += [
@@ -300,7 +385,7 @@ def _store_and_split(rt: Runtime, job: Job) -> str:
                 write_message(pipe, target, redis_id, body, NAMESPACE)
             pipe.execute()
         except redis.WatchError:
-            return "duplicate"
+            return Taken("duplicate")
     if job.rejected:  # final at intake: they never reach a provider
         metrics.count_finals("none", "none", {"rejected": len(job.rejected)})
     log.info(
@@ -312,4 +397,4 @@ def _store_and_split(rt: Runtime, job: Job) -> str:
         len(job.rejected),
         job.duplicates,
     )
-    return "accepted"
+    return Taken("accepted", direct)

@@ -7,7 +7,8 @@ longer than ``[worker] redis_outage``, dead-lettered by Dramatiq, or dropped wit
 retry that could not be enqueued. The sweep (a scheduler task on ``smsq-reconcile``)
 finds entries older than ``[worker] stranded_after`` whose message no longer exists in
 its queue (nor its delay queue) and whose chunk is not ``done``, and sends the chunk's
-message again. The new delivery settles it by the chunk's state: still ``claimed`` (or
+message again. (An OTP dispatched in its intake message's run names that message and its
+intake queue; sent again, it goes to its dispatch queue.) The new delivery settles it by the chunk's state: still ``claimed`` (or
 released) it is sent, since nothing left; caught ``sending`` its recipients become
 ``unknown`` for reconciliation; ``done`` it is only acknowledged.
 """
@@ -55,7 +56,11 @@ async def sweep_stranded(rt: Runtime, *, now: float | None = None) -> dict[str, 
             stats["young"] += 1
             continue
         message_id = entry.get("msg")
-        if isinstance(message_id, str) and await _message_exists(r, queue, message_id):
+        # An OTP sent in its intake message's run is carried by that message ("mq"); once
+        # stranded it is sent again as a dispatch message on its dispatch queue like any chunk.
+        carrier = entry.pop("mq", None)
+        held_in = carrier if isinstance(carrier, str) else queue
+        if isinstance(message_id, str) and await _message_exists(r, held_in, message_id):
             stats["live"] += 1  # queued, or held by a worker (requeued if that worker dies)
             continue
         state = await r.get(chunk_key)
