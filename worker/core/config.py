@@ -188,6 +188,7 @@ class WorkerSettings:
     stranded_after: float = 30.0  # a chunk claimed this long with no message left is settled
     restart_delay: float = 1.0  # seconds before a crashed worker process is started again
     otp_threads: float = 4.0  # threads of each worker process kept for the OTP queues alone
+    gil_switch_interval: float = 0.0005  # seconds a thread runs before one waiting gets the GIL
 
     @property
     def requeue_within(self) -> float:

@@ -59,6 +59,11 @@ def run(threads: int, queues: list[str] | None) -> int:
 
     from worker.entry.app import app  # builds the broker and actors from SMSQ_CONFIG
 
+    # Python's 5 ms: a thread back from Redis waits up to that for the GIL while another runs
+    # Python code (a bulk job's intake, bulk chunks on the event loop); an OTP takes it
+    # tens of times on its way.
+    sys.setswitchinterval(app.settings.worker.gil_switch_interval)
+
     app.broker.emit_after("process_boot")
     worker = app.worker(threads, set(queues) if queues else None)
     worker.start()
