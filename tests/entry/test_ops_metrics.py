@@ -165,7 +165,8 @@ def stack(redis_server: RedisServer, tmp_path_factory: pytest.TempPathFactory) -
     urls = {kind: sandboxes.url(kind) for kind in KINDS}
     config, secrets = _write_config(logs, urls, redis_server.url, web_port, hook_secrets)
     env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "PORT")}
-    env.update(secrets, SMSQ_CONFIG=str(config))
+    # One chunk a dispatch message: the figures below count dispatch_chunk messages per chunk.
+    env.update(secrets, SMSQ_CONFIG=str(config), SMSQ__DISPATCH__CHUNKS_PER_MESSAGE="1")
     ports = {"worker": free_port(), "scheduler": free_port(), "web": web_port}
     s = Stack(redis_server.url, env, ports, {}, logs, sandboxes, client)
     s.start(
