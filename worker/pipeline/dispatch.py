@@ -13,6 +13,7 @@ jitter, bounded by attempts and total time); permanent ones are not.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
@@ -726,24 +727,7 @@ async def dispatch_chunk(
     instead of asking Redis for a lease again and again."""
     route = _route(route_arg)
     slots = rt.send_slots(route[0])
-    if slots is None:
-        return await _dispatch_chunk(
-            rt,
-            job_id,
-            index,
-            route,
-            sender,
-            text,
-            recipients,
-            scheduled_at,
-            validity,
-            priority,
-            client_id,
-            created_at,
-            delivery=delivery,
-            one_try=one_try,
-        )
-    async with slots:
+    async with slots if slots is not None else contextlib.nullcontext():
         return await _dispatch_chunk(
             rt,
             job_id,
